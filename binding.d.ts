@@ -1,0 +1,395 @@
+/**
+ * Types of the native addon's exports (native/*.cc), one-to-one.
+ *
+ * Conventions
+ * - Every kernel takes one options object. Matrices are row-major; images
+ *   and activations are NHWC; convolution weights are OHWI
+ *   ([cout, kh, kw, cin/groups]).
+ * - Outputs are caller-provided typed arrays (no allocation per call); they
+ *   are fully overwritten unless a `beta`/`accumulate` option says otherwise.
+ * - `variant` forces one ISA variant of a kernel (full name such as
+ *   "sgemm_avx2" or its suffix "avx2"); by default the best variant this CPU
+ *   supports is used (see `info().kernels`). Asking for a variant the CPU
+ *   lacks throws a RangeError.
+ * - Long kernels have an `...Async` form that runs on a worker thread and
+ *   returns a Promise; do not modify or transfer its buffers until it settles.
+ * - Bad arguments throw TypeError (wrong type) or RangeError (bad value,
+ *   size or length) whose message names the function and the argument.
+ * - Rounding to integers is round-half-to-even everywhere.
+ */
+
+export type IsaName = 'scalar' | 'avx2' | 'avxvnni' | 'avx512' | 'avx512vnni';
+
+export interface KernelVariantInfo {
+  name: string;
+  supported: boolean;
+}
+
+export interface CudaDeviceInfo {
+  index: number;
+  name: string;
+  computeCapability: string;
+  totalMemory: number;
+}
+
+export interface CudaInfo {
+  /** The addon was built with the CUDA backend. */
+  compiled: boolean;
+  /** A usable GPU and driver were found at run time. */
+  available: boolean;
+  /** Why CUDA is not available (when it is not). */
+  reason?: string;
+  devices?: CudaDeviceInfo[];
+  cublasLtVersion?: number;
+  runtimeVersion?: number;
+  driverVersion?: number;
+}
+
+export interface BindingInfo {
+  version: string;
+  napiVersion: number;
+  /** Current size of the native thread pool. */
+  threads: number;
+  /** Default pool size: physical cores, or QUANTFACE_THREADS. */
+  defaultThreads: number;
+  cpu: {
+    avx2: boolean; fma: boolean; f16c: boolean;
+    avx512f: boolean; avx512bw: boolean; avx512dq: boolean; avx512vl: boolean;
+    avx512vnni: boolean; avx512bf16: boolean; avxvnni: boolean;
+  };
+  /** Highest ISA level allowed by QUANTFACE_ISA (default: no cap). */
+  isaCap: IsaName;
+  /** ISA levels usable here (CPU support and cap). */
+  isa: IsaName[];
+  /** Kernel name -> the variant chosen on this machine, e.g. { sgemm: 'sgemm_avx512' }. */
+  kernels: Record<string, string>;
+  /** Kernel name -> every compiled variant, best first, reference last. */
+  variants: Record<string, KernelVariantInfo[]>;
+  cuda: CudaInfo;
+}
+
+// ----------------------------------------------------------------- sgemm
+export interface SgemmOptions {
+  transA?: boolean;
+  transB?: boolean;
+  m: number;
+  n: number;
+  k: number;
+  /** Default 1. */
+  alpha?: number;
+  /** op(A) is m x k: A is m x k (lda >= k) or, transposed, k x m (lda >= m). */
+  a: Float32Array;
+  lda?: number;
+  /** op(B) is k x n: B is k x n (ldb >= n) or, transposed, n x k (ldb >= k). */
+  b: Float32Array;
+  ldb?: number;
+  /** Default 0: C is then not read (NaN/garbage in C is ignored). */
+  beta?: number;
+  /** m x n, ldc >= n. C = alpha * op(A) * op(B) + beta * C */
+  c: Float32Array;
+  ldc?: number;
+  variant?: string;
+}
+
+// ----------------------------------------------------------------- int8 GEMM
+/** Int8 weights (n rows of k) pre-packed once into the GEMM's panel layout. */
+export interface PackedWeights {
+  readonly n: number;
+  readonly k: number;
+  /** Bytes held by the packed panels. */
+  readonly bytes: number;
+}
+
+export interface PackWeightsOptions {
+  /** n x k row-major int8 weights (row = output channel), ldw >= k. */
+  w: Int8Array;
+  n: number;
+  k: number;
+  ldw?: number;
+}
+
+export type Int8OutType = 's32' | 'f32' | 'u8' | 's8';
+export type EpilogueActivation = 'none' | 'relu' | 'prelu';
+
+/**
+ * Epilogue shared by the int8 GEMM and the int8 convolutions.
+ * acc[i,j] = sum_k (a[i,k] - aZeroPoint) * (w[j,k] - wZeroPoint[j])   (exact, int32)
+ * outType 's32': out = acc.
+ * otherwise    : y = float(acc) * scale[j] + bias[j]  (a multiply, then an add; no FMA)
+ *                activation: relu -> max(y, 0); prelu -> y < 0 ? y * slope[j] : y
+ *                'f32': out = y
+ *                'u8'/'s8': out = clamp(rne(y / outScale) + outZeroPoint, clampMin, clampMax)
+ */
+export interface Int8Epilogue {
+  outType: Int8OutType;
+  /** Per output channel multiplier (length n); default all 1. */
+  scale?: Float32Array;
+  /** Per output channel bias (length n); default 0. */
+  bias?: Float32Array;
+  activation?: EpilogueActivation;
+  /** PReLU slopes (length n), required with activation 'prelu'. */
+  slope?: Float32Array;
+  /** Requantisation scale (> 0) for u8/s8 outputs. Default 1. */
+  outScale?: number;
+  /** Requantisation zero point for u8/s8 outputs. Default 0. */
+  outZeroPoint?: number;
+  /** Clamp range for u8/s8 outputs (default: the type's full range). */
+  clampMin?: number;
+  clampMax?: number;
+}
+
+export interface GemmU8S8S32Options extends Int8Epilogue {
+  /** m x k row-major uint8 activations, lda >= k. */
+  a: Uint8Array;
+  m: number;
+  lda?: number;
+  /** Packed weights; the GEMM's k and n are w.k and w.n. */
+  w: PackedWeights;
+  /** Activation zero point, 0..255. Default 0. */
+  aZeroPoint?: number;
+  /** Per output channel weight zero points (length n). Default 0. */
+  wZeroPoint?: Int32Array;
+  /** m x n output (ldo >= n) of the type outType names. */
+  out: Int32Array | Float32Array | Uint8Array | Int8Array;
+  ldo?: number;
+  variant?: string;
+}
+
+// ----------------------------------------------------------------- quantization
+/**
+ * Per-tensor or per-channel layout of a flat tensor: element i belongs to
+ * channel floor(i / inner) % channels. Per tensor: channels = 1 (default).
+ * Per output channel of OHWI weights: channels = cout, inner = kh*kw*cin.
+ * Per channel of NHWC activations: channels = C, inner = 1.
+ */
+export interface ChannelLayout {
+  channels?: number;
+  inner?: number;
+}
+
+export interface QuantParams extends ChannelLayout {
+  /** Scales (length channels), each > 0 and finite. */
+  scale: Float32Array;
+  /** Zero points (length channels), within [quantMin, quantMax]. */
+  zeroPoint: Int32Array;
+  /** Integer range, e.g. 0..255 (u8), -128..127 (s8), 0..15 (4-bit). */
+  quantMin: number;
+  quantMax: number;
+}
+
+export interface QuantizeOptions extends QuantParams {
+  x: Float32Array;
+  /** q = clamp(rne(x / scale) + zeroPoint, quantMin, quantMax); Uint8Array needs quantMin >= 0, Int8Array needs [-128, 127]. */
+  out: Uint8Array | Int8Array;
+  variant?: string;
+}
+
+export interface DequantizeOptions extends ChannelLayout {
+  q: Uint8Array | Int8Array;
+  scale: Float32Array;
+  zeroPoint: Int32Array;
+  /** x = (q - zeroPoint) * scale */
+  out: Float32Array;
+  variant?: string;
+}
+
+export interface FakeQuantizeOptions extends QuantParams {
+  x: Float32Array;
+  /** out = (clamp(rne(x / scale) + zeroPoint, quantMin, quantMax) - zeroPoint) * scale; may be x itself. */
+  out: Float32Array;
+  /** Optional: 1 where rne(x / scale) + zeroPoint was inside [quantMin, quantMax], else 0 (for the clipped STE). */
+  mask?: Uint8Array;
+  variant?: string;
+}
+
+export interface FakeQuantizeBackwardOptions {
+  gradOut: Float32Array;
+  /** Straight-through: gradIn = gradOut (no mask) or gradOut * mask (clipped STE). May be gradOut itself. */
+  gradIn: Float32Array;
+  mask?: Uint8Array;
+  /** Add into gradIn instead of overwriting it. Default false. */
+  accumulate?: boolean;
+  variant?: string;
+}
+
+export interface MinMaxOptions extends ChannelLayout {
+  x: Float32Array;
+  /** Per channel minimum and maximum (length channels). NaN inputs are ignored. */
+  min: Float32Array;
+  max: Float32Array;
+  variant?: string;
+}
+
+export interface PackBitsOptions {
+  /** Values, each < 2^bits. */
+  q: Uint8Array;
+  /** 2..8 */
+  bits: number;
+  /** ceil(q.length * bits / 8) bytes: a little-endian bit stream (value i at bit i*bits). */
+  out: Uint8Array;
+}
+
+export interface UnpackBitsOptions {
+  packed: Uint8Array;
+  bits: number;
+  /** Number of values to unpack into out. */
+  out: Uint8Array;
+}
+
+// ----------------------------------------------------------------- convolution
+export interface Conv2dGeometry {
+  /** Batch, input height, width, channels (NHWC input). */
+  n: number;
+  h: number;
+  w: number;
+  c: number;
+  /** Output channels and kernel size (OHWI weights: [cout, kh, kw, c / groups]). */
+  cout: number;
+  kh: number;
+  kw: number;
+  strideH?: number;
+  strideW?: number;
+  padTop?: number;
+  padLeft?: number;
+  padBottom?: number;
+  padRight?: number;
+  dilationH?: number;
+  dilationW?: number;
+  /** c and cout divisible by groups; groups = c = cout is depthwise. Default 1. */
+  groups?: number;
+}
+
+export interface Conv2dOptions extends Conv2dGeometry {
+  x: Float32Array;
+  weight: Float32Array;
+  bias?: Float32Array;
+  /** [n, oh, ow, cout], oh = floor((h + padTop + padBottom - dilationH*(kh-1) - 1) / strideH) + 1 */
+  out: Float32Array;
+  variant?: string;
+}
+
+export interface Conv2dBackwardInputOptions extends Conv2dGeometry {
+  gradOut: Float32Array;
+  weight: Float32Array;
+  /** [n, h, w, c] */
+  gradIn: Float32Array;
+  accumulate?: boolean;
+  variant?: string;
+}
+
+export interface Conv2dBackwardWeightOptions extends Conv2dGeometry {
+  x: Float32Array;
+  gradOut: Float32Array;
+  /** [cout, kh, kw, c / groups] */
+  gradWeight: Float32Array;
+  /** [cout]: sum of gradOut over n, oh, ow. */
+  gradBias?: Float32Array;
+  accumulate?: boolean;
+  variant?: string;
+}
+
+export interface Conv2dU8S8Options extends Conv2dGeometry, Int8Epilogue {
+  /** NHWC uint8 input; padding reads as xZeroPoint (a real zero). */
+  x: Uint8Array;
+  xZeroPoint?: number;
+  /**
+   * groups = 1: PackedWeights with n = cout and k = kh*kw*c (OHWI rows).
+   * depthwise (groups = c = cout): Int8Array [c, kh, kw] raw weights.
+   */
+  weight: PackedWeights | Int8Array;
+  wZeroPoint?: Int32Array;
+  /** [n, oh, ow, cout] of the type outType names. */
+  out: Int32Array | Float32Array | Uint8Array | Int8Array;
+  variant?: string;
+}
+
+// ----------------------------------------------------------------- CUDA
+/** Memory on the GPU. Freed by free() or when garbage collected. */
+export interface DeviceBuffer {
+  readonly bytes: number;
+  readonly freed: boolean;
+  /** Copies a typed array to the device at byteOffset (default 0). */
+  upload(src: ArrayBufferView, byteOffset?: number): void;
+  /** Copies from the device at byteOffset into dst. */
+  download(dst: ArrayBufferView, byteOffset?: number): void;
+  free(): void;
+}
+
+export interface CudaGemmS8S8S32Options {
+  /** m x k row-major int8 on the device. */
+  a: DeviceBuffer;
+  /** n x k row-major int8 on the device (row = output channel). */
+  b: DeviceBuffer;
+  m: number;
+  n: number;
+  k: number;
+  /** 's32': out = A * B^T (int32); 'f32': out = float(acc) * scale[j] (+ bias[j]) */
+  outType: 's32' | 'f32';
+  /** m x n on the device. */
+  out: DeviceBuffer;
+  /** Per output channel scale / bias on the device (float32, length n) for 'f32'. */
+  scale?: DeviceBuffer;
+  bias?: DeviceBuffer;
+}
+
+export interface CudaQuantizeOptions {
+  x: DeviceBuffer;
+  out: DeviceBuffer;
+  count: number;
+  scale: number;
+  zeroPoint: number;
+  quantMin: number;
+  quantMax: number;
+}
+
+export interface CudaDequantizeOptions {
+  q: DeviceBuffer;
+  out: DeviceBuffer;
+  count: number;
+  scale: number;
+  zeroPoint: number;
+}
+
+// ----------------------------------------------------------------- the addon
+export interface Binding {
+  info(): BindingInfo;
+  /** Resizes the native pool (0 = default); returns the new size. */
+  setThreads(n: number): number;
+  getThreads(): number;
+
+  sgemm(o: SgemmOptions): void;
+  sgemmAsync(o: SgemmOptions): Promise<void>;
+
+  packWeights(o: PackWeightsOptions): PackedWeights;
+  gemmU8S8S32(o: GemmU8S8S32Options): void;
+  gemmU8S8S32Async(o: GemmU8S8S32Options): Promise<void>;
+
+  quantize(o: QuantizeOptions): void;
+  quantizeAsync(o: QuantizeOptions): Promise<void>;
+  dequantize(o: DequantizeOptions): void;
+  dequantizeAsync(o: DequantizeOptions): Promise<void>;
+  fakeQuantize(o: FakeQuantizeOptions): void;
+  fakeQuantizeAsync(o: FakeQuantizeOptions): Promise<void>;
+  fakeQuantizeBackward(o: FakeQuantizeBackwardOptions): void;
+  fakeQuantizeBackwardAsync(o: FakeQuantizeBackwardOptions): Promise<void>;
+  minMax(o: MinMaxOptions): void;
+  minMaxAsync(o: MinMaxOptions): Promise<void>;
+  packBits(o: PackBitsOptions): void;
+  unpackBits(o: UnpackBitsOptions): void;
+
+  conv2d(o: Conv2dOptions): void;
+  conv2dAsync(o: Conv2dOptions): Promise<void>;
+  conv2dBackwardInput(o: Conv2dBackwardInputOptions): void;
+  conv2dBackwardInputAsync(o: Conv2dBackwardInputOptions): Promise<void>;
+  conv2dBackwardWeight(o: Conv2dBackwardWeightOptions): void;
+  conv2dBackwardWeightAsync(o: Conv2dBackwardWeightOptions): Promise<void>;
+  conv2dU8S8(o: Conv2dU8S8Options): void;
+  conv2dU8S8Async(o: Conv2dU8S8Options): Promise<void>;
+
+  /** Throws Error with code 'E_CUDA_UNAVAILABLE' when CUDA is not usable. */
+  cudaAlloc(bytes: number): DeviceBuffer;
+  cudaSynchronize(): void;
+  cudaGemmS8S8S32(o: CudaGemmS8S8S32Options): void;
+  cudaQuantize(o: CudaQuantizeOptions): void;
+  cudaDequantize(o: CudaDequantizeOptions): void;
+}
