@@ -48,6 +48,8 @@ export interface CudaInfo {
 export interface BindingInfo {
   version: string;
   napiVersion: number;
+  /** SHA-256 over the native sources it was built from (scripts/source-hash.mjs computes the same). */
+  sourceHash: string;
   /** Current size of the native thread pool. */
   threads: number;
   /** Default pool size: physical cores, or QUANTFACE_THREADS. */
@@ -350,12 +352,34 @@ export interface CudaDequantizeOptions {
   zeroPoint: number;
 }
 
+// ----------------------------------------------------------------- peak
+export type PeakKind = 'fma_zmm' | 'vnni_zmm' | 'fma_ymm' | 'vnni_ymm';
+export interface MeasurePeakOptions {
+  /** fp32 FMA or int8 VNNI (vpdpbusd), 512-bit (zmm) or 256-bit (ymm) registers. */
+  kind: PeakKind;
+  /** Seconds per thread, (0, 10]. Default 0.2. */
+  seconds?: number;
+  /** Threads of the native pool to run it on. Default 1. */
+  threads?: number;
+}
+export interface PeakResult {
+  kind: PeakKind;
+  threads: number;
+  /** Operations per second over all threads (2 per multiply-add). */
+  opsPerSecond: number;
+  perThread: number[];
+}
+
 // ----------------------------------------------------------------- the addon
 export interface Binding {
   info(): BindingInfo;
   /** Resizes the native pool (0 = default); returns the new size. */
   setThreads(n: number): number;
   getThreads(): number;
+
+  /** Register-only FMA/VNNI loop: this machine's peak, for benchmarks. */
+  measurePeak(o: MeasurePeakOptions): PeakResult;
+  measurePeakAsync(o: MeasurePeakOptions): Promise<PeakResult>;
 
   sgemm(o: SgemmOptions): void;
   sgemmAsync(o: SgemmOptions): Promise<void>;

@@ -24,6 +24,9 @@ static Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("version", QUANTFACE_VERSION);
   o.Set("napiVersion", NAPI_VERSION);
+#ifdef QUANTFACE_SOURCE_HASH
+  o.Set("sourceHash", QUANTFACE_SOURCE_HASH);
+#endif
   o.Set("threads", num_threads());
   o.Set("defaultThreads", default_num_threads());
   const CpuFeatures& f = cpu_features();

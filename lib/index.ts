@@ -1,0 +1,6 @@
+/**
+ * quantface: low-bit quantization of face-recognition networks by
+ * synthetic-data distillation (QuantFace), with fast native kernels.
+ */
+export { binding, bindingPath, packageRoot } from './binding.js';
+export type * from '../binding.js';

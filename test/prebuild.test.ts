@@ -1,0 +1,48 @@
+// The committed prebuilt binary: it is what node-gyp-build loads when no
+// local build exists (PREBUILDS_ONLY=1 simulates that), it was built from
+// exactly these native sources, it is stripped, and the kernel tests pass
+// on it alone.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot, bindingPath } from '../lib/binding.js';
+// @ts-expect-error plain .mjs helper without types
+import { sourceHash } from '../scripts/source-hash.mjs';
+
+const dir = join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`);
+const files = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.node')) : [];
+
+t.test('tests report which binary they loaded', async (t) => {
+  t.ok(existsSync(bindingPath), `loaded ${bindingPath}`);
+});
+
+t.test('prebuilt binary', { skip: files.length === 0 ? `no prebuild for ${process.platform}-${process.arch}` : false }, async (t) => {
+  t.equal(files.length, 1, 'exactly one binary per platform folder');
+  const env = { ...process.env, PREBUILDS_ONLY: '1' };
+  delete env.QUANTFACE_BINDING;
+  const probe = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', '-e', "import('./lib/binding.ts').then(m => console.log(JSON.stringify({ path: m.bindingPath, hash: m.binding.info().sourceHash, kernels: m.binding.info().kernels })))"],
+    { cwd: packageRoot, env, encoding: 'utf8' },
+  );
+  t.equal(probe.status, 0, `loads (stderr: ${probe.stderr.slice(-1000)})`);
+  const res = JSON.parse(probe.stdout.trim().split('\n').pop() ?? '{}') as { path: string; hash: string; kernels: Record<string, string> };
+  t.equal(res.path, join(dir, files[0]), 'node-gyp-build picked the prebuild');
+  t.equal(res.hash, sourceHash(packageRoot), 'built from the current native sources (run `npm run prebuildify` after changing native/)');
+
+  const nm = spawnSync('nm', [join(dir, files[0])], { encoding: 'utf8' });
+  if (nm.error) t.skip('nm not available');
+  else t.match(nm.stderr + nm.stdout, /no symbols/, 'stripped');
+
+  // The kernel tests, run on the prebuild alone.
+  const kernelTests = readdirSync(join(packageRoot, 'test')).filter((f) =>
+    /^(binding|sgemm|gemm_u8s8|quant|conv)\.test\.ts$/.test(f),
+  );
+  t.ok(kernelTests.length >= 1, `kernel tests found: ${kernelTests.join(', ')}`);
+  for (const f of kernelTests) {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join('test', f)], { cwd: packageRoot, env, encoding: 'utf8', timeout: 300_000 });
+    const failed = /^not ok /m.test(r.stdout);
+    t.ok(r.status === 0 && !failed, `${f} passes on the prebuild (exit ${r.status}${failed ? ', has failures' : ''})`);
+  }
+});
