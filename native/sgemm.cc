@@ -15,19 +15,12 @@ namespace qf {
 // not read), and threads itself on the pool.
 void sgemm_ref(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float, float*,
                int64_t);
-#ifdef QF_SGEMM_FAST
 void sgemm_avx512(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
                   float*, int64_t);
-void sgemm_avx2(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
-                float*, int64_t);
-#endif
 
 QF_KERNEL(sgemm_kernel, SgemmFn, "sgemm",
           {
-#ifdef QF_SGEMM_FAST
               {"sgemm_avx512", Isa::Avx512, sgemm_avx512},
-              {"sgemm_avx2", Isa::Avx2, sgemm_avx2},
-#endif
               {"sgemm_ref", Isa::Scalar, sgemm_ref},
           })
 
