@@ -1,0 +1,204 @@
+/**
+ * Containers: Sequential (a chain) and Graph (named nodes with named
+ * inputs: residual shortcuts, several consumers of one tensor). Children
+ * are registered under their names, so state-dict keys follow the
+ * structure (e.g. `layer1.0.conv1.weight`).
+ */
+import { QuantFaceError, shapeStr, type FTensor } from '../tensor.js';
+import { Module, type ShapeInfo } from './module.js';
+import { Add, Identity } from './layers.js';
+
+function single(m: Module, r: FTensor | FTensor[]): FTensor {
+  if (Array.isArray(r)) throw new QuantFaceError('E_INTERNAL', `${m.constructor.name} returned ${r.length} input gradients inside a chain`);
+  return r;
+}
+
+/** Runs children in order. Built from an array (names '0', '1', ...) or an ordered record of names. */
+export class Sequential extends Module {
+  constructor(modules: Module[] | Record<string, Module> = []) {
+    super();
+    if (Array.isArray(modules)) modules.forEach((m, i) => this.setChild(String(i), m));
+    else for (const [n, m] of Object.entries(modules)) this.setChild(n, m);
+  }
+
+  /** Appends a child (named by its index unless a name is given). */
+  append(m: Module, name?: string): this {
+    const n = name ?? String(this._children.size);
+    if (this._children.has(n)) throw new QuantFaceError('E_ARG', `Sequential: duplicate child name ${n}`);
+    this.setChild(n, m);
+    return this;
+  }
+
+  get length(): number {
+    return this._children.size;
+  }
+
+  at(i: number): Module {
+    const m = [...this._children.values()][i];
+    if (!m) throw new QuantFaceError('E_ARG', `Sequential: no child ${i}`);
+    return m;
+  }
+
+  inferShape(s: number[]): ShapeInfo {
+    let shape = s;
+    let macs = 0;
+    for (const m of this._children.values()) {
+      const r = m.inferShape(shape);
+      shape = r.shape;
+      macs += r.macs;
+    }
+    return { shape, macs };
+  }
+
+  forward(x: FTensor): FTensor {
+    for (const m of this._children.values()) x = m.forward(x);
+    return x;
+  }
+
+  backward(g: FTensor): FTensor {
+    const ms = [...this._children.values()];
+    for (let i = ms.length - 1; i >= 0; i--) g = single(ms[i]!, ms[i]!.backward(g));
+    return g;
+  }
+}
+
+export interface GraphNode {
+  name: string;
+  inputs: string[];
+}
+
+/**
+ * A directed acyclic graph of modules. Each node is a child module, named,
+ * with the names of its inputs (graph inputs or earlier nodes). Nodes run
+ * in insertion order; gradients of tensors used by several nodes are summed.
+ *
+ *   const block = new Graph()
+ *     .add('conv1', conv1)                 // input: the previous node (here the graph input)
+ *     .add('bn1', bn1)
+ *     .add('add', new Add(), ['bn1', 'input']);
+ */
+export class Graph extends Module {
+  readonly inputNames: string[];
+  private readonly nodes: GraphNode[] = [];
+  private outputName: string | null = null;
+  private ctx: { inputs: readonly (readonly number[])[] } | undefined;
+
+  constructor(inputNames: string[] = ['input']) {
+    super();
+    if (inputNames.length < 1) throw new QuantFaceError('E_ARG', 'Graph: needs at least one input');
+    this.inputNames = [...inputNames];
+  }
+
+  override get numInputs(): number {
+    return this.inputNames.length;
+  }
+
+  /** Adds a node; inputs default to the previous node (or the first graph input). */
+  add(name: string, module: Module, inputs?: string | string[]): this {
+    if (this._children.has(name) || this.inputNames.includes(name)) throw new QuantFaceError('E_ARG', `Graph: duplicate name ${name}`);
+    const ins = inputs === undefined ? [this.nodes.length ? this.nodes[this.nodes.length - 1]!.name : this.inputNames[0]!] : typeof inputs === 'string' ? [inputs] : [...inputs];
+    for (const i of ins)
+      if (!this.inputNames.includes(i) && !this._children.has(i)) throw new QuantFaceError('E_ARG', `Graph: node ${name} reads ${i}, which is neither an input nor an earlier node`);
+    if (ins.length !== module.numInputs) throw new QuantFaceError('E_ARG', `Graph: node ${name} (${module.constructor.name}) takes ${module.numInputs} inputs, got ${ins.length}`);
+    this.setChild(name, module);
+    this.nodes.push({ name, inputs: ins });
+    return this;
+  }
+
+  /** Chooses the output node (default: the last node added). */
+  output(name: string): this {
+    if (!this._children.has(name) && !this.inputNames.includes(name)) throw new QuantFaceError('E_ARG', `Graph: unknown output ${name}`);
+    this.outputName = name;
+    return this;
+  }
+
+  get nodeList(): readonly GraphNode[] {
+    return this.nodes;
+  }
+
+  private get out(): string {
+    const o = this.outputName ?? this.nodes[this.nodes.length - 1]?.name;
+    if (!o) throw new QuantFaceError('E_ARG', 'Graph: no nodes');
+    return o;
+  }
+
+  private mod(name: string): Module {
+    return this._children.get(name)!;
+  }
+
+  inferShape(...shapes: number[][]): ShapeInfo {
+    if (shapes.length !== this.inputNames.length) throw new QuantFaceError('E_SHAPE', `Graph: expected ${this.inputNames.length} inputs, got ${shapes.length}`);
+    const env = new Map<string, number[]>(this.inputNames.map((n, i) => [n, shapes[i]!]));
+    let macs = 0;
+    for (const nd of this.nodes) {
+      const r = this.mod(nd.name).inferShape(...nd.inputs.map((i) => env.get(i)!));
+      env.set(nd.name, r.shape);
+      macs += r.macs;
+    }
+    return { shape: env.get(this.out)!, macs };
+  }
+
+  forward(...xs: FTensor[]): FTensor {
+    if (xs.length !== this.inputNames.length) throw new QuantFaceError('E_SHAPE', `Graph: expected ${this.inputNames.length} inputs, got ${xs.length}`);
+    const env = new Map<string, FTensor>(this.inputNames.map((n, i) => [n, xs[i]!]));
+    for (const nd of this.nodes) env.set(nd.name, this.mod(nd.name).forward(...nd.inputs.map((i) => env.get(i)!)));
+    this.ctx = { inputs: xs.map((x) => x.shape) };
+    return env.get(this.out)!;
+  }
+
+  backward(gradOut: FTensor): FTensor | FTensor[] {
+    if (!this.ctx) throw new QuantFaceError('E_ARG', 'Graph.backward called before forward');
+    const grads = new Map<string, FTensor>([[this.out, gradOut]]);
+    const owned = new Set<string>();
+    const accumulate = (name: string, g: FTensor): void => {
+      const prev = grads.get(name);
+      if (!prev) {
+        grads.set(name, g);
+        return;
+      }
+      if (prev.numel !== g.numel) throw new QuantFaceError('E_SHAPE', `Graph: gradient shapes ${shapeStr(prev.shape)} and ${shapeStr(g.shape)} for ${name} differ`);
+      let sum = prev;
+      if (!owned.has(name)) {
+        sum = this.scratch(`gsum:${name}`, prev.shape, prev.dtype) as FTensor;
+        const p = prev.data;
+        const s = sum.data;
+        for (let i = 0; i < s.length; i++) s[i] = p[i]!;
+        owned.add(name);
+        grads.set(name, sum);
+      }
+      const s = sum.data;
+      const gd = g.data;
+      for (let i = 0; i < s.length; i++) s[i] += gd[i]!;
+    };
+    for (let k = this.nodes.length - 1; k >= 0; k--) {
+      const nd = this.nodes[k]!;
+      const g = grads.get(nd.name);
+      if (!g) continue; // output not used by anything downstream
+      const m = this.mod(nd.name);
+      const r = m.backward(g);
+      const rs = Array.isArray(r) ? r : [r];
+      if (rs.length !== nd.inputs.length) throw new QuantFaceError('E_INTERNAL', `Graph: node ${nd.name} returned ${rs.length} gradients for ${nd.inputs.length} inputs`);
+      nd.inputs.forEach((i, j) => accumulate(i, rs[j]!));
+    }
+    const ins = this.inputNames.map((n, i) => grads.get(n) ?? (this.scratch(`gzero:${n}`, this.ctx!.inputs[i]!, gradOut.dtype).fill(0) as FTensor));
+    return ins.length === 1 ? ins[0]! : ins;
+  }
+
+  describe(): string {
+    return `Graph(${this.nodes.map((n) => `${n.name}<-${n.inputs.join('+')}`).join(', ')})`;
+  }
+}
+
+/**
+ * y = body(x) + shortcut(x) as a Graph with nodes `body`, `shortcut` (when
+ * given; identity otherwise) and `add`. Models with their own naming build
+ * the Graph directly.
+ */
+export function residual(body: Module, shortcut?: Module): Graph {
+  const g = new Graph().add('body', body, 'input');
+  if (shortcut && !(shortcut instanceof Identity)) {
+    g.add('shortcut', shortcut, 'input');
+    g.add('add', new Add(), ['body', 'shortcut']);
+  } else g.add('add', new Add(), ['body', 'input']);
+  return g;
+}

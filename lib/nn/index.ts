@@ -1,0 +1,26 @@
+/** Training engine layers, containers and losses (see module.ts for the execution model). */
+export { Module, Parameter, noGrad, isGradEnabled, type ShapeInfo } from './module.js';
+export {
+  WeightTransform,
+  Conv2d,
+  Linear,
+  BatchNorm,
+  BatchNorm1d,
+  BatchNorm2d,
+  PReLU,
+  ReLU,
+  Add,
+  Identity,
+  Flatten,
+  Dropout,
+  L2Normalize,
+  init,
+  type Conv2dConfig,
+  type LinearConfig,
+  type BatchNormConfig,
+  type Pair,
+} from './layers.js';
+export { Sequential, Graph, residual, type GraphNode } from './containers.js';
+export { QuantFaceLoss, MSELoss } from './loss.js';
+export { kernelSources } from './kernels.js';
+export { gradCheck, type GradCheckOptions, type GradCheckResult, type GradCheckEntry } from './gradcheck.js';

@@ -1,0 +1,85 @@
+/**
+ * Losses. QuantFaceLoss is the distillation loss of the method:
+ *   L = mean over batch and dims of (s/|s| - t/|t|)^2 = (2/d)(1 - mean cos(s, t))
+ * with s the student's and t the teacher's raw embeddings [N, d].
+ */
+import { QuantFaceError, shapeStr, Tensor, type FTensor, type FloatArray } from '../tensor.js';
+import { l2normalizeRows, l2normalizeBackwardRows } from './layers.js';
+
+export class QuantFaceLoss {
+  readonly eps: number;
+  private ctx: { u: Float64Array; norm: Float64Array; r: Float64Array; shape: readonly number[]; dtype: 'f32' | 'f64' } | undefined;
+  private gradBuf: FTensor | null = null;
+  /** Mean cosine similarity between student and teacher of the last forward. */
+  lastMeanCosine = NaN;
+
+  constructor(eps = 1e-12) {
+    this.eps = eps;
+  }
+
+  /** Loss value for student embeddings s and teacher embeddings t ([N, d] each). */
+  forward(s: FTensor, t: FTensor): number {
+    if (s.rank !== 2 || t.rank !== 2 || s.shape[0] !== t.shape[0] || s.shape[1] !== t.shape[1])
+      throw new QuantFaceError('E_SHAPE', `QuantFaceLoss: student ${shapeStr(s.shape)} and teacher ${shapeStr(t.shape)} must both be [N, d]`);
+    const [n, d] = s.shape as [number, number];
+    const u = new Float64Array(n * d);
+    const tn = new Float64Array(n * d);
+    const norm = l2normalizeRows(s.data, u, n, d, this.eps);
+    l2normalizeRows(t.data, tn, n, d, this.eps);
+    const r = new Float64Array(n * d);
+    let sum = 0;
+    let cos = 0;
+    for (let i = 0; i < n * d; i++) {
+      const v = u[i]! - tn[i]!;
+      r[i] = v;
+      sum += v * v;
+      cos += u[i]! * tn[i]!;
+    }
+    this.lastMeanCosine = cos / n;
+    this.ctx = { u, norm, r, shape: s.shape, dtype: s.dtype };
+    return sum / (n * d);
+  }
+
+  /** dL/ds for the last forward, times scale (e.g. a loss weight). A buffer reused by the next call. */
+  backward(scale = 1): FTensor {
+    const ctx = this.ctx;
+    if (!ctx) throw new QuantFaceError('E_ARG', 'QuantFaceLoss.backward called before forward');
+    const [n, d] = ctx.shape as [number, number];
+    if (!this.gradBuf || this.gradBuf.dtype !== ctx.dtype || this.gradBuf.numel !== n * d) this.gradBuf = Tensor.zeros(ctx.shape, ctx.dtype) as FTensor;
+    else if (this.gradBuf.shape[0] !== n) this.gradBuf = this.gradBuf.reshape(ctx.shape);
+    // dL/du = 2 r / (n d); then through u = s / |s|.
+    const gu = new Float64Array(n * d);
+    const k = (2 * scale) / (n * d);
+    for (let i = 0; i < n * d; i++) gu[i] = k * ctx.r[i]!;
+    const out = new Float64Array(n * d);
+    l2normalizeBackwardRows(ctx.u, ctx.norm, gu, out, n, d, this.eps);
+    (this.gradBuf.data as FloatArray).set(out);
+    return this.gradBuf;
+  }
+}
+
+/** Mean squared error between two equally shaped tensors, with its gradient. */
+export class MSELoss {
+  private ctx: { diff: Float64Array; shape: readonly number[]; dtype: 'f32' | 'f64' } | undefined;
+
+  forward(a: FTensor, b: FTensor): number {
+    if (a.numel !== b.numel) throw new QuantFaceError('E_SHAPE', `MSELoss: ${shapeStr(a.shape)} vs ${shapeStr(b.shape)}`);
+    const diff = new Float64Array(a.numel);
+    let s = 0;
+    for (let i = 0; i < diff.length; i++) {
+      const v = a.data[i]! - b.data[i]!;
+      diff[i] = v;
+      s += v * v;
+    }
+    this.ctx = { diff, shape: a.shape, dtype: a.dtype };
+    return s / diff.length;
+  }
+
+  backward(scale = 1): FTensor {
+    if (!this.ctx) throw new QuantFaceError('E_ARG', 'MSELoss.backward called before forward');
+    const g = Tensor.zeros(this.ctx.shape, this.ctx.dtype) as FTensor;
+    const k = (2 * scale) / this.ctx.diff.length;
+    for (let i = 0; i < g.numel; i++) g.data[i] = k * this.ctx.diff[i]!;
+    return g;
+  }
+}

@@ -1,0 +1,247 @@
+/**
+ * Plain JavaScript reference kernels with the semantics of binding.d.ts,
+ * generic over Float32Array / Float64Array. They run the f64 dtype (float64
+ * gradient checks) and stand in for a native kernel that a development
+ * build lacks. Slow by design: simple loops, no blocking.
+ */
+import { rne, type FloatArray } from '../tensor.js';
+
+export interface ConvGeom {
+  n: number;
+  h: number;
+  w: number;
+  c: number;
+  cout: number;
+  kh: number;
+  kw: number;
+  strideH: number;
+  strideW: number;
+  padTop: number;
+  padLeft: number;
+  padBottom: number;
+  padRight: number;
+  dilationH: number;
+  dilationW: number;
+  groups: number;
+}
+
+export function convOutSize(g: ConvGeom): [number, number] {
+  const oh = Math.floor((g.h + g.padTop + g.padBottom - g.dilationH * (g.kh - 1) - 1) / g.strideH) + 1;
+  const ow = Math.floor((g.w + g.padLeft + g.padRight - g.dilationW * (g.kw - 1) - 1) / g.strideW) + 1;
+  return [oh, ow];
+}
+
+/** out[n,oh,ow,co] = bias[co] + sum x[n,ih,iw,g*cig+ci] * w[co,kh,kw,ci] */
+export function conv2dRef(g: ConvGeom, x: FloatArray, w: FloatArray, bias: FloatArray | undefined, out: FloatArray): void {
+  const [oh, ow] = convOutSize(g);
+  const cig = g.c / g.groups;
+  const cog = g.cout / g.groups;
+  const wstride = g.kh * g.kw * cig;
+  for (let n = 0; n < g.n; n++)
+    for (let y = 0; y < oh; y++)
+      for (let xo = 0; xo < ow; xo++) {
+        const obase = ((n * oh + y) * ow + xo) * g.cout;
+        for (let co = 0; co < g.cout; co++) {
+          const gi = (co / cog) | 0;
+          let acc = bias ? bias[co]! : 0;
+          for (let ky = 0; ky < g.kh; ky++) {
+            const iy = y * g.strideH - g.padTop + ky * g.dilationH;
+            if (iy < 0 || iy >= g.h) continue;
+            for (let kx = 0; kx < g.kw; kx++) {
+              const ix = xo * g.strideW - g.padLeft + kx * g.dilationW;
+              if (ix < 0 || ix >= g.w) continue;
+              const xb = ((n * g.h + iy) * g.w + ix) * g.c + gi * cig;
+              const wb = co * wstride + (ky * g.kw + kx) * cig;
+              for (let ci = 0; ci < cig; ci++) acc += x[xb + ci]! * w[wb + ci]!;
+            }
+          }
+          out[obase + co] = acc;
+        }
+      }
+}
+
+export function conv2dBackwardInputRef(g: ConvGeom, gradOut: FloatArray, w: FloatArray, gradIn: FloatArray, accumulate: boolean): void {
+  const [oh, ow] = convOutSize(g);
+  const cig = g.c / g.groups;
+  const cog = g.cout / g.groups;
+  const wstride = g.kh * g.kw * cig;
+  if (!accumulate) gradIn.fill(0);
+  for (let n = 0; n < g.n; n++)
+    for (let y = 0; y < oh; y++)
+      for (let xo = 0; xo < ow; xo++) {
+        const obase = ((n * oh + y) * ow + xo) * g.cout;
+        for (let co = 0; co < g.cout; co++) {
+          const gv = gradOut[obase + co]!;
+          if (gv === 0) continue;
+          const gi = (co / cog) | 0;
+          for (let ky = 0; ky < g.kh; ky++) {
+            const iy = y * g.strideH - g.padTop + ky * g.dilationH;
+            if (iy < 0 || iy >= g.h) continue;
+            for (let kx = 0; kx < g.kw; kx++) {
+              const ix = xo * g.strideW - g.padLeft + kx * g.dilationW;
+              if (ix < 0 || ix >= g.w) continue;
+              const xb = ((n * g.h + iy) * g.w + ix) * g.c + gi * cig;
+              const wb = co * wstride + (ky * g.kw + kx) * cig;
+              for (let ci = 0; ci < cig; ci++) gradIn[xb + ci] += gv * w[wb + ci]!;
+            }
+          }
+        }
+      }
+}
+
+export function conv2dBackwardWeightRef(
+  g: ConvGeom,
+  x: FloatArray,
+  gradOut: FloatArray,
+  gradW: FloatArray,
+  gradBias: FloatArray | undefined,
+  accumulate: boolean,
+): void {
+  const [oh, ow] = convOutSize(g);
+  const cig = g.c / g.groups;
+  const cog = g.cout / g.groups;
+  const wstride = g.kh * g.kw * cig;
+  if (!accumulate) {
+    gradW.fill(0);
+    gradBias?.fill(0);
+  }
+  for (let n = 0; n < g.n; n++)
+    for (let y = 0; y < oh; y++)
+      for (let xo = 0; xo < ow; xo++) {
+        const obase = ((n * oh + y) * ow + xo) * g.cout;
+        for (let co = 0; co < g.cout; co++) {
+          const gv = gradOut[obase + co]!;
+          if (gradBias) gradBias[co] += gv;
+          if (gv === 0) continue;
+          const gi = (co / cog) | 0;
+          for (let ky = 0; ky < g.kh; ky++) {
+            const iy = y * g.strideH - g.padTop + ky * g.dilationH;
+            if (iy < 0 || iy >= g.h) continue;
+            for (let kx = 0; kx < g.kw; kx++) {
+              const ix = xo * g.strideW - g.padLeft + kx * g.dilationW;
+              if (ix < 0 || ix >= g.w) continue;
+              const xb = ((n * g.h + iy) * g.w + ix) * g.c + gi * cig;
+              const wb = co * wstride + (ky * g.kw + kx) * cig;
+              for (let ci = 0; ci < cig; ci++) gradW[wb + ci] += gv * x[xb + ci]!;
+            }
+          }
+        }
+      }
+}
+
+export interface GemmArgs {
+  transA?: boolean;
+  transB?: boolean;
+  m: number;
+  n: number;
+  k: number;
+  alpha?: number;
+  a: FloatArray;
+  lda?: number;
+  b: FloatArray;
+  ldb?: number;
+  beta?: number;
+  c: FloatArray;
+  ldc?: number;
+}
+
+/** C = alpha op(A) op(B) + beta C, row-major; beta = 0 does not read C. */
+export function gemmRef(o: GemmArgs): void {
+  const { m, n, k } = o;
+  const ta = !!o.transA;
+  const tb = !!o.transB;
+  const alpha = o.alpha ?? 1;
+  const beta = o.beta ?? 0;
+  const lda = o.lda ?? (ta ? m : k);
+  const ldb = o.ldb ?? (tb ? k : n);
+  const ldc = o.ldc ?? n;
+  const { a, b, c } = o;
+  const row = new Float64Array(n);
+  for (let i = 0; i < m; i++) {
+    row.fill(0);
+    for (let p = 0; p < k; p++) {
+      const av = ta ? a[p * lda + i]! : a[i * lda + p]!;
+      if (av === 0) continue;
+      if (tb) for (let j = 0; j < n; j++) row[j] += av * b[j * ldb + p]!;
+      else {
+        const bb = p * ldb;
+        for (let j = 0; j < n; j++) row[j] += av * b[bb + j]!;
+      }
+    }
+    const cb = i * ldc;
+    if (beta === 0) for (let j = 0; j < n; j++) c[cb + j] = alpha * row[j]!;
+    else for (let j = 0; j < n; j++) c[cb + j] = alpha * row[j]! + beta * c[cb + j]!;
+  }
+}
+
+export interface FakeQuantArgs {
+  x: FloatArray;
+  out: FloatArray;
+  scale: ArrayLike<number>;
+  zeroPoint: ArrayLike<number>;
+  quantMin: number;
+  quantMax: number;
+  channels?: number;
+  inner?: number;
+  mask?: Uint8Array;
+}
+
+/**
+ * out = (clamp(rne(x / scale) + zp, qmin, qmax) - zp) * scale. For
+ * Float32Array data the division and the product are rounded to float32,
+ * as the native kernel computes them.
+ */
+export function fakeQuantizeRef(o: FakeQuantArgs): void {
+  const { x, out, scale, zeroPoint, quantMin, quantMax, mask } = o;
+  const channels = o.channels ?? 1;
+  const inner = o.inner ?? 1;
+  const f32 = x instanceof Float32Array;
+  const n = x.length;
+  for (let i = 0; i < n; i++) {
+    const ch = channels === 1 ? 0 : Math.floor(i / inner) % channels;
+    const s = scale[ch]!;
+    const zp = zeroPoint[ch]!;
+    const v = f32 ? Math.fround(x[i]! / s) : x[i]! / s;
+    let q = rne(v) + zp;
+    let inside = 1;
+    if (q < quantMin) {
+      q = quantMin;
+      inside = 0;
+    } else if (q > quantMax) {
+      q = quantMax;
+      inside = 0;
+    } else if (Number.isNaN(q)) {
+      inside = 0;
+    }
+    out[i] = (q - zp) * s;
+    if (mask) mask[i] = inside;
+  }
+}
+
+export function fakeQuantizeBackwardRef(gradOut: FloatArray, gradIn: FloatArray, mask: Uint8Array | undefined, accumulate: boolean): void {
+  const n = gradOut.length;
+  if (accumulate) {
+    if (mask) for (let i = 0; i < n; i++) gradIn[i] += mask[i] ? gradOut[i]! : 0;
+    else for (let i = 0; i < n; i++) gradIn[i] += gradOut[i]!;
+  } else if (mask) for (let i = 0; i < n; i++) gradIn[i] = mask[i] ? gradOut[i]! : 0;
+  else if (gradIn !== gradOut) gradIn.set(gradOut);
+}
+
+/** Per-channel min and max, NaN ignored (all-NaN channel: NaN). */
+export function minMaxRef(x: FloatArray, min: FloatArray, max: FloatArray, channels = 1, inner = 1): void {
+  min.fill(Infinity);
+  max.fill(-Infinity);
+  const n = x.length;
+  for (let i = 0; i < n; i++) {
+    const v = x[i]!;
+    if (Number.isNaN(v)) continue;
+    const ch = channels === 1 ? 0 : Math.floor(i / inner) % channels;
+    if (v < min[ch]!) min[ch] = v;
+    if (v > max[ch]!) max[ch] = v;
+  }
+  for (let c = 0; c < channels; c++)
+    if (min[c] === Infinity) {
+      min[c] = NaN;
+      max[c] = NaN;
+    }
+}
