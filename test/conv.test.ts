@@ -1,0 +1,420 @@
+// NHWC convolutions: conv2d, conv2dBackwardInput, conv2dBackwardWeight
+// (fp32) and conv2dU8S8 (int8), every variant against float64 / integer JS
+// references, adjoint identities, thread-count determinism, async forms and
+// argument validation.
+import t from 'tap';
+import { binding } from '../lib/binding.js';
+import type { Conv2dGeometry, Int8Epilogue, PackedWeights } from '../binding.js';
+
+const SEED = Number(process.env.QF_TEST_SEED ?? 0xc0417);
+t.comment(`conv seed ${SEED}`);
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let x = s;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const rand = rng(SEED);
+const randInt = (lo: number, hi: number): number => lo + Math.floor(rand() * (hi - lo + 1));
+const pick = <T>(a: readonly T[]): T => a[Math.floor(rand() * a.length)];
+function randF32(len: number): Float32Array {
+  const a = new Float32Array(len);
+  for (let i = 0; i < len; i++) a[i] = rand() * 2 - 1;
+  return a;
+}
+function randU8(len: number): Uint8Array {
+  const a = new Uint8Array(len);
+  for (let i = 0; i < len; i++) a[i] = randInt(0, 255);
+  return a;
+}
+function randS8(len: number): Int8Array {
+  const a = new Int8Array(len);
+  for (let i = 0; i < len; i++) a[i] = randInt(-128, 127);
+  return a;
+}
+
+// ------------------------------------------------------------ geometry
+interface Geom extends Required<Conv2dGeometry> {
+  oh: number;
+  ow: number;
+}
+function geom(o: Conv2dGeometry): Geom {
+  const g = {
+    strideH: 1, strideW: 1, padTop: 0, padLeft: 0, padBottom: 0, padRight: 0, dilationH: 1, dilationW: 1, groups: 1,
+    ...o,
+  } as Geom;
+  g.oh = Math.floor((g.h + g.padTop + g.padBottom - g.dilationH * (g.kh - 1) - 1) / g.strideH) + 1;
+  g.ow = Math.floor((g.w + g.padLeft + g.padRight - g.dilationW * (g.kw - 1) - 1) / g.strideW) + 1;
+  return g;
+}
+function dims(g: Geom) {
+  const cg = g.c / g.groups;
+  return { x: g.n * g.h * g.w * g.c, w: g.cout * g.kh * g.kw * cg, out: g.n * g.oh * g.ow * g.cout, cg };
+}
+function desc(g: Geom): string {
+  return `n${g.n} ${g.h}x${g.w}x${g.c}->${g.cout} k${g.kh}x${g.kw} s${g.strideH},${g.strideW} ` +
+    `p${g.padTop},${g.padLeft},${g.padBottom},${g.padRight} d${g.dilationH},${g.dilationW} g${g.groups}`;
+}
+/** Geometry fields only (what the binding's options expect). */
+function gopts(g: Geom): Conv2dGeometry {
+  const { oh: _oh, ow: _ow, ...rest } = g;
+  return rest;
+}
+
+// Visits every (output pixel, output channel, tap, input channel) term.
+function forEachTerm(g: Geom, f: (o: number, xi: number, wi: number) => void): void {
+  const cg = g.c / g.groups, coutg = g.cout / g.groups;
+  for (let n = 0; n < g.n; n++)
+    for (let oy = 0; oy < g.oh; oy++)
+      for (let ox = 0; ox < g.ow; ox++)
+        for (let co = 0; co < g.cout; co++) {
+          const grp = Math.floor(co / coutg);
+          const o = ((n * g.oh + oy) * g.ow + ox) * g.cout + co;
+          for (let ky = 0; ky < g.kh; ky++) {
+            const iy = oy * g.strideH - g.padTop + ky * g.dilationH;
+            if (iy < 0 || iy >= g.h) continue;
+            for (let kx = 0; kx < g.kw; kx++) {
+              const ix = ox * g.strideW - g.padLeft + kx * g.dilationW;
+              if (ix < 0 || ix >= g.w) continue;
+              const xb = ((n * g.h + iy) * g.w + ix) * g.c + grp * cg;
+              const wb = ((co * g.kh + ky) * g.kw + kx) * cg;
+              for (let ci = 0; ci < cg; ci++) f(o, xb + ci, wb + ci);
+            }
+          }
+        }
+}
+
+interface Ref {
+  v: Float64Array; // exact-ish value (float64)
+  abs: Float64Array; // sum of |terms| (scale for the tolerance)
+  terms: number; // most terms summed into one element
+}
+function refForward(g: Geom, x: ArrayLike<number>, w: ArrayLike<number>, bias?: ArrayLike<number>): Ref {
+  const d = dims(g);
+  const v = new Float64Array(d.out), abs = new Float64Array(d.out);
+  forEachTerm(g, (o, xi, wi) => {
+    const p = x[xi] * w[wi];
+    v[o] += p;
+    abs[o] += Math.abs(p);
+  });
+  if (bias)
+    for (let i = 0; i < d.out; i++) {
+      v[i] += bias[i % g.cout];
+      abs[i] += Math.abs(bias[i % g.cout]);
+    }
+  return { v, abs, terms: g.kh * g.kw * d.cg + 1 };
+}
+function refBackwardInput(g: Geom, gout: Float32Array, w: Float32Array): Ref {
+  const d = dims(g);
+  const v = new Float64Array(d.x), abs = new Float64Array(d.x);
+  forEachTerm(g, (o, xi, wi) => {
+    const p = gout[o] * w[wi];
+    v[xi] += p;
+    abs[xi] += Math.abs(p);
+  });
+  return { v, abs, terms: g.kh * g.kw * (g.cout / g.groups) };
+}
+function refBackwardWeight(g: Geom, x: Float32Array, gout: Float32Array): { w: Ref; b: Ref } {
+  const d = dims(g);
+  const v = new Float64Array(d.w), abs = new Float64Array(d.w);
+  forEachTerm(g, (o, xi, wi) => {
+    const p = gout[o] * x[xi];
+    v[wi] += p;
+    abs[wi] += Math.abs(p);
+  });
+  const bv = new Float64Array(g.cout), babs = new Float64Array(g.cout);
+  for (let i = 0; i < d.out; i++) {
+    bv[i % g.cout] += gout[i];
+    babs[i % g.cout] += Math.abs(gout[i]);
+  }
+  const pixels = g.n * g.oh * g.ow;
+  return { w: { v, abs, terms: pixels }, b: { v: bv, abs: babs, terms: pixels } };
+}
+
+// Tolerance: an fp32 sum of k products, in any order and with or without
+// FMA, is within about (k + 2) * 2^-24 * sum|terms| of the exact value (the
+// classical bound gamma_k for recursive summation; blocked/pairwise orders do
+// better). `prev` adds the rounding of the final accumulate step.
+const U = 2 ** -24;
+function checkClose(t: Tap, got: Float32Array, ref: Ref, what: string, prev?: Float32Array): void {
+  let bad = 0, first = '';
+  for (let i = 0; i < ref.v.length; i++) {
+    const want = ref.v[i] + (prev ? prev[i] : 0);
+    const tol = (ref.terms + 3) * U * (ref.abs[i] + (prev ? Math.abs(prev[i]) : 0)) + 1e-30;
+    const err = Math.abs(got[i] - want);
+    if (!(err <= tol)) {
+      if (!bad) first = `[${i}] got ${got[i]} want ${want} (tol ${tol.toExponential(2)})`;
+      bad++;
+    }
+  }
+  t.equal(bad, 0, `${what}${bad ? ': ' + bad + ' mismatches, first ' + first : ''}`);
+}
+type Tap = typeof t;
+
+function nanF32(len: number): Float32Array {
+  return new Float32Array(len).fill(NaN);
+}
+function bitsEqual(a: Float32Array, b: Float32Array): boolean {
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length), ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  if (ua.length !== ub.length) return false;
+  for (let i = 0; i < ua.length; i++) if (ua[i] !== ub[i]) return false;
+  return true;
+}
+
+// ------------------------------------------------------------ variants
+const info = binding.info();
+function variantsOf(kernel: string): { name: string; supported: boolean }[] {
+  return info.variants[kernel] ?? [];
+}
+const isDepthwise = (g: Geom) => g.groups === g.c && g.cout === g.c;
+/** Every variant name the fp32 op accepts for this geometry (unsupported ones reported as skips). */
+function fp32Variants(t: Tap, op: 'f32' | 'backward_input_f32' | 'backward_weight_f32', g: Geom): string[] {
+  const names: string[] = [];
+  const tables = [`conv2d_${op}`, 'sgemm'];
+  if (isDepthwise(g)) tables.unshift(`conv2d_depthwise_${op}`);
+  for (const k of tables)
+    for (const v of variantsOf(k)) {
+      if (!v.supported) {
+        t.skip(`${v.name}: not supported on this CPU`);
+        continue;
+      }
+      names.push(v.name);
+    }
+  return names;
+}
+
+// ------------------------------------------------------------ random shapes
+function randomGeom(): Geom {
+  for (;;) {
+    const kind = pick(['g1', 'g1', 'grouped', 'dw', 'dw'] as const);
+    const k = pick([1, 3, 5, 7]);
+    const kh = rand() < 0.8 ? k : pick([1, 3, 5]);
+    const kw = rand() < 0.8 ? k : pick([1, 3, 5]);
+    let c: number, cout: number, groups: number;
+    if (kind === 'g1') {
+      c = pick([1, 3, 7, 17]);
+      cout = pick([1, 4, 7, 17]);
+      groups = 1;
+    } else if (kind === 'grouped') {
+      groups = pick([2, 3]);
+      c = groups * pick([1, 3, 5]);
+      cout = groups * pick([1, 2, 7]);
+    } else {
+      c = pick([1, 3, 7, 17, 33]);
+      cout = c;
+      groups = c;
+    }
+    const o: Conv2dGeometry = {
+      n: randInt(1, 3), h: randInt(1, 11), w: randInt(1, 11), c, cout, kh, kw, groups,
+      strideH: pick([1, 1, 2]), strideW: pick([1, 1, 2]),
+      padTop: randInt(0, 3), padLeft: randInt(0, 3), padBottom: randInt(0, 3), padRight: randInt(0, 3),
+      dilationH: rand() < 0.2 ? 2 : 1, dilationW: rand() < 0.2 ? 2 : 1,
+    };
+    const g = geom(o);
+    if (g.oh >= 1 && g.ow >= 1) return g;
+  }
+}
+
+// Fixed shapes covering the paths (pointwise GEMM, im2col, stride-1 flipped
+// backward, col2im, grouped, depthwise interior/borders, the GDC head).
+const fixed: Geom[] = [
+  geom({ n: 2, h: 6, w: 5, c: 7, cout: 17, kh: 1, kw: 1 }),
+  geom({ n: 1, h: 9, w: 8, c: 17, cout: 7, kh: 3, kw: 3, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 }),
+  geom({ n: 3, h: 9, w: 10, c: 3, cout: 7, kh: 3, kw: 3, strideH: 2, strideW: 2, padTop: 0, padLeft: 1, padBottom: 1, padRight: 0 }),
+  geom({ n: 1, h: 11, w: 11, c: 5, cout: 4, kh: 5, kw: 5, dilationH: 2, dilationW: 2, padTop: 3, padLeft: 2, padBottom: 4, padRight: 5 }),
+  geom({ n: 2, h: 8, w: 8, c: 6, cout: 4, kh: 3, kw: 3, groups: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 }),
+  geom({ n: 2, h: 13, w: 21, c: 37, cout: 37, kh: 3, kw: 3, groups: 37, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 }),
+  geom({ n: 2, h: 12, w: 19, c: 40, cout: 40, kh: 3, kw: 3, groups: 40, strideH: 2, strideW: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 }),
+  geom({ n: 2, h: 7, w: 7, c: 24, cout: 24, kh: 7, kw: 7, groups: 24 }),
+  geom({ n: 1, h: 5, w: 30, c: 9, cout: 9, kh: 1, kw: 7, groups: 9, padLeft: 3, padRight: 3, dilationW: 2 }),
+  geom({ n: 1, h: 10, w: 10, c: 4, cout: 8, kh: 3, kw: 3, groups: 4, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 }),
+  geom({ n: 1, h: 4, w: 4, c: 3, cout: 5, kh: 3, kw: 3, strideH: 1, strideW: 1, padTop: 3, padLeft: 0, padBottom: 0, padRight: 3 }),
+];
+const shapes: Geom[] = [...fixed];
+for (let i = 0; i < 14; i++) shapes.push(randomGeom());
+
+// ------------------------------------------------------------ fp32 tests
+t.test('conv2d forward: every variant vs float64 reference', async (t) => {
+  for (const g of shapes) {
+    const d = dims(g);
+    const x = randF32(d.x), w = randF32(d.w), bias = rand() < 0.6 ? randF32(g.cout) : undefined;
+    const ref = refForward(g, x, w, bias);
+    for (const variant of fp32Variants(t, 'f32', g)) {
+      const out = nanF32(d.out);
+      binding.conv2d({ ...gopts(g), x, weight: w, bias, out, variant });
+      checkClose(t, out, ref, `${desc(g)} ${variant}${bias ? ' +bias' : ''}`);
+    }
+  }
+});
+
+t.test('conv2dBackwardInput: every variant vs float64 reference, accumulate', async (t) => {
+  for (const g of shapes) {
+    const d = dims(g);
+    const gout = randF32(d.out), w = randF32(d.w);
+    const ref = refBackwardInput(g, gout, w);
+    for (const variant of fp32Variants(t, 'backward_input_f32', g)) {
+      const gradIn = nanF32(d.x);
+      binding.conv2dBackwardInput({ ...gopts(g), gradOut: gout, weight: w, gradIn, variant });
+      checkClose(t, gradIn, ref, `${desc(g)} ${variant}`);
+      const prev = randF32(d.x), acc = prev.slice();
+      binding.conv2dBackwardInput({ ...gopts(g), gradOut: gout, weight: w, gradIn: acc, accumulate: true, variant });
+      checkClose(t, acc, ref, `${desc(g)} ${variant} accumulate`, prev);
+    }
+  }
+});
+
+t.test('conv2dBackwardWeight: every variant vs float64 reference, bias grad, accumulate', async (t) => {
+  for (const g of shapes) {
+    const d = dims(g);
+    const x = randF32(d.x), gout = randF32(d.out);
+    const ref = refBackwardWeight(g, x, gout);
+    for (const variant of fp32Variants(t, 'backward_weight_f32', g)) {
+      const gw = nanF32(d.w), gb = nanF32(g.cout);
+      binding.conv2dBackwardWeight({ ...gopts(g), x, gradOut: gout, gradWeight: gw, gradBias: gb, variant });
+      checkClose(t, gw, ref.w, `${desc(g)} ${variant} gradWeight`);
+      checkClose(t, gb, ref.b, `${desc(g)} ${variant} gradBias`);
+      const pw = randF32(d.w), pb = randF32(g.cout), aw = pw.slice(), ab = pb.slice();
+      binding.conv2dBackwardWeight({ ...gopts(g), x, gradOut: gout, gradWeight: aw, gradBias: ab, accumulate: true, variant });
+      checkClose(t, aw, ref.w, `${desc(g)} ${variant} gradWeight accumulate`, pw);
+      checkClose(t, ab, ref.b, `${desc(g)} ${variant} gradBias accumulate`, pb);
+      const gw2 = nanF32(d.w);
+      binding.conv2dBackwardWeight({ ...gopts(g), x, gradOut: gout, gradWeight: gw2, variant });
+      checkClose(t, gw2, ref.w, `${desc(g)} ${variant} gradWeight without gradBias`);
+    }
+  }
+});
+
+// <conv(x + dx), g> - <conv(x), g> = <dx, backwardInput(g)>, and the same
+// with the weights. Computed in float64 from the fp32 results; the bound is
+// the sum of each fp32 result's own tolerance weighted by the other factor.
+t.test('adjoint identities hold for the default variants', async (t) => {
+  for (const g of shapes.slice(0, 16)) {
+    const d = dims(g);
+    const x = randF32(d.x), dx = randF32(d.x), w = randF32(d.w), dw = randF32(d.w), gout = randF32(d.out);
+    const bias = randF32(g.cout);
+    const xdx = new Float32Array(d.x), wdw = new Float32Array(d.w);
+    for (let i = 0; i < d.x; i++) xdx[i] = x[i] + dx[i];
+    for (let i = 0; i < d.w; i++) wdw[i] = w[i] + dw[i];
+    const y0 = new Float32Array(d.out), y1 = new Float32Array(d.out), y2 = new Float32Array(d.out);
+    binding.conv2d({ ...gopts(g), x, weight: w, bias, out: y0 });
+    binding.conv2d({ ...gopts(g), x: xdx, weight: w, bias, out: y1 });
+    binding.conv2d({ ...gopts(g), x, weight: wdw, bias, out: y2 });
+    const gi = new Float32Array(d.x), gw = new Float32Array(d.w);
+    binding.conv2dBackwardInput({ ...gopts(g), gradOut: gout, weight: w, gradIn: gi });
+    binding.conv2dBackwardWeight({ ...gopts(g), x, gradOut: gout, gradWeight: gw });
+    // Scales of the fp32 errors of each quantity.
+    const a0 = refForward(g, x.map(Math.abs), w.map(Math.abs), bias.map(Math.abs));
+    const a1 = refForward(g, xdx.map(Math.abs), w.map(Math.abs), bias.map(Math.abs));
+    const a2 = refForward(g, x.map(Math.abs), wdw.map(Math.abs), bias.map(Math.abs));
+    const ai = refBackwardInput(g, gout.map(Math.abs), w.map(Math.abs));
+    const aw = refBackwardWeight(g, x.map(Math.abs), gout.map(Math.abs)).w;
+    let lhsX = 0, lhsW = 0, rhsX = 0, rhsW = 0, tolX = 0, tolW = 0;
+    for (let i = 0; i < d.out; i++) {
+      lhsX += (y1[i] - y0[i]) * gout[i];
+      lhsW += (y2[i] - y0[i]) * gout[i];
+      tolX += (a0.terms + 3) * U * (a0.v[i] + a1.v[i]) * Math.abs(gout[i]);
+      tolW += (a0.terms + 3) * U * (a0.v[i] + a2.v[i]) * Math.abs(gout[i]);
+    }
+    for (let i = 0; i < d.x; i++) {
+      rhsX += dx[i] * gi[i];
+      tolX += (ai.terms + 3) * U * ai.v[i] * Math.abs(dx[i]);
+    }
+    for (let i = 0; i < d.w; i++) {
+      rhsW += dw[i] * gw[i];
+      tolW += (aw.terms + 3) * U * aw.v[i] * Math.abs(dw[i]);
+    }
+    t.ok(Math.abs(lhsX - rhsX) <= tolX, `${desc(g)} input adjoint: ${lhsX} vs ${rhsX} (tol ${tolX.toExponential(2)})`);
+    t.ok(Math.abs(lhsW - rhsW) <= tolW, `${desc(g)} weight adjoint: ${lhsW} vs ${rhsW} (tol ${tolW.toExponential(2)})`);
+  }
+});
+
+t.test('weight gradient is identical with 1 and 2 threads', async (t) => {
+  const before = binding.getThreads();
+  const cases: Geom[] = [
+    geom({ n: 4, h: 20, w: 20, c: 16, cout: 24, kh: 3, kw: 3, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 }),
+    geom({ n: 3, h: 24, w: 24, c: 32, cout: 16, kh: 1, kw: 1 }),
+    geom({ n: 2, h: 17, w: 17, c: 8, cout: 8, kh: 3, kw: 3, groups: 2, strideH: 2, strideW: 2 }),
+    geom({ n: 3, h: 20, w: 23, c: 40, cout: 40, kh: 3, kw: 3, groups: 40, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 }),
+  ];
+  for (const g of cases) {
+    const d = dims(g);
+    const x = randF32(d.x), gout = randF32(d.out);
+    const variants = ['', ...(isDepthwise(g) ? ['gemm'] : [])];
+    for (const variant of variants) {
+      const res: Float32Array[] = [];
+      for (const threads of [1, 2, 1]) {
+        binding.setThreads(threads);
+        const gw = nanF32(d.w), gb = nanF32(g.cout);
+        binding.conv2dBackwardWeight({ ...gopts(g), x, gradOut: gout, gradWeight: gw, gradBias: gb, variant });
+        const all = new Float32Array(d.w + g.cout);
+        all.set(gw);
+        all.set(gb, d.w);
+        res.push(all);
+      }
+      t.ok(bitsEqual(res[0], res[1]) && bitsEqual(res[0], res[2]), `${desc(g)} ${variant || 'default'}: 1 vs 2 threads bit-identical`);
+    }
+  }
+  binding.setThreads(before);
+});
+
+t.test('async forms give the same results as the sync forms', async (t) => {
+  for (const g of [fixed[1], fixed[5], fixed[2]]) {
+    const d = dims(g);
+    const x = randF32(d.x), w = randF32(d.w), bias = randF32(g.cout), gout = randF32(d.out);
+    const o1 = nanF32(d.out), o2 = nanF32(d.out);
+    binding.conv2d({ ...gopts(g), x, weight: w, bias, out: o1 });
+    const p = binding.conv2dAsync({ ...gopts(g), x, weight: w, bias, out: o2 });
+    t.type(p, Promise);
+    await p;
+    t.ok(bitsEqual(o1, o2), `${desc(g)} conv2dAsync`);
+    const i1 = nanF32(d.x), i2 = nanF32(d.x);
+    binding.conv2dBackwardInput({ ...gopts(g), gradOut: gout, weight: w, gradIn: i1 });
+    await binding.conv2dBackwardInputAsync({ ...gopts(g), gradOut: gout, weight: w, gradIn: i2 });
+    t.ok(bitsEqual(i1, i2), `${desc(g)} conv2dBackwardInputAsync`);
+    const w1 = nanF32(d.w), w2 = nanF32(d.w), b1 = nanF32(g.cout), b2 = nanF32(g.cout);
+    binding.conv2dBackwardWeight({ ...gopts(g), x, gradOut: gout, gradWeight: w1, gradBias: b1 });
+    await binding.conv2dBackwardWeightAsync({ ...gopts(g), x, gradOut: gout, gradWeight: w2, gradBias: b2 });
+    t.ok(bitsEqual(w1, w2) && bitsEqual(b1, b2), `${desc(g)} conv2dBackwardWeightAsync`);
+  }
+  // Errors are thrown synchronously by the async forms too (validation happens before queuing).
+  t.throws(() => binding.conv2dAsync({ ...gopts(fixed[0]), x: new Float32Array(1), weight: new Float32Array(1000), out: new Float32Array(1000) }), RangeError);
+});
+
+t.test('validation: fp32 convolutions', async (t) => {
+  const g = fixed[1];
+  const d = dims(g);
+  const base = { ...gopts(g), x: randF32(d.x), weight: randF32(d.w), out: new Float32Array(d.out) };
+  const call = (o: Record<string, unknown>) => binding.conv2d(o as never);
+  t.throws(() => (binding.conv2d as (o?: unknown) => void)(), { name: 'TypeError' }, 'no options');
+  t.throws(() => call({ ...base, x: new Float64Array(d.x) }), { name: 'TypeError', message: /conv2d: x must be a Float32Array/ });
+  t.throws(() => call({ ...base, weight: undefined }), { name: 'TypeError', message: /weight is required/ });
+  t.throws(() => call({ ...base, n: '1' }), { name: 'TypeError', message: /conv2d: n/ });
+  t.throws(() => call({ ...base, kh: 0 }), { name: 'RangeError', message: /conv2d: kh/ });
+  t.throws(() => call({ ...base, strideH: 0 }), { name: 'RangeError', message: /strideH/ });
+  t.throws(() => call({ ...base, padLeft: -1 }), { name: 'RangeError', message: /padLeft/ });
+  t.throws(() => call({ ...base, dilationW: 1.5 }), { name: 'RangeError', message: /dilationW/ });
+  t.throws(() => call({ ...base, groups: 2 }), { name: 'RangeError', message: /groups \(2\) must divide c \(17\)/ });
+  t.throws(() => call({ ...base, c: 18, groups: 2, x: randF32(g.n * g.h * g.w * 18) }), { name: 'RangeError', message: /must divide cout/ });
+  t.throws(() => call({ ...base, h: 1, padTop: 0, padBottom: 0 }), { name: 'RangeError', message: /output height would be < 1/ });
+  t.throws(() => call({ ...base, w: 2, padLeft: 0, padRight: 0, dilationW: 2 }), { name: 'RangeError', message: /output width would be < 1/ });
+  t.throws(() => call({ ...base, x: randF32(d.x - 1) }), { name: 'RangeError', message: /conv2d: x has \d+ elements; needs at least/ });
+  t.throws(() => call({ ...base, weight: randF32(d.w - 1) }), { name: 'RangeError', message: /weight has/ });
+  t.throws(() => call({ ...base, bias: randF32(g.cout - 1) }), { name: 'RangeError', message: /bias has/ });
+  t.throws(() => call({ ...base, out: new Float32Array(d.out - 1) }), { name: 'RangeError', message: /out has/ });
+  t.throws(() => call({ ...base, variant: 'nope' }), { name: 'RangeError', message: /variant 'nope'/ });
+  t.throws(() => call({ ...base, variant: 'conv2d_depthwise_f32_ref' }), { name: 'RangeError', message: /variant/ },
+    'a depthwise variant on a non-depthwise geometry');
+  t.throws(() => call({ ...base, out: base.x }), { name: 'RangeError', message: /out must not overlap x/ });
+  const bi = { ...gopts(g), gradOut: randF32(d.out), weight: randF32(d.w), gradIn: new Float32Array(d.x) };
+  t.throws(() => binding.conv2dBackwardInput({ ...bi, gradIn: new Float32Array(d.x - 1) }), { name: 'RangeError', message: /conv2dBackwardInput: gradIn has/ });
+  t.throws(() => binding.conv2dBackwardInput({ ...bi, accumulate: 1 as never }), { name: 'TypeError', message: /accumulate must be a boolean/ });
+  t.throws(() => binding.conv2dBackwardInput({ ...bi, gradOut: new Int32Array(d.out) as never }), { name: 'TypeError', message: /gradOut must be a Float32Array/ });
+  const bw = { ...gopts(g), x: randF32(d.x), gradOut: randF32(d.out), gradWeight: new Float32Array(d.w) };
+  t.throws(() => binding.conv2dBackwardWeight({ ...bw, gradBias: new Float32Array(g.cout - 1) }), { name: 'RangeError', message: /conv2dBackwardWeight: gradBias has/ });
+  t.throws(() => binding.conv2dBackwardWeight({ ...bw, gradWeight: new Float32Array(d.w - 1) }), { name: 'RangeError', message: /gradWeight has/ });
+  t.throws(() => binding.conv2dBackwardWeight({ ...bw, gradWeight: bw.x.subarray(0, d.w) }), { name: 'RangeError', message: /gradWeight must not overlap x/ });
+});
