@@ -38,6 +38,8 @@ export interface GradCheckResult {
   checked: number;
   /** Frozen parameters that received a gradient (should be empty). */
   frozenWithGrad: string[];
+  /** Every sampled coordinate. */
+  entries: GradCheckEntry[];
 }
 
 function maxAbs(a: ArrayLike<number>): number {
@@ -47,9 +49,12 @@ function maxAbs(a: ArrayLike<number>): number {
 }
 
 /**
- * Relative error |a - n| / max(|a|, |n|, floor), where floor = 1e-3 x the
- * largest analytic gradient of the same tensor (so near-zero entries are
- * judged on the tensor's scale).
+ * Relative error |a - n| / max(|a|, |n|, floor), where floor is the larger
+ * of 1e-3 x the largest analytic gradient of the same tensor (near-zero
+ * entries are judged on the tensor's scale) and 1e4 x the finite
+ * differences' round-off, 2^-52 x sum|G y| / eps (a tensor whose true
+ * gradient is exactly zero, e.g. a BatchNorm bias feeding another
+ * train-mode BatchNorm, is then judged on the noise of the differences).
  */
 export function gradCheck(module: Module, inputs: FTensor[], opts: GradCheckOptions = {}): GradCheckResult {
   const eps = opts.eps ?? 1e-6;
@@ -59,6 +64,9 @@ export function gradCheck(module: Module, inputs: FTensor[], opts: GradCheckOpti
   before();
   const y0 = module.forward(...inputs);
   const G = Tensor.randn(y0.shape, rng, 1, 0, y0.dtype) as FTensor;
+  let magnitude = 0;
+  for (let i = 0; i < y0.numel; i++) magnitude += Math.abs(y0.data[i]! * G.data[i]!);
+  const noiseFloor = (1e4 * 2 ** -52 * magnitude) / eps;
   const loss = (): number => {
     before();
     const y = module.forward(...inputs);
@@ -86,8 +94,9 @@ export function gradCheck(module: Module, inputs: FTensor[], opts: GradCheckOpti
     }
   let worst: GradCheckEntry | null = null;
   let checked = 0;
+  const entries: GradCheckEntry[] = [];
   for (const t of targets) {
-    const floor = 1e-3 * maxAbs(t.grad) + 1e-12;
+    const floor = Math.max(1e-3 * maxAbs(t.grad), noiseFloor, 1e-300);
     const idx = new Set<number>([0, t.data.length - 1]);
     while (idx.size < Math.min(samples, t.data.length)) idx.add(rng.int(t.data.length));
     for (const k of idx) {
@@ -101,8 +110,10 @@ export function gradCheck(module: Module, inputs: FTensor[], opts: GradCheckOpti
       const analytic = t.grad[k]!;
       const relError = Math.abs(analytic - numeric) / Math.max(Math.abs(analytic), Math.abs(numeric), floor);
       checked++;
-      if (!worst || relError > worst.relError || Number.isNaN(relError)) worst = { tensor: t.name, index: k, analytic, numeric, relError };
+      const e = { tensor: t.name, index: k, analytic, numeric, relError };
+      entries.push(e);
+      if (!worst || relError > worst.relError || Number.isNaN(relError)) worst = e;
     }
   }
-  return { maxRelError: worst ? worst.relError : 0, worst, checked, frozenWithGrad };
+  return { maxRelError: worst ? worst.relError : 0, worst, checked, frozenWithGrad, entries };
 }

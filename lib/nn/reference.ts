@@ -227,7 +227,7 @@ export function fakeQuantizeBackwardRef(gradOut: FloatArray, gradIn: FloatArray,
   else if (gradIn !== gradOut) gradIn.set(gradOut);
 }
 
-/** Per-channel min and max, NaN ignored (all-NaN channel: NaN). */
+/** Per-channel min and max, NaN ignored; a channel without data gives min = +Infinity, max = -Infinity; zeros are +0. */
 export function minMaxRef(x: FloatArray, min: FloatArray, max: FloatArray, channels = 1, inner = 1): void {
   min.fill(Infinity);
   max.fill(-Infinity);
@@ -239,9 +239,8 @@ export function minMaxRef(x: FloatArray, min: FloatArray, max: FloatArray, chann
     if (v < min[ch]!) min[ch] = v;
     if (v > max[ch]!) max[ch] = v;
   }
-  for (let c = 0; c < channels; c++)
-    if (min[c] === Infinity) {
-      min[c] = NaN;
-      max[c] = NaN;
-    }
+  for (let c = 0; c < channels; c++) {
+    if (min[c] === 0) min[c] = 0;
+    if (max[c] === 0) max[c] = 0;
+  }
 }
