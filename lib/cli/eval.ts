@@ -1,0 +1,95 @@
+/**
+ * `quantface eval`: verification accuracy / ROC of one or more models
+ * (teacher first, then students) on a pairs folder, an insightface .bin
+ * or an IJB-B/C folder; prints a table, writes report.json + report.html.
+ */
+import { join, resolve } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { saveModelMeta } from '../eval/embedder.js';
+import { formatTable, writeReport } from '../eval/report.js';
+import { ALIGN_OPTIONS, runEval, type AlignOption } from '../eval/run.js';
+import { ioError } from '../errors.js';
+
+function positiveInt(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer.`);
+    return n;
+  };
+}
+
+export interface EvalCliOptions {
+  model: string[];
+  pairs?: string;
+  bin?: string;
+  ijb?: string;
+  target?: string;
+  align?: AlignOption;
+  landmarks?: string;
+  out: string;
+  batch: number;
+  limit?: number;
+  backend: 'wasm' | 'cpu';
+  quiet?: boolean;
+}
+
+/** Runs the eval command with parsed options; returns the paths written. */
+export async function evalCommand(opts: EvalCliOptions, out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): Promise<{ json: string; html: string }> {
+  const tty = !opts.quiet && (err as NodeJS.WriteStream).isTTY === true;
+  let lastPrint = 0;
+  const report = await runEval({
+    models: opts.model,
+    ...(opts.pairs !== undefined ? { pairs: opts.pairs } : {}),
+    ...(opts.bin !== undefined ? { bin: opts.bin } : {}),
+    ...(opts.ijb !== undefined ? { ijb: opts.ijb } : {}),
+    ...(opts.target !== undefined ? { target: opts.target } : {}),
+    ...(opts.align !== undefined ? { align: opts.align } : {}),
+    ...(opts.landmarks !== undefined ? { landmarks: opts.landmarks } : {}),
+    ...(opts.limit !== undefined ? { limit: opts.limit } : {}),
+    batch: opts.batch,
+    backend: opts.backend,
+    onModel: (name, assumed) => {
+      if (!opts.quiet) err.write(`model ${name}${assumed ? ' (no metadata file: assuming RGB, raw 0..255 input)' : ''}\n`);
+    },
+    onProgress: (p) => {
+      if (opts.quiet) return;
+      const now = Date.now();
+      if (p.done < p.total && now - lastPrint < (tty ? 200 : 10_000)) return;
+      lastPrint = now;
+      const rate = p.done / Math.max(p.seconds, 1e-9);
+      const msg = `embedding ${p.done}/${p.total} images (${rate.toFixed(1)}/s, ${p.seconds.toFixed(0)} s)`;
+      err.write(tty ? `\r${msg}${p.done === p.total ? '\n' : ''}` : `${msg}\n`);
+    },
+  });
+  const dir = resolve(opts.out);
+  const paths = await writeReport(report, dir);
+  const metaDir = join(dir, 'models');
+  try { await mkdir(metaDir, { recursive: true }); } catch (e) { throw ioError(e, metaDir, 'create'); }
+  for (const m of report.models) await saveModelMeta(m.meta, join(metaDir, `${m.name.replace(/[^\w.-]+/g, '_')}.quantface.json`));
+  out.write(formatTable(report) + '\n');
+  out.write(`report: ${paths.html}\njson:   ${paths.json}\n`);
+  return paths;
+}
+
+/** Adds the `eval` subcommand to the program. */
+export function register(program: Command): void {
+  program
+    .command('eval')
+    .description('evaluate face-verification accuracy of one or more models (the first is the teacher)')
+    .requiredOption('-m, --model <path>', 'TF.js model.json or quantface model metadata (.json); repeat for students', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--pairs <dir>', 'LFW-style pairs: a folder with pairs.txt (or the pairs file) over an image folder')
+    .option('--bin <file>', 'insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin, ...)')
+    .option('--ijb <dir>', 'IJB-B / IJB-C folder in insightface layout (meta/, loose_crop/)')
+    .option('--target <name>', 'IJB file prefix: ijbb or ijbc (detected when absent)')
+    .addOption(new Option('--align <preset>', 'crop: lfw-funneled | ffhq | none | landmarks (default: pairs lfw-funneled, bin none, ijb landmarks)').choices([...ALIGN_OPTIONS]))
+    .option('--landmarks <file>', '5-point landmarks for --align landmarks on a pairs folder (default landmarks-5pt.txt beside pairs.txt)')
+    .option('-o, --out <dir>', 'output folder for report.json / report.html', 'quantface-eval')
+    .option('-b, --batch <n>', 'images per batch (each with its mirror image)', positiveInt('--batch'), 32)
+    .option('--limit <n>', 'evaluate about n pairs only (a quick check; LFW keeps all folds balanced)', positiveInt('--limit'))
+    .addOption(new Option('--backend <name>', 'TF.js backend for TF.js models').choices(['wasm', 'cpu']).default('wasm'))
+    .option('-q, --quiet', 'no progress output')
+    .action(async (opts: EvalCliOptions) => {
+      await evalCommand(opts);
+    });
+}

@@ -1,0 +1,155 @@
+/**
+ * One evaluation run: load the models, read the dataset (pairs folder,
+ * insightface .bin or IJB folder), embed, score, and build the report.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { access } from 'node:fs/promises';
+import { QuantFaceError } from '../errors.js';
+import { CROP_PRESETS, type CropPreset } from './align.js';
+import { readBinSet } from './bin.js';
+import { loadEmbedder, type Embedder } from './embedder.js';
+import { readIjbMeta, runIjb } from './ijb.js';
+import { readLandmarks, readPairs } from './pairs.js';
+import { thinRoc, type EvalReport, type ReportModel } from './report.js';
+import { binVerificationSet, pairsVerificationSet, runVerification, type AlignChoice } from './verify.js';
+
+export type AlignOption = CropPreset | 'landmarks';
+export const ALIGN_OPTIONS: readonly AlignOption[] = [...CROP_PRESETS, 'landmarks'];
+
+export interface EvalOptions {
+  /** Model arguments (model.json or metadata files); the first is the teacher. */
+  models: string[];
+  /** Or ready embedders (library use, tests). */
+  embedders?: Array<{ embedder: Embedder; assumed?: boolean }>;
+  pairs?: string;
+  bin?: string;
+  ijb?: string;
+  /** IJB target prefix (ijbb / ijbc); detected when absent. */
+  target?: string;
+  align?: AlignOption;
+  /** Landmarks file for --align landmarks on a pairs folder (default: landmarks-5pt.txt beside pairs.txt). */
+  landmarks?: string;
+  batch?: number;
+  limit?: number;
+  backend?: 'wasm' | 'cpu';
+  onProgress?: (p: { done: number; total: number; seconds: number }) => void;
+  /** Called once per loaded model. */
+  onModel?: (name: string, assumed: boolean) => void;
+}
+
+function packageVersion(): string {
+  try {
+    const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+    return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try { await access(p); return true; } catch { return false; }
+}
+
+function uniqueNames(embedders: Embedder[]): string[] {
+  const seen = new Map<string, number>();
+  return embedders.map((e) => {
+    const n = seen.get(e.meta.name) ?? 0;
+    seen.set(e.meta.name, n + 1);
+    return n === 0 ? e.meta.name : `${e.meta.name}#${n + 1}`;
+  });
+}
+
+/** Runs one evaluation and returns its report (see ./report.ts to write it). */
+export async function runEval(o: EvalOptions): Promise<EvalReport> {
+  const sources = [o.pairs, o.bin, o.ijb].filter((x) => x !== undefined);
+  if (sources.length !== 1) throw new QuantFaceError('E_ARG', 'give exactly one dataset: --pairs DIR, --bin FILE or --ijb DIR');
+  if (o.limit !== undefined && (!Number.isInteger(o.limit) || o.limit < 1)) throw new QuantFaceError('E_ARG', `--limit must be a positive integer (got ${o.limit})`);
+  if (o.batch !== undefined && (!Number.isInteger(o.batch) || o.batch < 1)) throw new QuantFaceError('E_ARG', `--batch must be a positive integer (got ${o.batch})`);
+  if (o.align !== undefined && !ALIGN_OPTIONS.includes(o.align)) throw new QuantFaceError('E_ARG', `--align must be one of ${ALIGN_OPTIONS.join(', ')} (got '${o.align}')`);
+  if (o.ijb !== undefined && o.align !== undefined && o.align !== 'landmarks') throw new QuantFaceError('E_ARG', 'IJB images are aligned from their landmarks: --align must be landmarks (or left out)');
+  if (o.bin !== undefined && o.align === 'landmarks') throw new QuantFaceError('E_ARG', '.bin sets hold aligned crops without landmarks: use --align none (default) or a box preset');
+
+  // models
+  const loaded: Array<{ embedder: Embedder; assumed: boolean }> = [];
+  for (const e of o.embedders ?? []) loaded.push({ embedder: e.embedder, assumed: e.assumed ?? false });
+  const owned: Embedder[] = [];
+  try {
+    for (const m of o.models) {
+      const r = await loadEmbedder(m, o.backend ? { backend: o.backend } : {});
+      loaded.push(r);
+      owned.push(r.embedder);
+    }
+  } catch (e) {
+    for (const x of owned) x.dispose?.();
+    throw e;
+  }
+  if (loaded.length === 0) throw new QuantFaceError('E_ARG', 'no model to evaluate: give at least one --model');
+  const embedders = loaded.map((l) => l.embedder);
+  const names = uniqueNames(embedders);
+  loaded.forEach((l, i) => o.onModel?.(names[i]!, l.assumed));
+  const common = { batch: o.batch ?? 32, ...(o.onProgress ? { onProgress: o.onProgress } : {}) };
+  const t0 = performance.now();
+  const base = (i: number): Pick<ReportModel, 'name' | 'meta' | 'metaAssumed'> => ({ name: names[i]!, meta: embedders[i]!.meta, metaAssumed: loaded[i]!.assumed });
+
+  try {
+    if (o.ijb !== undefined) {
+      const meta = await readIjbMeta(resolve(o.ijb), o.target);
+      const r = await runIjb(meta, embedders, { ...common, ...(o.limit !== undefined ? { limit: o.limit } : {}) });
+      const roc0 = r.models[0]!.roc;
+      return {
+        tool: 'quantface eval',
+        version: packageVersion(),
+        created: new Date().toISOString(),
+        dataset: { kind: 'ijb', path: resolve(o.ijb), align: 'landmarks (ArcFace template, similarity transform)', nPairs: r.nPairs, nImages: r.nImages, nTemplates: r.nTemplates, nPos: roc0.nPos, nNeg: roc0.nNeg, ...(o.limit !== undefined ? { limited: true } : {}) },
+        models: r.models.map((m, i) => ({ ...base(i), auc: m.auc, tarAtFar: m.tarAtFar, roc: thinRoc(m.roc), embedSeconds: m.embedSeconds, imagesPerSecond: m.imagesPerSecond })),
+        seconds: (performance.now() - t0) / 1000,
+      };
+    }
+    let set;
+    if (o.bin !== undefined) {
+      const preset = (o.align ?? 'none') as CropPreset;
+      set = binVerificationSet(await readBinSet(resolve(o.bin)), resolve(o.bin), preset, o.limit);
+    } else {
+      const list = await readPairs(o.pairs!, o.limit !== undefined ? { limit: o.limit } : {});
+      const alignOpt: AlignOption = o.align ?? embedders[0]!.meta.crop ?? 'lfw-funneled';
+      let align: AlignChoice;
+      if (alignOpt === 'landmarks') {
+        const file = o.landmarks ?? join(list.root, 'landmarks-5pt.txt');
+        if (!(await exists(file))) throw new QuantFaceError('E_IO', `--align landmarks needs a landmarks file: ${file} does not exist (give --landmarks FILE)`);
+        align = { kind: 'landmarks', landmarks: await readLandmarks(file) };
+      } else {
+        align = { kind: 'preset', preset: alignOpt };
+      }
+      set = pairsVerificationSet(list, align, list.root);
+    }
+    const r = await runVerification(set, embedders, common);
+    const nPos = set.issame.filter((x) => x).length;
+    return {
+      tool: 'quantface eval',
+      version: packageVersion(),
+      created: new Date().toISOString(),
+      dataset: { kind: set.kind, path: set.source, align: set.align, nPairs: set.issame.length, nImages: set.nImages, nPos, nNeg: set.issame.length - nPos, ...(o.limit !== undefined ? { limited: true } : {}) },
+      models: r.models.map((m, i) => ({
+        ...base(i),
+        accuracy: m.verification.accuracy,
+        std: m.verification.std,
+        foldAccuracies: m.verification.foldAccuracies,
+        foldThresholds: m.verification.foldThresholds,
+        val: m.verification.val,
+        valStd: m.verification.valStd,
+        far: m.verification.far,
+        farTarget: m.verification.farTarget,
+        auc: m.auc,
+        tarAtFar: m.tarAtFar,
+        roc: thinRoc(m.roc),
+        embedSeconds: m.embedSeconds,
+        imagesPerSecond: m.imagesPerSecond,
+      })),
+      seconds: (performance.now() - t0) / 1000,
+    };
+  } finally {
+    for (const e of owned) e.dispose?.();
+  }
+}
