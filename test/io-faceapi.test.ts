@@ -22,10 +22,10 @@ const manifest = shared('models', 'faceapi-resnet', 'face_recognition_model-weig
 // ---- face-api's forward, as its source computes it, with tfjs ops ----
 type W = Record<string, tf.Tensor>;
 function convLayer(x: tf.Tensor4D, w: W, p: string, strides: [number, number], relu: boolean, padding: 'valid' | 'same' = 'same'): tf.Tensor4D {
-  let out = tf.conv2d(x, w[`${p}/conv/filters`] as tf.Tensor4D, strides, padding);
-  out = tf.add(out, w[`${p}/conv/bias`]!);
-  out = tf.add(tf.mul(out, w[`${p}/scale/weights`]!), w[`${p}/scale/biases`]!);
-  return relu ? tf.relu(out) : out;
+  let out: tf.Tensor4D = tf.conv2d(x, w[`${p}/conv/filters`] as tf.Tensor4D, strides, padding);
+  out = tf.add(out, w[`${p}/conv/bias`]!) as tf.Tensor4D;
+  out = tf.add(tf.mul(out, w[`${p}/scale/weights`]!), w[`${p}/scale/biases`]!) as tf.Tensor4D;
+  return (relu ? tf.relu(out) : out) as tf.Tensor4D;
 }
 const conv = (x: tf.Tensor4D, w: W, p: string): tf.Tensor4D => convLayer(x, w, p, [1, 1], true);
 const convNoRelu = (x: tf.Tensor4D, w: W, p: string): tf.Tensor4D => convLayer(x, w, p, [1, 1], false);
@@ -33,7 +33,7 @@ const convDown = (x: tf.Tensor4D, w: W, p: string): tf.Tensor4D => convLayer(x, 
 function residual(x: tf.Tensor4D, w: W, p: string): tf.Tensor4D {
   let out = conv(x, w, `${p}/conv1`);
   out = convNoRelu(out, w, `${p}/conv2`);
-  return tf.relu(tf.add(out, x));
+  return tf.relu(tf.add(out, x)) as tf.Tensor4D;
 }
 function residualDown(x: tf.Tensor4D, w: W, p: string): tf.Tensor4D {
   let out = convDown(x, w, `${p}/conv1`);
@@ -50,7 +50,7 @@ function residualDown(x: tf.Tensor4D, w: W, p: string): tf.Tensor4D {
     out = tf.concat([out, tf.zeros<tf.Rank.R4>(sy)], 2);
   }
   pooled = isPad ? tf.concat([pooled, zeros], 3) : pooled;
-  return tf.relu(tf.add(pooled, out));
+  return tf.relu(tf.add(pooled, out)) as tf.Tensor4D;
 }
 /** x: raw RGB 0..255, [n, 150, 150, 3]. */
 function faceapiForward(w: W, x: tf.Tensor4D): tf.Tensor2D {

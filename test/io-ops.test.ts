@@ -1,7 +1,7 @@
 // Gradient checks (float64, central differences) for the modules imported
 // graphs use (lib/nn/import-ops.ts), forward checks against plain loops,
 // and a gradient check through a whole imported TF.js graph.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,13 +26,12 @@ function rand64(shape: number[], kinks: number[] = [], gap = 1e-3, std = 1): FTe
   return x;
 }
 
-function check(t: Tap, name: string, m: Module, inputs: FTensor[]): void {
+function check(t: Test, name: string, m: Module, inputs: FTensor[]): void {
   m.to('f64');
   const r = gradCheck(m, inputs, { samples: 24, seed: SEED });
   t.ok(r.maxRelError < TOL, `${name}: max relative error ${r.maxRelError.toExponential(2)} over ${r.checked} coordinates${r.worst ? ` (worst ${r.worst.tensor}[${r.worst.index}])` : ''}`);
   t.same(r.frozenWithGrad, [], `${name}: frozen parameters get no gradient`);
 }
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0];
 
 t.test('gradient checks', async (t) => {
   check(t, 'Pad (H, W, C, value)', new Pad({ top: 1, bottom: 2, left: 0, right: 1, channelsBefore: 1, channelsAfter: 2, value: 0.5 }), [rand64([2, 3, 4, 3])]);
