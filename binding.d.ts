@@ -35,14 +35,25 @@ export interface CudaDeviceInfo {
 export interface CudaInfo {
   /** The addon was built with the CUDA backend. */
   compiled: boolean;
-  /** A usable GPU and driver were found at run time. */
+  /**
+   * A usable GPU (device 0, compute capability 8.0 or newer), driver and
+   * cuBLASLt were found at run time. QUANTFACE_CUDA_DISABLE=1 turns it off.
+   */
   available: boolean;
   /** Why CUDA is not available (when it is not). */
   reason?: string;
+  /** The CUDA devices found (present when compiled). */
   devices?: CudaDeviceInfo[];
+  /** cublasLtGetVersion() of the cuBLASLt that was loaded (when available). */
   cublasLtVersion?: number;
+  /** File of the cuBLASLt that was loaded (when available). */
+  cublasLtPath?: string;
+  /** CUDA runtime version of the build (statically linked), e.g. 13000. */
   runtimeVersion?: number;
+  /** CUDA version the driver supports, e.g. 13000; 0 without a driver. */
   driverVersion?: number;
+  /** CUDA architectures the kernels were built for, e.g. "80-real,90". */
+  architectures?: string;
 }
 
 export interface BindingInfo {
@@ -306,14 +317,29 @@ export interface Conv2dU8S8Options extends Conv2dGeometry, Int8Epilogue {
 }
 
 // ----------------------------------------------------------------- CUDA
+/*
+ * The optional CUDA backend (built with QUANTFACE_CUDA=AUTO|ON; cuBLASLt is
+ * loaded at run time: set QUANTFACE_CUBLASLT to the library or its folder if
+ * it is not on the loader's path). It works on device 0 and the default
+ * stream: kernels run asynchronously; upload/download and cudaSynchronize
+ * wait for them. Errors carry a `code`:
+ *   E_CUDA_UNAVAILABLE  no CUDA build, GPU, driver or cuBLASLt (info().cuda.reason says which);
+ *                       every CUDA export throws it then, before looking at its arguments
+ *   E_CUDA_FREED        a DeviceBuffer used after free()
+ *   E_CUDA_OOM          device memory exhausted
+ *   E_CUDA              any other CUDA / cuBLASLt failure (the message names it)
+ * Bad arguments throw TypeError / RangeError naming them, like the CPU kernels.
+ */
+
 /** Memory on the GPU. Freed by free() or when garbage collected. */
 export interface DeviceBuffer {
   readonly bytes: number;
   readonly freed: boolean;
-  /** Copies a typed array to the device at byteOffset (default 0). */
+  /** Copies a typed array / Buffer / DataView to the device at byteOffset (default 0). */
   upload(src: ArrayBufferView, byteOffset?: number): void;
-  /** Copies from the device at byteOffset into dst. */
+  /** Copies from the device at byteOffset into dst (waits for the work queued before it). */
   download(dst: ArrayBufferView, byteOffset?: number): void;
+  /** Frees the device memory now; a second call does nothing. */
   free(): void;
 }
 
@@ -325,49 +351,76 @@ export interface CudaGemmS8S8S32Options {
   m: number;
   n: number;
   k: number;
-  /** 's32': out = A * B^T (int32); 'f32': out = float(acc) * scale[j] (+ bias[j]) */
+  /**
+   * 's32': out[i,j] = acc = sum_p a[i,p] * b[j,p] (exact int32; k <= 131071 cannot overflow)
+   * 'f32': out[i,j] = float(acc) * scale[j] + bias[j]  (a multiply, then an add, as the CPU
+   *        epilogue; a missing scale skips the multiply, a missing bias adds 0)
+   */
   outType: 's32' | 'f32';
-  /** m x n on the device. */
+  /** m x n on the device (int32 or float32); a different buffer from a, b, scale and bias. */
   out: DeviceBuffer;
-  /** Per output channel scale / bias on the device (float32, length n) for 'f32'. */
+  /** Per output channel scale / bias on the device (float32, length n), 'f32' only. */
   scale?: DeviceBuffer;
   bias?: DeviceBuffer;
+  /**
+   * 'auto' (default): cuBLASLt's int8 tensor-core GEMM where it applies (n and k
+   * multiples of 4), else a tiled CUDA kernel. 'cublaslt' / 'kernel' force one
+   * ('cublaslt' on another shape is a RangeError). Both give the same exact result.
+   */
+  impl?: 'auto' | 'cublaslt' | 'kernel';
 }
 
 export interface CudaQuantizeOptions {
+  /** count float32 on the device. */
   x: DeviceBuffer;
+  /** count bytes on the device (another buffer than x). */
   out: DeviceBuffer;
   count: number;
+  /** > 0; used as a float32. q = clamp(rne(x / scale) + zeroPoint, quantMin, quantMax); NaN -> zeroPoint (as quantize). */
   scale: number;
+  /** Within [quantMin, quantMax]. */
   zeroPoint: number;
   quantMin: number;
   quantMax: number;
+  /** Storage type: 's8' (range within [-128, 127]) or 'u8' ([0, 255]). Default: 's8' if quantMin < 0, else 'u8'. */
+  dtype?: 's8' | 'u8';
 }
 
 export interface CudaDequantizeOptions {
+  /** count bytes on the device. */
   q: DeviceBuffer;
+  /** count float32 on the device (another buffer than q). */
   out: DeviceBuffer;
   count: number;
+  /** How the bytes of q are read. */
+  dtype: 's8' | 'u8';
+  /** > 0; used as a float32. x = float(q - zeroPoint) * scale */
   scale: number;
+  /** Within the dtype's range. */
   zeroPoint: number;
 }
 
-// ----------------------------------------------------------------- peak
-export type PeakKind = 'fma_zmm' | 'vnni_zmm' | 'fma_ymm' | 'vnni_ymm';
-export interface MeasurePeakOptions {
-  /** fp32 FMA or int8 VNNI (vpdpbusd), 512-bit (zmm) or 256-bit (ymm) registers. */
-  kind: PeakKind;
-  /** Seconds per thread, (0, 10]. Default 0.2. */
-  seconds?: number;
-  /** Threads of the native pool to run it on. Default 1. */
-  threads?: number;
+/** Internal (bench/gpu-gemm.ts): the card's bf16 matmul rate through cuBLASLt. */
+export interface CudaBenchBf16GemmOptions {
+  /** D (m x n) = A (m x k) * B^T (B: n x k), bf16 inputs filled with random values in [-1, 1), CUBLAS_COMPUTE_32F. */
+  m: number;
+  n: number;
+  k: number;
+  /** Output type; default 'bf16'. */
+  outType?: 'bf16' | 'f32';
+  /** Untimed products first (default 2). */
+  warmup?: number;
+  /** Timed repetitions (default 10), each of `inner` products (default 10) and a device synchronize. */
+  reps?: number;
+  inner?: number;
 }
-export interface PeakResult {
-  kind: PeakKind;
-  threads: number;
-  /** Operations per second over all threads (2 per multiply-add). */
-  opsPerSecond: number;
-  perThread: number[];
+
+export interface CudaBenchBf16GemmResult {
+  /** Seconds per repetition (host clock around `inner` products and cudaDeviceSynchronize). */
+  times: number[];
+  /** 2 * m * n * k * inner. */
+  flopsPerRep: number;
+  outType: 'bf16' | 'f32';
 }
 
 // ----------------------------------------------------------------- the addon
@@ -410,10 +463,14 @@ export interface Binding {
   conv2dU8S8(o: Conv2dU8S8Options): void;
   conv2dU8S8Async(o: Conv2dU8S8Options): Promise<void>;
 
-  /** Throws Error with code 'E_CUDA_UNAVAILABLE' when CUDA is not usable. */
+  /** Each throws Error with code 'E_CUDA_UNAVAILABLE' when CUDA is not usable (see the CUDA section). */
   cudaAlloc(bytes: number): DeviceBuffer;
+  /** Waits for all queued device work; reports asynchronous kernel failures (E_CUDA). */
   cudaSynchronize(): void;
-  cudaGemmS8S8S32(o: CudaGemmS8S8S32Options): void;
+  /** Queues the GEMM; returns which implementation ran. */
+  cudaGemmS8S8S32(o: CudaGemmS8S8S32Options): 'cublaslt' | 'kernel';
   cudaQuantize(o: CudaQuantizeOptions): void;
   cudaDequantize(o: CudaDequantizeOptions): void;
+  /** Internal, for bench/gpu-gemm.ts. */
+  cudaBenchBf16Gemm(o: CudaBenchBf16GemmOptions): CudaBenchBf16GemmResult;
 }
