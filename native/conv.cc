@@ -444,13 +444,10 @@ void conv2d_depthwise_backward_weight_f32_run(DwBwdWeightF32Fn fn, const ConvGeo
     }
 }
 
+bool conv_is_depthwise(const ConvGeom& g) { return g.groups == g.c && g.cout == g.c; }
+
 // ------------------------------------------------------------ N-API
 namespace napi {
-
-// Shared with conv_int8.cc.
-struct ConvSizes {
-  int64_t x, w, out;
-};
 
 ConvGeom parse_conv_geom(const Args& a, ConvSizes* sizes) {
   Napi::Env env = a.env();
@@ -500,8 +497,6 @@ ConvGeom parse_conv_geom(const Args& a, ConvSizes* sizes) {
   return g;
 }
 
-bool is_depthwise(const ConvGeom& g) { return g.groups == g.c && g.cout == g.c; }
-
 namespace {
 
 template <class A, class B>
@@ -532,7 +527,7 @@ template <class WholeFn, class DwFn>
 Route<WholeFn, DwFn> resolve(const Args& a, const ConvGeom& g, const Kernel<WholeFn>& whole, const Kernel<DwFn>& dw) {
   const std::string want = a.string("variant", "");
   Route<WholeFn, DwFn> r;
-  if (is_depthwise(g)) {
+  if (conv_is_depthwise(g)) {
     if (const Variant<DwFn>* v = dw.find(want)) {
       r.dw = v->fn;
       return r;
@@ -548,7 +543,7 @@ Route<WholeFn, DwFn> resolve(const Args& a, const ConvGeom& g, const Kernel<Whol
       return r;
     }
   bad_variant(a, want,
-              (std::string(is_depthwise(g) ? std::string(dw.name) + ", " : std::string()) + whole.name + " or sgemm")
+              (std::string(conv_is_depthwise(g) ? std::string(dw.name) + ", " : std::string()) + whole.name + " or sgemm")
                   .c_str());
 }
 

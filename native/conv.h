@@ -123,19 +123,20 @@ void conv2d_u8s8_gemm(GemmU8S8Fn fn, const ConvGeom& g, const uint8_t* x, int32_
                       const int32_t* wzp, const Epilogue& ep, void* out);
 
 // Depthwise (groups = c = cout), int8 direct kernels.
-// acc[c] = sum_{taps} (x - xzp) * (w[c,t] - wzp[c]), padding reads xzp, then ep.
+// acc[c] = sum_{taps} (x - xzp) * (w[c,t] - wzp[c]) (int32, wrapping), padding
+// reads xzp, then the epilogue ep (per channel c).
 struct DwU8Prep {
   int32_t xzp = 0;
-  const int8_t* w = nullptr;       // raw weights [c][kh*kw]
-  const int32_t* wzp = nullptr;    // [c] or null
-  // Packed for the SIMD variants: wpair[(t/2)*c*2 + ch*2 + (t&1)] = w[ch,t] - wzp[ch]
-  // (int16; a missing odd tap is 0); npairs = ceil(kh*kw / 2).
+  const int8_t* w = nullptr;     // raw weights [c][kh*kw]
+  const int32_t* wzp = nullptr;  // [c] or null
+  // For the SIMD variants (only set when every w - wzp fits int16):
+  // wpair[(q * cpad + ch) * 2 + i] = w[ch, 2q + i] - wzp[ch] (int16; 0 past the
+  // last tap or channel), q < npairs = ceil(kh*kw / 2), cpad = c rounded up to 16.
   const int16_t* wpair = nullptr;
-  int64_t npairs = 0;
-  // corr[ch] = -xzp * sum_t (w[ch,t] - wzp[ch])  (int32, wrapping)
-  const int32_t* corr = nullptr;
-  // c bytes, all xzp: what an out-of-bounds tap reads.
-  const uint8_t* zrow = nullptr;
+  int64_t npairs = 0, cpad = 0;
+  // zbuf_len >= 8 * sw * c + cpad bytes, all xzp: what out-of-bounds taps read.
+  const uint8_t* zbuf = nullptr;
+  int64_t zbuf_len = 0;
 };
 using DwU8S8Fn = void (*)(const ConvGeom& g, const uint8_t* x, const DwU8Prep& p, const Epilogue& ep, void* out,
                           int64_t r0, int64_t r1);
@@ -149,5 +150,16 @@ void dw_u8s8_avx512(const ConvGeom& g, const uint8_t* x, const DwU8Prep& p, cons
 // Packs the weights and runs fn on the pool. w: [c][kh*kw] int8.
 void conv2d_u8s8_depthwise_run(DwU8S8Fn fn, const ConvGeom& g, const uint8_t* x, int32_t xzp, const int8_t* w,
                                const int32_t* wzp, const Epilogue& ep, void* out);
+
+// ------------------------------------------------------------ N-API helpers (conv.cc; binding files only)
+bool conv_is_depthwise(const ConvGeom& g);  // groups == c == cout
+namespace napi {
+class Args;
+struct ConvSizes {
+  int64_t x = 0, w = 0, out = 0;  // n*h*w*c, cout*kh*kw*(c/groups), n*oh*ow*cout
+};
+// Reads and validates the Conv2dGeometry fields (TypeError / RangeError naming them).
+ConvGeom parse_conv_geom(const Args& a, ConvSizes* sizes);
+}  // namespace napi
 
 }  // namespace qf

@@ -332,6 +332,14 @@ t.test('adjoint identities hold for the default variants', async (t) => {
   }
 });
 
+// The pool's workers read the job generation when they start; a job posted
+// before a fresh worker has started can be missed (threadpool.cc race,
+// reported to the lead). Give new workers a moment before the next call.
+async function setThreads(n: number): Promise<void> {
+  binding.setThreads(n);
+  await new Promise((r) => setTimeout(r, 30));
+}
+
 t.test('weight gradient is identical with 1 and 2 threads', async (t) => {
   const before = binding.getThreads();
   const cases: Geom[] = [
@@ -347,7 +355,7 @@ t.test('weight gradient is identical with 1 and 2 threads', async (t) => {
     for (const variant of variants) {
       const res: Float32Array[] = [];
       for (const threads of [1, 2, 1]) {
-        binding.setThreads(threads);
+        await setThreads(threads);
         const gw = nanF32(d.w), gb = nanF32(g.cout);
         binding.conv2dBackwardWeight({ ...gopts(g), x, gradOut: gout, gradWeight: gw, gradBias: gb, variant });
         const all = new Float32Array(d.w + g.cout);
@@ -358,7 +366,7 @@ t.test('weight gradient is identical with 1 and 2 threads', async (t) => {
       t.ok(bitsEqual(res[0], res[1]) && bitsEqual(res[0], res[2]), `${desc(g)} ${variant || 'default'}: 1 vs 2 threads bit-identical`);
     }
   }
-  binding.setThreads(before);
+  await setThreads(before);
 });
 
 t.test('async forms give the same results as the sync forms', async (t) => {
@@ -417,4 +425,215 @@ t.test('validation: fp32 convolutions', async (t) => {
   t.throws(() => binding.conv2dBackwardWeight({ ...bw, gradBias: new Float32Array(g.cout - 1) }), { name: 'RangeError', message: /conv2dBackwardWeight: gradBias has/ });
   t.throws(() => binding.conv2dBackwardWeight({ ...bw, gradWeight: new Float32Array(d.w - 1) }), { name: 'RangeError', message: /gradWeight has/ });
   t.throws(() => binding.conv2dBackwardWeight({ ...bw, gradWeight: bw.x.subarray(0, d.w) }), { name: 'RangeError', message: /gradWeight must not overlap x/ });
+});
+
+// ------------------------------------------------------------ int8
+/** Round half to even (JS Math.round rounds half up). */
+function rne(v: number): number {
+  if (!Number.isFinite(v)) return v;
+  const f = Math.floor(v), d = v - f;
+  if (d < 0.5) return f;
+  if (d > 0.5) return f + 1;
+  return f % 2 === 0 ? f : f + 1;
+}
+const f32 = Math.fround;
+
+/** acc = sum (x - xzp) * (w - wzp[co]) over in-bounds taps (padding reads xzp: contributes 0); int32 wrap. */
+function refAccS32(g: Geom, x: Uint8Array, xzp: number, w: Int8Array, wzp?: Int32Array): Int32Array {
+  const d = dims(g);
+  const acc = new Float64Array(d.out);
+  const coutOfW = (wi: number) => Math.floor(wi / (g.kh * g.kw * d.cg));
+  forEachTerm(g, (o, xi, wi) => {
+    acc[o] += (x[xi] - xzp) * (w[wi] - (wzp ? wzp[coutOfW(wi)] : 0));
+  });
+  const r = new Int32Array(d.out);
+  for (let i = 0; i < d.out; i++) r[i] = Number(BigInt.asIntN(32, BigInt(acc[i])));
+  return r;
+}
+
+interface Epi extends Int8Epilogue {
+  outType: 's32' | 'f32' | 'u8' | 's8';
+}
+/** The Int8Epilogue of binding.d.ts in float32 arithmetic. */
+function refEpilogue(acc: Int32Array, cout: number, e: Epi): Int32Array | Float32Array | Uint8Array | Int8Array {
+  if (e.outType === 's32') return acc.slice();
+  const out = e.outType === 'f32' ? new Float32Array(acc.length) : e.outType === 'u8' ? new Uint8Array(acc.length) : new Int8Array(acc.length);
+  const tmin = e.outType === 'u8' ? 0 : -128, tmax = e.outType === 'u8' ? 255 : 127;
+  const lo = e.clampMin ?? tmin, hi = e.clampMax ?? tmax, os = f32(e.outScale ?? 1), zp = e.outZeroPoint ?? 0;
+  for (let i = 0; i < acc.length; i++) {
+    const j = i % cout;
+    let y = f32(acc[i]);
+    if (e.scale) y = f32(y * e.scale[j]);
+    y = f32(y + (e.bias ? e.bias[j] : 0));
+    if (e.activation === 'relu') y = y > 0 ? y : 0;
+    else if (e.activation === 'prelu') y = y < 0 ? f32(y * e.slope![j]) : y;
+    if (e.outType === 'f32') {
+      out[i] = y;
+      continue;
+    }
+    let q = f32(rne(f32(y / os)) + zp);
+    if (!(q >= lo)) q = lo;
+    if (q > hi) q = hi;
+    out[i] = q;
+  }
+  return out;
+}
+
+function randomEpilogues(cout: number, accScale: number): Epi[] {
+  const scale = new Float32Array(cout), bias = new Float32Array(cout), slope = new Float32Array(cout);
+  for (let j = 0; j < cout; j++) {
+    scale[j] = (0.2 + rand()) / accScale;
+    bias[j] = rand() * 2 - 1;
+    slope[j] = rand() * 0.5 - 0.1;
+  }
+  const eps: Epi[] = [
+    { outType: 's32' },
+    { outType: 'f32' },
+    { outType: 'f32', scale, bias, activation: 'prelu', slope },
+    { outType: 'f32', scale, activation: 'relu' },
+    { outType: 'u8', scale, bias, activation: 'relu', outScale: 0.01, outZeroPoint: 3 },
+    { outType: 'u8', scale, bias, outScale: 0.004, outZeroPoint: 128, clampMin: 5, clampMax: 250 },
+    { outType: 's8', scale, bias, activation: 'prelu', slope, outScale: 0.0125, outZeroPoint: -7 },
+    { outType: 's8', outScale: 3, outZeroPoint: 0, clampMin: -100, clampMax: 90 },
+  ];
+  return eps;
+}
+
+function int8Out(type: Epi['outType'], len: number): Int32Array | Float32Array | Uint8Array | Int8Array {
+  switch (type) {
+    case 's32': return new Int32Array(len).fill(0x5aababab);
+    case 'f32': return new Float32Array(len).fill(NaN);
+    case 'u8': return new Uint8Array(len).fill(0xab);
+    default: return new Int8Array(len).fill(-85);
+  }
+}
+function sameBits(a: ArrayLike<number>, b: ArrayLike<number>): { ok: boolean; first: string } {
+  if (a.length !== b.length) return { ok: false, first: `length ${a.length} vs ${b.length}` };
+  for (let i = 0; i < a.length; i++)
+    if (!Object.is(a[i], b[i]) && !(Number.isNaN(a[i]) && Number.isNaN(b[i])))
+      return { ok: false, first: `[${i}] got ${a[i]} want ${b[i]}` };
+  return { ok: true, first: '' };
+}
+
+const int8Shapes: Geom[] = [
+  geom({ n: 2, h: 5, w: 7, c: 13, cout: 19, kh: 1, kw: 1 }), // direct GEMM
+  geom({ n: 1, h: 8, w: 9, c: 7, cout: 17, kh: 3, kw: 3, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 }),
+  geom({ n: 3, h: 9, w: 7, c: 3, cout: 16, kh: 3, kw: 3, strideH: 2, strideW: 2, padTop: 0, padLeft: 1, padBottom: 2, padRight: 0 }),
+  geom({ n: 1, h: 10, w: 10, c: 5, cout: 33, kh: 5, kw: 3, dilationH: 2, padTop: 3, padLeft: 1, padBottom: 1, padRight: 2 }),
+  geom({ n: 2, h: 6, w: 6, c: 4, cout: 9, kh: 1, kw: 1, strideH: 2, strideW: 2, padTop: 1, padLeft: 0, padBottom: 0, padRight: 1 }),
+  geom({ n: 2, h: 13, w: 21, c: 37, cout: 37, kh: 3, kw: 3, groups: 37, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 }),
+  geom({ n: 1, h: 12, w: 19, c: 40, cout: 40, kh: 3, kw: 3, groups: 40, strideH: 2, strideW: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 }),
+  geom({ n: 2, h: 7, w: 7, c: 24, cout: 24, kh: 7, kw: 7, groups: 24 }), // GDC head
+  geom({ n: 1, h: 5, w: 30, c: 9, cout: 9, kh: 1, kw: 7, groups: 9, padLeft: 3, padRight: 5, dilationW: 2 }),
+  geom({ n: 2, h: 6, w: 11, c: 3, cout: 3, kh: 1, kw: 1, groups: 3 }),
+  geom({ n: 1, h: 9, w: 9, c: 17, cout: 17, kh: 5, kw: 5, groups: 17, strideH: 1, strideW: 2, padTop: 2, padLeft: 0, padBottom: 0, padRight: 4 }),
+];
+
+function int8Variants(t: Tap, g: Geom): string[] {
+  const names: string[] = [];
+  for (const v of variantsOf(isDepthwise(g) ? 'conv2d_u8s8_depthwise' : 'gemm_u8s8s32')) {
+    if (!v.supported) {
+      t.skip(`${v.name}: not supported on this CPU`);
+      continue;
+    }
+    names.push(v.name);
+  }
+  return names;
+}
+
+function int8Weight(g: Geom, w: Int8Array): PackedWeights | Int8Array {
+  if (isDepthwise(g)) return w;
+  return binding.packWeights({ w, n: g.cout, k: g.kh * g.kw * g.c });
+}
+
+t.test('conv2dU8S8: every variant, every epilogue, bit-exact vs integer reference', async (t) => {
+  for (const g of int8Shapes) {
+    const d = dims(g);
+    const x = randU8(d.x), w = randS8(d.w);
+    const xzp = pick([0, 128, randInt(1, 254), 255]);
+    const wzp = rand() < 0.5 ? Int32Array.from({ length: g.cout }, () => randInt(-3, 3)) : undefined;
+    const acc = refAccS32(g, x, xzp, w, wzp);
+    const weight = int8Weight(g, w);
+    const accScale = 128 * 128 * Math.sqrt(g.kh * g.kw * d.cg);
+    for (const variant of int8Variants(t, g))
+      for (const e of randomEpilogues(g.cout, accScale)) {
+        const want = refEpilogue(acc, g.cout, e);
+        const out = int8Out(e.outType, d.out);
+        binding.conv2dU8S8({ ...gopts(g), ...e, x, xZeroPoint: xzp, weight, wZeroPoint: wzp, out, variant });
+        const r = sameBits(out, want);
+        t.ok(r.ok, `${desc(g)} ${variant} ${e.outType}${e.activation ? ' ' + e.activation : ''} xzp ${xzp}${wzp ? ' wzp' : ''} ${r.first}`);
+      }
+  }
+});
+
+t.test('conv2dU8S8: saturation, NaN/Inf epilogue inputs, extreme zero points', async (t) => {
+  for (const g of [int8Shapes[1], int8Shapes[5], int8Shapes[8]]) {
+    const d = dims(g);
+    const x = randU8(d.x), w = randS8(d.w);
+    // Extreme weight zero points: w - wzp leaves int16 (the depthwise SIMD
+    // kernels then use the reference path), sums still fit int32.
+    const wzp = Int32Array.from({ length: g.cout }, (_, j) => (j % 3 === 0 ? 40000 : j % 3 === 1 ? -40000 : randInt(-128, 127)));
+    const xzp = 77;
+    const acc = refAccS32(g, x, xzp, w, wzp);
+    const scale = Float32Array.from({ length: g.cout }, (_, j) => (j === 0 ? NaN : j === 1 ? Infinity : 1e-3 * (j % 5 + 1)));
+    const bias = Float32Array.from({ length: g.cout }, (_, j) => (j === 2 ? -Infinity : j * 0.5));
+    const eps: Epi[] = [
+      { outType: 's32' },
+      { outType: 'f32', scale, bias, activation: 'relu' },
+      { outType: 'f32', scale, bias },
+      { outType: 'u8', scale, bias, outScale: 1e-3 }, // saturates both ends
+      { outType: 's8', scale, bias, activation: 'prelu', slope: scale, outScale: 0.5, outZeroPoint: 127 },
+    ];
+    const weight = int8Weight(g, w);
+    for (const variant of int8Variants(t, g))
+      for (const e of eps) {
+        const want = refEpilogue(acc, g.cout, e);
+        const out = int8Out(e.outType, d.out);
+        binding.conv2dU8S8({ ...gopts(g), ...e, x, xZeroPoint: xzp, weight, wZeroPoint: wzp, out, variant });
+        const r = sameBits(out, want);
+        t.ok(r.ok, `${desc(g)} ${variant} ${e.outType} extreme ${r.first}`);
+      }
+  }
+});
+
+t.test('conv2dU8S8Async matches the sync form; validation', async (t) => {
+  for (const g of [int8Shapes[2], int8Shapes[5]]) {
+    const d = dims(g);
+    const x = randU8(d.x), w = randS8(d.w), weight = int8Weight(g, w);
+    const o1 = new Uint8Array(d.out).fill(0xab), o2 = new Uint8Array(d.out).fill(0xcd);
+    const opts = { ...gopts(g), x, weight, xZeroPoint: 9, outType: 'u8' as const, outScale: 64, outZeroPoint: 100 };
+    binding.conv2dU8S8({ ...opts, out: o1 });
+    const p = binding.conv2dU8S8Async({ ...opts, out: o2 });
+    t.type(p, Promise);
+    await p;
+    t.ok(sameBits(o1, o2).ok, `${desc(g)} async`);
+    t.ok(sameBits(o1, refEpilogue(refAccS32(g, x, 9, w), g.cout, { outType: 'u8', outScale: 64, outZeroPoint: 100 })).ok, `${desc(g)} vs reference`);
+  }
+  const g = int8Shapes[1], d = dims(g);
+  const w = randS8(d.w);
+  const base = { ...gopts(g), x: randU8(d.x), weight: int8Weight(g, w), outType: 's32' as const, out: new Int32Array(d.out) };
+  const call = (o: Record<string, unknown>) => binding.conv2dU8S8(o as never);
+  t.throws(() => call({ ...base, x: new Int8Array(d.x) }), { name: 'TypeError', message: /conv2dU8S8: x must be a Uint8Array/ });
+  t.throws(() => call({ ...base, x: new Uint8Array(d.x - 1) }), { name: 'RangeError', message: /x has/ });
+  t.throws(() => call({ ...base, weight: w }), { name: 'TypeError', message: /weight must be a PackedWeights/ });
+  t.throws(() => call({ ...base, weight: undefined }), { name: 'TypeError', message: /weight is required/ });
+  t.throws(() => call({ ...base, weight: binding.packWeights({ w, n: g.cout, k: d.w / g.cout - 1 }) }), { name: 'RangeError', message: /weight is packed as n = 17, k = 62; needs n = cout = 17, k = kh\*kw\*c = 63/ });
+  t.throws(() => call({ ...base, out: new Float32Array(d.out) }), { name: 'TypeError', message: /out must be a Int32Array/ });
+  t.throws(() => call({ ...base, out: new Int32Array(d.out - 1) }), { name: 'RangeError', message: /out has/ });
+  t.throws(() => call({ ...base, xZeroPoint: 256 }), { name: 'RangeError', message: /xZeroPoint/ });
+  t.throws(() => call({ ...base, wZeroPoint: new Int32Array(g.cout + 1) }), { name: 'RangeError', message: /wZeroPoint has/ });
+  t.throws(() => call({ ...base, variant: 'conv2d_u8s8_depthwise_ref' }), { name: 'RangeError', message: /variant/ });
+  t.throws(() => call({ ...base, outType: 'f16' }), { name: 'RangeError', message: /outType/ });
+  t.throws(() => call({ ...base, outType: 'u8', out: new Uint8Array(d.out), outScale: 0 }), { name: 'RangeError', message: /outScale/ });
+  t.throws(() => call({ ...base, scale: new Float32Array(3), outType: 'f32', out: new Float32Array(d.out) }), { name: 'RangeError', message: /scale has 3/ });
+  t.throws(() => call({ ...base, activation: 'prelu', outType: 'f32', out: new Float32Array(d.out) }), { name: 'TypeError', message: /slope is required/ });
+  const gg = geom({ n: 1, h: 4, w: 4, c: 4, cout: 4, kh: 3, kw: 3, groups: 2 });
+  t.throws(() => call({ ...gopts(gg), x: randU8(64), weight: randS8(72), outType: 's32', out: new Int32Array(16) }), { name: 'RangeError', message: /groups must be 1 or c = cout/ });
+  const gd = int8Shapes[5], dd = dims(gd);
+  const dwBase = { ...gopts(gd), x: randU8(dd.x), weight: randS8(dd.w), outType: 's32' as const, out: new Int32Array(dd.out) };
+  t.throws(() => call({ ...dwBase, weight: randS8(dd.w - 1) }), { name: 'RangeError', message: /weight has/ });
+  t.throws(() => call({ ...dwBase, weight: int8Weight(int8Shapes[1], w) }), { name: 'TypeError', message: /weight must be a Int8Array/ });
+  t.throws(() => call({ ...dwBase, variant: 'avx512vnni' }), { name: 'RangeError', message: /variant/ });
+  const xs = randU8(dd.out * 4 + 64);
+  t.throws(() => call({ ...dwBase, x: xs, out: new Int32Array(xs.buffer, 0, dd.out) }), { name: 'RangeError', message: /out must not overlap x/ });
 });
