@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tensor, Rng, type FTensor } from '../lib/tensor.js';
 import { gradCheck, type Module } from '../lib/nn/index.js';
-import { Pad, Clamp, ChannelAffine, Multiply, Subtract, Abs, Reshape, GlobalAvgPool, MaxPool2d, AvgPool2d } from '../lib/nn/import-ops.js';
+import { Pad, Clamp, ChannelAffine, Multiply, Subtract, Abs, Reshape, GlobalAvgPool, MaxPool2d, AvgPool2d, NhwcToNchw } from '../lib/nn/import-ops.js';
 import { importTfjsGraphModel } from '../lib/io/tfjs.js';
 import { GraphBuilder, A, seeded, randArray } from './fixtures/io/helpers.js';
 
@@ -48,6 +48,7 @@ t.test('gradient checks', async (t) => {
   check(t, 'Subtract', new Subtract(), [rand64([2, 7]), rand64([2, 7])]);
   check(t, 'Abs', new Abs(), [rand64([3, 4, 2], [0])]);
   check(t, 'Reshape', new Reshape([-1, 2]), [rand64([2, 3, 2, 2])]);
+  check(t, 'NhwcToNchw', new NhwcToNchw(), [rand64([2, 3, 4, 5])]);
   check(t, 'GlobalAvgPool', new GlobalAvgPool(), [rand64([2, 3, 4, 5])]);
   check(t, 'GlobalAvgPool keepDims', new GlobalAvgPool(true), [rand64([2, 3, 4, 5])]);
   check(t, 'MaxPool2d 3x3/2', new MaxPool2d({ kernel: 3, stride: 2 }), [rand64([2, 7, 6, 3])]);
@@ -78,6 +79,8 @@ t.test('forward values against plain loops', async (t) => {
   t.same([...ap.data], [2.5, 2.5, 2.5, 2.5], 'AvgPool2d excludes padded cells from the count');
   const cl = new Clamp(0, 6).forward(Tensor.from([-1, 0, 3, 6, 7]));
   t.same([...cl.data], [0, 0, 3, 6, 6], 'ReLU6');
+  const tr = new NhwcToNchw().forward(Tensor.from(Float32Array.from([1, 2, 3, 4, 5, 6]), [1, 1, 2, 3]));
+  t.same([tr.shape, [...tr.data]], [[1, 3, 1, 2], [1, 4, 2, 5, 3, 6]], 'NhwcToNchw moves channels first');
   t.throws(() => new Clamp(1, 0), /lo <= hi/, 'Clamp refuses lo > hi');
   t.throws(() => new ChannelAffine(3, { scale: [1, 2] }), /2 values for 3 channels/, 'ChannelAffine checks lengths');
   t.throws(() => new Multiply().forward(Tensor.zeros([2, 3]), Tensor.zeros([3, 2])), /differ/, 'Multiply refuses different shapes');

@@ -147,7 +147,7 @@ function refQuant(w: ArrayLike<number>, channels: number, bits: number): { q: nu
     const z = Math.min(qmax, Math.max(0, -roundHalfEven(lo / s)));
     scale.push(s);
     zp.push(z);
-    for (let i = c * inner; i < (c + 1) * inner; i++) q.push(Math.min(qmax, Math.max(0, roundHalfEven(w[i]! / s) + z)));
+    for (let i = c * inner; i < (c + 1) * inner; i++) q.push(Math.min(qmax, Math.max(0, roundHalfEven(Math.fround(w[i]! / s)) + z)));
   }
   return { q, scale, zp };
 }

@@ -12,14 +12,14 @@
  * Conv2d, Linear, BatchNorm / BatchNorm1d / BatchNorm2d, PReLU, ReLU, Add,
  * Identity, Flatten, Dropout, L2Normalize, the import ops (Pad, Clamp,
  * ChannelAffine, Multiply, Subtract, Abs, Reshape, GlobalAvgPool,
- * MaxPool2d, AvgPool2d) and the fake quantizers (WeightFakeQuant,
+ * MaxPool2d, AvgPool2d, NhwcToNchw) and the fake quantizers (WeightFakeQuant,
  * ActFakeQuant).
  */
 import { QuantFaceError } from '../errors.js';
 import { Module } from '../nn/module.js';
 import { Conv2d, Linear, BatchNorm, BatchNorm1d, BatchNorm2d, PReLU, ReLU, Add, Identity, Flatten, Dropout, L2Normalize } from '../nn/layers.js';
 import { Sequential, Graph } from '../nn/containers.js';
-import { Pad, Clamp, ChannelAffine, Multiply, Subtract, Abs, Reshape, GlobalAvgPool, MaxPool2d, AvgPool2d } from '../nn/import-ops.js';
+import { Pad, Clamp, ChannelAffine, Multiply, Subtract, Abs, Reshape, GlobalAvgPool, MaxPool2d, AvgPool2d, NhwcToNchw } from '../nn/import-ops.js';
 import { WeightFakeQuant, ActFakeQuant } from '../quant/fake-quant.js';
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -178,6 +178,7 @@ const DEFS: Record<string, TypeDef> = {
   Multiply: simple(Multiply),
   Subtract: simple(Subtract),
   Abs: simple(Abs),
+  NhwcToNchw: simple(NhwcToNchw),
   Dropout: {
     cls: Dropout,
     config: (m) => ({ p: (m as Dropout).p }),

@@ -235,11 +235,13 @@ function bytesOf(a: Float32Array | Uint8Array | Int32Array): Uint8Array {
 function quantizeWeight(w: FTensor, qp: QParams, channels: number, inner: number): Uint8Array {
   const u = new Uint8Array(w.numel);
   const d = w.data;
+  // As the fake-quantization kernels: x / scale rounded to float32 first for float32 weights.
+  const f32 = d instanceof Float32Array;
   for (let c = 0; c < channels; c++) {
     const s = qp.scale[qp.scale.length === 1 ? 0 : c]!;
     const z = qp.zeroPoint[qp.zeroPoint.length === 1 ? 0 : c]!;
     for (let i = c * inner; i < (c + 1) * inner; i++) {
-      let q = roundHalfEven(d[i]! / s) + z;
+      let q = roundHalfEven(f32 ? Math.fround(d[i]! / s) : d[i]! / s) + z;
       if (q < qp.quantMin) q = qp.quantMin;
       else if (q > qp.quantMax) q = qp.quantMax;
       u[i] = q - qp.quantMin;

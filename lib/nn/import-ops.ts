@@ -430,6 +430,48 @@ export class Reshape extends Module {
   }
 }
 
+/**
+ * [N, H, W, C] -> [N, C, H, W] (memory transpose). ONNX importers put it
+ * before a Flatten of an NCHW tensor so the flattened order is (c, h, w),
+ * as in the source model.
+ */
+export class NhwcToNchw extends Module {
+  private ctx: { shape: readonly number[] } | undefined;
+
+  inferShape(s: number[]): ShapeInfo {
+    const [n, h, w, c] = nhwc(s, 'NhwcToNchw');
+    return { shape: [n, c, h, w], macs: 0 };
+  }
+
+  forward(x: FTensor): FTensor {
+    const [n, h, w, c] = nhwc(x.shape, 'NhwcToNchw');
+    const out = this.scratch('out', [n, c, h, w], x.dtype) as FTensor;
+    const xd = x.data;
+    const o = out.data;
+    const hw = h * w;
+    for (let b = 0; b < n; b++)
+      for (let p = 0; p < hw; p++) {
+        const src = (b * hw + p) * c;
+        for (let k = 0; k < c; k++) o[(b * c + k) * hw + p] = xd[src + k]!;
+      }
+    this.ctx = { shape: x.shape };
+    return out;
+  }
+
+  backward(g: FTensor): FTensor {
+    if (!this.ctx) throw noCtx(this);
+    const [n, h, w, c] = this.ctx.shape as [number, number, number, number];
+    const gi = this.scratch('gradIn', this.ctx.shape, g.dtype) as FTensor;
+    const hw = h * w;
+    for (let b = 0; b < n; b++)
+      for (let p = 0; p < hw; p++) {
+        const dst = (b * hw + p) * c;
+        for (let k = 0; k < c; k++) gi.data[dst + k] = g.data[(b * c + k) * hw + p]!;
+      }
+    return gi;
+  }
+}
+
 // ------------------------------------------------------------------ pooling
 /** Mean over H and W of [N, H, W, C]: [N, C] (or [N, 1, 1, C] with keepDims). */
 export class GlobalAvgPool extends Module {
