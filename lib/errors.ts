@@ -18,6 +18,10 @@ export type QuantFaceErrorCode =
   | 'E_CUDA_UNAVAILABLE'
   /** A user-supplied argument or option is invalid. */
   | 'E_ARG'
+  /** A dataset holds no usable data (e.g. a folder without one readable image). */
+  | 'E_DATA'
+  /** An object (data loader, worker pool) was used after close(). */
+  | 'E_CLOSED'
   /** Something else went wrong inside quantface (a bug: please report it). */
   | 'E_INTERNAL';
 
