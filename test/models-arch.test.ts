@@ -1,7 +1,7 @@
 // Architectures: parameter counts (exact, as insightface / QuantFace define
 // them), FLOPs, output shapes, PyTorch state-dict names, and whole-network
 // float64 gradient checks on width-reduced variants.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Tensor, Rng, type FTensor } from '../lib/tensor.js';
 import { gradCheck, Conv2d, PReLU, BatchNorm1d, Linear, Module } from '../lib/nn/index.js';
 import { iresnet18, iresnet34, iresnet50, iresnet100, mobilefacenet, countParams, countFlops, outputShape } from '../lib/models/index.js';
@@ -49,7 +49,9 @@ t.test('state-dict names and layouts follow the PyTorch definitions', async (tt)
   tt.equal(countParams(r, true), 24_025_600 - 512, 'trainable = all but features.weight');
   // arcface_torch init: conv weights N(0, 0.1).
   const w = (r.getChild('conv1') as Conv2d).weight.data.data;
-  const std = Math.sqrt(w.reduce((a, v) => a + v * v, 0) / w.length);
+  let ss = 0;
+  for (const v of w) ss += v * v;
+  const std = Math.sqrt(ss / w.length);
   tt.ok(Math.abs(std - 0.1) < 0.02, `conv init std ${std.toFixed(3)} ~ 0.1`);
   // PyTorch keys per BN: weight, bias, running_mean, running_var (+ num_batches_tracked, not kept).
   const nBn = [...r.modules()].filter((m) => m.constructor.name.startsWith('BatchNorm')).length;
@@ -93,7 +95,7 @@ t.test('reduced-width variants: shapes and inputs', async (tt) => {
   tt.throws(() => outputShape(iresnet18(), [1, 64, 64, 3]), /Linear: expected \[N, 25088\]/, 'fc size fixed by inputSize');
 });
 
-function smallNetCheck(tt: Parameters<Parameters<typeof t.test>[1]>[0], name: string, m: Module, inputShape: number[]): void {
+function smallNetCheck(tt: Test, name: string, m: Module, inputShape: number[]): void {
   m.to('f64');
   // Spread BN parameters and PReLU slopes away from their initial values so every term matters.
   for (const mod of m.modules()) {

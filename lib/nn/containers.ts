@@ -5,8 +5,9 @@
  * structure (e.g. `layer1.0.conv1.weight`).
  */
 import { QuantFaceError, shapeStr, type FTensor } from '../tensor.js';
-import { Module, type ShapeInfo } from './module.js';
+import { Module, isGradEnabled, type ShapeInfo } from './module.js';
 import { Add, Identity } from './layers.js';
+import { bufferPool, sameBuffer } from './pool.js';
 
 function single(m: Module, r: FTensor | FTensor[]): FTensor {
   if (Array.isArray(r)) throw new QuantFaceError('E_INTERNAL', `${m.constructor.name} returned ${r.length} input gradients inside a chain`);
@@ -51,13 +52,25 @@ export class Sequential extends Module {
   }
 
   forward(x: FTensor): FTensor {
-    for (const m of this._children.values()) x = m.forward(x);
+    const input = x;
+    const release = !isGradEnabled();
+    for (const m of this._children.values()) {
+      const y = m.forward(x);
+      // Under noGrad, intermediates are pooled and dead once consumed (the caller owns `input`).
+      if (release && !sameBuffer(x, input) && !sameBuffer(x, y)) bufferPool.release(x);
+      x = y;
+    }
     return x;
   }
 
-  backward(g: FTensor): FTensor {
+  backward(gradOut: FTensor): FTensor {
     const ms = [...this._children.values()];
-    for (let i = ms.length - 1; i >= 0; i--) g = single(ms[i]!, ms[i]!.backward(g));
+    let g = gradOut;
+    for (let i = ms.length - 1; i >= 0; i--) {
+      const gi = single(ms[i]!, ms[i]!.backward(g));
+      if (!sameBuffer(g, gradOut) && !sameBuffer(g, gi)) bufferPool.release(g);
+      g = gi;
+    }
     return g;
   }
 }
@@ -141,15 +154,49 @@ export class Graph extends Module {
   forward(...xs: FTensor[]): FTensor {
     if (xs.length !== this.inputNames.length) throw new QuantFaceError('E_SHAPE', `Graph: expected ${this.inputNames.length} inputs, got ${xs.length}`);
     const env = new Map<string, FTensor>(this.inputNames.map((n, i) => [n, xs[i]!]));
-    for (const nd of this.nodes) env.set(nd.name, this.mod(nd.name).forward(...nd.inputs.map((i) => env.get(i)!)));
+    const release = !isGradEnabled();
+    // Remaining consumers of each value (the output counts as one), to release pooled values under noGrad.
+    const uses = new Map<string, number>();
+    if (release) {
+      for (const nd of this.nodes) for (const i of nd.inputs) uses.set(i, (uses.get(i) ?? 0) + 1);
+      uses.set(this.out, (uses.get(this.out) ?? 0) + 1);
+    }
+    for (const nd of this.nodes) {
+      const y = this.mod(nd.name).forward(...nd.inputs.map((i) => env.get(i)!));
+      env.set(nd.name, y);
+      if (!release) continue;
+      if (!uses.get(nd.name)) {
+        // Output nobody reads: drop it at once (unless it aliases a live value).
+        if (![...env].some(([k, v]) => k !== nd.name && sameBuffer(v, y))) bufferPool.release(y);
+        env.delete(nd.name);
+      }
+      for (const i of new Set(nd.inputs)) {
+        const left = uses.get(i)! - nd.inputs.filter((n) => n === i).length;
+        uses.set(i, left);
+        if (left > 0 || this.inputNames.includes(i)) continue;
+        const v = env.get(i)!;
+        env.delete(i);
+        // Still alive as another value (in-place or pass-through) or as a graph input: keep it.
+        const aliased = [...env].some(([k, w]) => (uses.get(k) ?? 0) > 0 && sameBuffer(w, v)) || xs.some((x) => sameBuffer(x, v));
+        if (!aliased) bufferPool.release(v);
+      }
+    }
     this.ctx = { inputs: xs.map((x) => x.shape) };
     return env.get(this.out)!;
   }
 
   backward(gradOut: FTensor): FTensor | FTensor[] {
     if (!this.ctx) throw new QuantFaceError('E_ARG', 'Graph.backward called before forward');
+    // Every entry of `grads` holds one reference to its tensor, except tensors sharing gradOut's buffer
+    // (the caller owns those: no retain/release on them).
+    const ext = (t: FTensor): boolean => sameBuffer(t, gradOut);
+    const retain = (t: FTensor): void => {
+      if (!ext(t)) bufferPool.retain(t);
+    };
+    const release = (t: FTensor): void => {
+      if (!ext(t)) bufferPool.release(t);
+    };
     const grads = new Map<string, FTensor>([[this.out, gradOut]]);
-    const owned = new Set<string>();
     const accumulate = (name: string, g: FTensor): void => {
       const prev = grads.get(name);
       if (!prev) {
@@ -157,30 +204,37 @@ export class Graph extends Module {
         return;
       }
       if (prev.numel !== g.numel) throw new QuantFaceError('E_SHAPE', `Graph: gradient shapes ${shapeStr(prev.shape)} and ${shapeStr(g.shape)} for ${name} differ`);
-      let sum = prev;
-      if (!owned.has(name)) {
-        sum = this.scratch(`gsum:${name}`, prev.shape, prev.dtype) as FTensor;
-        const p = prev.data;
-        const s = sum.data;
-        for (let i = 0; i < s.length; i++) s[i] = p[i]!;
-        owned.add(name);
-        grads.set(name, sum);
-      }
+      const sum = bufferPool.acquire(prev.shape, prev.dtype) as FTensor;
       const s = sum.data;
+      const p = prev.data;
       const gd = g.data;
-      for (let i = 0; i < s.length; i++) s[i] += gd[i]!;
+      for (let i = 0; i < s.length; i++) s[i] = p[i]! + gd[i]!;
+      release(prev);
+      release(g);
+      grads.set(name, sum);
     };
     for (let k = this.nodes.length - 1; k >= 0; k--) {
       const nd = this.nodes[k]!;
       const g = grads.get(nd.name);
       if (!g) continue; // output not used by anything downstream
+      grads.delete(nd.name);
       const m = this.mod(nd.name);
       const r = m.backward(g);
       const rs = Array.isArray(r) ? r : [r];
       if (rs.length !== nd.inputs.length) throw new QuantFaceError('E_INTERNAL', `Graph: node ${nd.name} returned ${rs.length} gradients for ${nd.inputs.length} inputs`);
+      // Reference accounting: g's own reference moves to the first result that shares its buffer; any other
+      // repeat of a buffer among the results needs a new reference.
+      let gMoved = false;
+      rs.forEach((x, j) => {
+        if (sameBuffer(x, g)) {
+          if (gMoved) retain(x);
+          gMoved = true;
+        } else if (rs.slice(0, j).some((y) => sameBuffer(x, y))) retain(x);
+      });
+      if (!gMoved) release(g);
       nd.inputs.forEach((i, j) => accumulate(i, rs[j]!));
     }
-    const ins = this.inputNames.map((n, i) => grads.get(n) ?? (this.scratch(`gzero:${n}`, this.ctx!.inputs[i]!, gradOut.dtype).fill(0) as FTensor));
+    const ins = this.inputNames.map((n, i) => grads.get(n) ?? (bufferPool.acquire(this.ctx!.inputs[i]!, gradOut.dtype).fill(0) as FTensor));
     return ins.length === 1 ? ins[0]! : ins;
   }
 

@@ -17,6 +17,7 @@
 import { Tensor, Rng, QuantFaceError, shapeStr, assertShape, type FTensor, type FloatArray } from '../tensor.js';
 import { Module, Parameter, isGradEnabled, type ShapeInfo } from './module.js';
 import * as K from './kernels.js';
+import { bufferPool, sameBuffer } from './pool.js';
 import type { ConvGeom } from './kernels.js';
 
 // ------------------------------------------------------------------ hooks
@@ -192,7 +193,7 @@ export class Conv2d extends Module {
     const { shape } = this.inferShape(x.shape as number[]);
     const g = this.geometry(x.shape[0]!, x.shape[1]!, x.shape[2]!);
     const w = this.effectiveWeight();
-    const out = this.scratch('out', shape, x.dtype) as FTensor;
+    const out = this.outBuffer(shape, x.dtype);
     K.conv2d(g, x.data, w.data, this.bias?.data.data, out.data);
     this.ctx = isGradEnabled() ? { x, w, g } : undefined;
     return out;
@@ -202,7 +203,7 @@ export class Conv2d extends Module {
     const ctx = this.ctx;
     if (!ctx) throw new QuantFaceError('E_ARG', 'Conv2d.backward called without a forward pass with gradients enabled');
     const { x, w, g } = ctx;
-    const gradIn = this.scratch('gradIn', x.shape, x.dtype) as FTensor;
+    const gradIn = this.gradBuffer(x.shape, x.dtype);
     K.conv2dBackwardInput(g, gradOut.data, w.data, gradIn.data, false);
     const wslot = this.weight.requiresGrad ? this.weight.gradSlot() : null;
     const bslot = this.bias && this.bias.requiresGrad ? this.bias.gradSlot() : null;
@@ -292,7 +293,7 @@ export class Linear extends Module {
     const { shape } = this.inferShape(x.shape as number[]);
     const n = x.shape[0]!;
     const w = this.effectiveWeight();
-    const out = this.scratch('out', shape, x.dtype) as FTensor;
+    const out = this.outBuffer(shape, x.dtype);
     K.gemm({ transB: true, m: n, n: this.outFeatures, k: this.inFeatures, a: x.data, b: w.data, c: out.data });
     if (this.bias) {
       const b = this.bias.data.data;
@@ -309,7 +310,7 @@ export class Linear extends Module {
     if (!ctx) throw new QuantFaceError('E_ARG', 'Linear.backward called without a forward pass with gradients enabled');
     const { x, w } = ctx;
     const n = x.shape[0]!;
-    const gradIn = this.scratch('gradIn', x.shape, x.dtype) as FTensor;
+    const gradIn = this.gradBuffer(x.shape, x.dtype);
     // dX[n, in] = G[n, out] W[out, in]
     K.gemm({ m: n, n: this.inFeatures, k: this.outFeatures, a: gradOut.data, b: w.data, c: gradIn.data });
     if (this.weight.requiresGrad) {
@@ -403,7 +404,7 @@ export class BatchNorm extends Module {
     const C = this.numFeatures;
     const M = x.numel / C;
     const xd = x.data;
-    const out = this.scratch('out', x.shape, x.dtype) as FTensor;
+    const out = this.outBuffer(x.shape, x.dtype);
     const od = out.data;
     const mean = new Float64Array(C);
     const invstd = new Float64Array(C);
@@ -488,7 +489,7 @@ export class BatchNorm extends Module {
       const d = grad.data;
       for (let c = 0; c < C; c++) d[c] = (accumulate ? d[c]! : 0) + sg[c]!;
     }
-    const gradIn = this.scratch('gradIn', x.shape, x.dtype) as FTensor;
+    const gradIn = this.gradBuffer(x.shape, x.dtype);
     const gi = gradIn.data;
     const gw = this.weight?.data.data;
     const isF32 = x.dtype === 'f32';
@@ -566,7 +567,7 @@ export class PReLU extends Module {
     const a = sq ? sq.transform(this.weight.data, 1, this.numParameters) : this.weight.data;
     const ad = a.data;
     const xd = x.data;
-    const out = this.scratch('out', x.shape, x.dtype) as FTensor;
+    const out = this.outBuffer(x.shape, x.dtype);
     const od = out.data;
     const C = this.numParameters;
     if (C === 1) {
@@ -594,11 +595,12 @@ export class PReLU extends Module {
     const ctx = this.ctx;
     if (!ctx) throw new QuantFaceError('E_ARG', 'PReLU.backward called without a forward pass with gradients enabled');
     const oq = this.outQuant;
-    const g = (oq ? unaryBackward(oq, gradOut) : gradOut).data;
+    const gq = oq ? unaryBackward(oq, gradOut) : gradOut;
+    const g = gq.data;
     const { x, a } = ctx;
     const xd = x.data;
     const ad = a.data;
-    const gradIn = this.scratch('gradIn', x.shape, x.dtype) as FTensor;
+    const gradIn = this.gradBuffer(x.shape, x.dtype);
     const gi = gradIn.data;
     const C = this.numParameters;
     const M = xd.length / C;
@@ -627,6 +629,7 @@ export class PReLU extends Module {
         for (let c = 0; c < C; c++) d[c] = (slot.accumulate ? d[c]! : 0) + ga[c]!;
       }
     }
+    if (!sameBuffer(gq, gradOut)) bufferPool.release(gq);
     return gradIn;
   }
 
@@ -647,7 +650,7 @@ export class ReLU extends Module {
   }
 
   forward(x: FTensor): FTensor {
-    const out = this.scratch('out', x.shape, x.dtype) as FTensor;
+    const out = this.outBuffer(x.shape, x.dtype);
     const xd = x.data;
     const od = out.data;
     for (let i = 0; i < xd.length; i++) {
@@ -663,11 +666,13 @@ export class ReLU extends Module {
     const ctx = this.ctx;
     if (!ctx) throw new QuantFaceError('E_ARG', 'ReLU.backward called without a forward pass with gradients enabled');
     const oq = this.outQuant;
-    const g = (oq ? unaryBackward(oq, gradOut) : gradOut).data;
+    const gq = oq ? unaryBackward(oq, gradOut) : gradOut;
+    const g = gq.data;
     const xd = ctx.x.data;
-    const gradIn = this.scratch('gradIn', ctx.x.shape, ctx.x.dtype) as FTensor;
+    const gradIn = this.gradBuffer(ctx.x.shape, ctx.x.dtype);
     const gi = gradIn.data;
     for (let i = 0; i < xd.length; i++) gi[i] = xd[i]! > 0 ? g[i]! : 0;
+    if (!sameBuffer(gq, gradOut)) bufferPool.release(gq);
     return gradIn;
   }
 }
@@ -692,7 +697,7 @@ export class Add extends Module {
   forward(a: FTensor, b?: FTensor): FTensor {
     if (!b) throw new QuantFaceError('E_SHAPE', 'Add: needs two inputs');
     this.inferShape(a.shape as number[], b.shape as number[]);
-    const out = this.scratch('out', a.shape, a.dtype) as FTensor;
+    const out = this.outBuffer(a.shape, a.dtype);
     const o = out.data;
     const ad = a.data;
     const bd = b.data;
@@ -768,7 +773,7 @@ export class Dropout extends Module {
       this.ctx = { mask: null };
       return x;
     }
-    const out = this.scratch('out', x.shape, x.dtype) as FTensor;
+    const out = this.outBuffer(x.shape, x.dtype);
     const mask = this.scratch('mask', x.shape, 'u8').data;
     const keep = 1 - this.p;
     const scale = 1 / keep;
@@ -787,7 +792,7 @@ export class Dropout extends Module {
     if (!this.ctx) throw new QuantFaceError('E_ARG', 'Dropout.backward called before forward');
     const mask = this.ctx.mask;
     if (!mask) return g;
-    const gradIn = this.scratch('gradIn', g.shape, g.dtype) as FTensor;
+    const gradIn = this.gradBuffer(g.shape, g.dtype);
     const scale = 1 / (1 - this.p);
     const gd = g.data;
     const gi = gradIn.data;
@@ -818,7 +823,7 @@ export class L2Normalize extends Module {
   forward(x: FTensor): FTensor {
     this.inferShape(x.shape as number[]);
     const [n, d] = x.shape as [number, number];
-    const out = this.scratch('out', x.shape, x.dtype) as FTensor;
+    const out = this.outBuffer(x.shape, x.dtype);
     const norm = l2normalizeRows(x.data, out.data, n, d, this.eps);
     this.ctx = isGradEnabled() ? { y: out, norm } : undefined;
     return out;
@@ -828,7 +833,7 @@ export class L2Normalize extends Module {
     const ctx = this.ctx;
     if (!ctx) throw new QuantFaceError('E_ARG', 'L2Normalize.backward called without a forward pass with gradients enabled');
     const [n, d] = ctx.y.shape as [number, number];
-    const gradIn = this.scratch('gradIn', ctx.y.shape, ctx.y.dtype) as FTensor;
+    const gradIn = this.gradBuffer(ctx.y.shape, ctx.y.dtype);
     l2normalizeBackwardRows(ctx.y.data, ctx.norm, gradOut.data, gradIn.data, n, d, this.eps);
     return gradIn;
   }

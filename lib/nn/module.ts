@@ -9,10 +9,18 @@
  * - `backward(gradOut)` returns the gradient with respect to the input(s)
  *   and ACCUMULATES parameter gradients into `param.grad` (call
  *   `zeroGrad()` between steps; the optimisers' `zeroGrad()` does it).
- * - Outputs and input-gradients live in buffers the module reuses on the
- *   next call: a returned tensor stays valid until that module runs again.
- *   `clone()` it to keep it longer. backward never modifies gradOut.
+ * - Memory: with gradients enabled, a module's output lives in a buffer the
+ *   module reuses on its next call (it is saved for backward anyway): it stays
+ *   valid until that module runs again; `clone()` it to keep it longer.
+ *   Input gradients, and every output computed under noGrad, come from the
+ *   shared buffer pool (./pool.ts): whoever passes a tensor to a module keeps
+ *   owning it; a module returns either a new pooled tensor (owned by the
+ *   caller) or its argument itself / a view of it. Containers release the
+ *   intermediates they own as soon as they are consumed. Callers that are
+ *   done with a pooled result may `bufferPool.release()` it (optional).
+ * - backward never modifies gradOut.
  */
+import { bufferPool } from './pool.js';
 import {
   Tensor,
   QuantFaceError,
@@ -268,6 +276,16 @@ export abstract class Module {
     const nt = t && t.dtype === dtype && t.numel === n ? new Tensor<D>(t.data as never, shape) : new Tensor<D>(allocData(dtype, n), shape);
     this._scratch.set(key, nt);
     return nt;
+  }
+
+  /** Buffer for this module's output: module-owned while gradients are enabled, pooled under noGrad. */
+  protected outBuffer(shape: readonly number[], dtype: FloatDType, key = 'out'): FTensor {
+    return (isGradEnabled() ? this.scratch(key, shape, dtype) : bufferPool.acquire(shape, dtype)) as FTensor;
+  }
+
+  /** Buffer for an input gradient (pooled; ownership passes to the caller). */
+  protected gradBuffer(shape: readonly number[], dtype: FloatDType): FTensor {
+    return bufferPool.acquire(shape, dtype) as FTensor;
   }
 
   /** Drops reused buffers (frees memory between phases). */

@@ -216,7 +216,7 @@ export class ActFakeQuant extends Module {
       return x;
     }
     const qp = this.qparams();
-    const out = this.inplace ? x : (this.scratch('out', x.shape, x.dtype) as FTensor);
+    const out = this.inplace ? x : this.outBuffer(x.shape, x.dtype);
     const mask = this.ste === 'clipped' && isGradEnabled() ? this.scratch('mask', x.shape, 'u8').data : undefined;
     K.fakeQuantize({ x: x.data, out: out.data, scale: qp.scale, zeroPoint: qp.zeroPoint, quantMin: qp.quantMin, quantMax: qp.quantMax, mask });
     this.ctx = { mask, bypass: false };
@@ -227,7 +227,7 @@ export class ActFakeQuant extends Module {
     const ctx = this.ctx;
     if (!ctx) throw new QuantFaceError('E_ARG', 'ActFakeQuant.backward called before forward');
     if (ctx.bypass || !ctx.mask) return gradOut;
-    const gradIn = this.scratch('gradIn', gradOut.shape, gradOut.dtype) as FTensor;
+    const gradIn = this.gradBuffer(gradOut.shape, gradOut.dtype);
     K.fakeQuantizeBackward(gradOut.data, gradIn.data, ctx.mask, false);
     return gradIn;
   }
