@@ -31,7 +31,7 @@ import { Conv2d, Linear, PReLU, ReLU, Add, Flatten, L2Normalize, BatchNorm1d, Ba
 import { Pad, Clamp, ChannelAffine, Multiply, Subtract, Reshape, GlobalAvgPool, MaxPool2d, AvgPool2d, NhwcToNchw, Abs } from '../nn/import-ops.js';
 import { ImportedModel, validateModelInfo, type ModelInfo, type Preprocessing } from './model-info.js';
 import { decodeOnnxModel, DT, type OnnxAttribute, type OnnxModel, type OnnxNode, type OnnxTensor } from './onnx-proto.js';
-import { halfToFloat } from './tfjs.js';
+import { halfToFloat, asFormatError } from './tfjs.js';
 
 export interface OnnxImportOptions {
   name?: string;
@@ -153,12 +153,19 @@ async function decodeTensor(t: OnnxTensor, ext: ExternalData, where: string): Pr
   const per = ELEM_BYTES[dt];
   if (!per) throw fmt(ext.path, `${where}: unsupported data type ${dt}`);
   const isFloat = dt === DT.FLOAT || dt === DT.DOUBLE || dt === DT.FLOAT16;
-  const out = isFloat ? new Float32Array(n) : new Float64Array(n);
+  // Check that the values are there before allocating anything of the claimed size.
   let raw: Uint8Array | undefined;
+  let vals: number[] = [];
   if (t.data_location === 1) raw = await ext.read(t, n * per);
   else if (t.raw_data && t.raw_data.length) raw = t.raw_data;
   if (raw) {
     if (raw.length !== n * per) throw fmt(ext.path, `${where}: raw data holds ${raw.length} bytes, its shape needs ${n * per}`);
+  } else {
+    vals = (dt === DT.FLOAT ? t.float_data : dt === DT.DOUBLE ? t.double_data : dt === DT.INT64 ? t.int64_data : t.int32_data) ?? [];
+    if (vals.length !== n) throw fmt(ext.path, `${where}: ${vals.length} values for dims ${JSON.stringify(shape)}`);
+  }
+  const out = isFloat ? new Float32Array(n) : new Float64Array(n);
+  if (raw) {
     const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     for (let i = 0; i < n; i++)
       out[i] =
@@ -169,13 +176,7 @@ async function decodeTensor(t: OnnxTensor, ext: ExternalData, where: string): Pr
         : dt === DT.INT32 ? dv.getInt32(4 * i, true)
         : dt === DT.INT8 ? dv.getInt8(i)
         : dv.getUint8(i);
-  } else {
-    const src: number[] | undefined =
-      dt === DT.FLOAT ? t.float_data : dt === DT.DOUBLE ? t.double_data : dt === DT.INT64 ? t.int64_data : t.int32_data;
-    const vals = src ?? [];
-    if (vals.length !== n) throw fmt(ext.path, `${where}: ${vals.length} values for dims ${JSON.stringify(shape)}`);
-    for (let i = 0; i < n; i++) out[i] = dt === DT.FLOAT16 ? halfToFloat(vals[i]!) : Number(vals[i]);
-  }
+  } else for (let i = 0; i < n; i++) out[i] = dt === DT.FLOAT16 ? halfToFloat(vals[i]!) : Number(vals[i]);
   return { kind: isFloat ? 'float' : 'int', shape, data: out };
 }
 
@@ -255,7 +256,11 @@ export async function importOnnxModel(modelPath: string, opts: OnnxImportOptions
   } catch (e) {
     throw new QuantFaceError('E_FORMAT', `${path}: not a valid ONNX model (${(e as Error).message})`, { cause: e, path });
   }
-  return convertOnnx(model, path, opts, createHash('sha256').update(bytes));
+  try {
+    return await convertOnnx(model, path, opts, createHash('sha256').update(bytes));
+  } catch (e) {
+    throw asFormatError(e, path);
+  }
 }
 
 /** Converts a decoded ModelProto (path: for messages and external data). */

@@ -303,26 +303,33 @@ function b64(s: string): Buffer {
 function decodeInlineTensor(t: Record<string, unknown>, where: string, path: string): TfWeight {
   const dt = DTYPES[String(t.dtype)];
   if (!dt) throw fmt(path, `${where}: unsupported constant dtype ${String(t.dtype)}`);
-  const dims = ((t.tensorShape as { dim?: { size: string | number }[] } | undefined)?.dim ?? []).map((d) => Number(d.size));
+  const rawDims = (t.tensorShape as { dim?: unknown } | undefined)?.dim ?? [];
+  if (!Array.isArray(rawDims)) throw fmt(path, `${where}: bad tensorShape`);
+  const dims = rawDims.map((d) => Number((d as { size?: unknown } | null)?.size));
   const shape = checkShape(dims, where, path);
   const n = numelOf(shape);
+  // Check that the values are there before allocating anything of the claimed size.
+  const per = t.dtype === 'DT_HALF' ? 2 : t.dtype === 'DT_BOOL' ? 1 : t.dtype === 'DT_INT64' ? 8 : 4;
+  const content = typeof t.tensorContent === 'string' ? b64(t.tensorContent) : null;
+  const vals = (t.floatVal ?? t.intVal ?? t.int64Val ?? t.boolVal ?? t.halfVal ?? []) as unknown[];
+  if (content) {
+    if (content.length !== n * per) throw fmt(path, `${where}: tensorContent holds ${content.length} bytes for ${n} values`);
+  } else {
+    if (!Array.isArray(vals)) throw fmt(path, `${where}: bad constant values`);
+    // One value fills the whole tensor (TF's splat); keep such constants small.
+    if (vals.length !== n && !(vals.length === 1 && n <= 1 << 20) && !(n === 0 && vals.length === 0)) throw fmt(path, `${where}: ${vals.length} values for shape ${JSON.stringify(shape)}`);
+  }
   const data = dt === 'float32' ? new Float32Array(n) : new Int32Array(n);
-  if (typeof t.tensorContent === 'string') {
-    const b = b64(t.tensorContent);
-    const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-    const per = t.dtype === 'DT_HALF' ? 2 : t.dtype === 'DT_BOOL' ? 1 : t.dtype === 'DT_INT64' ? 8 : 4;
-    if (b.length !== n * per) throw fmt(path, `${where}: tensorContent holds ${b.length} bytes for ${n} values`);
+  if (content) {
+    const dv = new DataView(content.buffer, content.byteOffset, content.byteLength);
     for (let i = 0; i < n; i++)
       data[i] =
         t.dtype === 'DT_HALF' ? halfToFloat(dv.getUint16(2 * i, true))
-        : t.dtype === 'DT_BOOL' ? b[i]!
+        : t.dtype === 'DT_BOOL' ? content[i]!
         : t.dtype === 'DT_INT64' ? Number(dv.getBigInt64(8 * i, true))
         : dt === 'float32' ? dv.getFloat32(4 * i, true)
         : dv.getInt32(4 * i, true);
   } else {
-    const vals = (t.floatVal ?? t.intVal ?? t.int64Val ?? t.boolVal ?? t.halfVal ?? []) as unknown[];
-    if (!Array.isArray(vals)) throw fmt(path, `${where}: bad constant values`);
-    if (vals.length !== 1 && vals.length !== n && !(n === 0 && vals.length === 0)) throw fmt(path, `${where}: ${vals.length} values for shape ${JSON.stringify(shape)}`);
     for (let i = 0; i < n; i++) {
       const v = vals.length === 1 ? vals[0] : vals[i];
       data[i] = typeof v === 'boolean' ? (v ? 1 : 0) : Number(v);
@@ -341,11 +348,12 @@ function decodeAttr(v: unknown, where: string, path: string): AttrValue {
   if (typeof a.type === 'string') return a.type;
   if (a.tensor && typeof a.tensor === 'object') return decodeInlineTensor(a.tensor as Record<string, unknown>, where, path);
   if (a.shape && typeof a.shape === 'object') {
-    const dims = (a.shape as { dim?: { size: string | number }[] }).dim ?? [];
-    return dims.map((d) => Number(d.size));
+    const dims = (a.shape as { dim?: unknown }).dim ?? [];
+    if (!Array.isArray(dims)) throw fmt(path, `${where}: bad shape`);
+    return dims.map((d) => Number((d as { size?: unknown } | null)?.size));
   }
   if (a.list && typeof a.list === 'object') {
-    const l = a.list as Record<string, unknown[]>;
+    const l = a.list as Record<string, unknown>;
     if (Array.isArray(l.i)) return l.i.map(Number);
     if (Array.isArray(l.f)) return l.f.map(Number);
     if (Array.isArray(l.s)) return l.s.map((x) => b64(String(x)).toString('utf8'));
@@ -761,7 +769,8 @@ class Converter {
   }
 
   // ------------------------------------------------------------------ emission
-  value(tfName: string, user: string): Value {
+  value(tfName: string | undefined, user: string): Value {
+    if (tfName === undefined) throw unsupported(this.node(user)?.op ?? '?', user, 'an input is missing');
     const v = this.values.get(tfName);
     if (v) return v;
     if (this.constOf(tfName)) throw unsupported(this.node(user)?.op ?? '?', user, `input ${tfName} is a constant where a computed tensor is expected`);
@@ -1244,7 +1253,18 @@ export function convertTfjsGraph(files: TfjsGraphModelFiles, opts: TfjsImportOpt
  * mismatched shards), E_UNSUPPORTED_OP (names the op and node), E_SHAPE.
  */
 export async function importTfjsGraphModel(modelPath: string, opts: TfjsImportOptions = {}): Promise<ImportedModel> {
-  return convertTfjsGraph(await readTfjsGraphModel(modelPath), opts);
+  try {
+    return convertTfjsGraph(await readTfjsGraphModel(modelPath), opts);
+  } catch (e) {
+    throw asFormatError(e, resolve(modelPath));
+  }
+}
+
+/** Any failure that is not already a QuantFaceError means the file is malformed in a way no check named. */
+export function asFormatError(e: unknown, path: string): QuantFaceError {
+  // Argument errors raised while building modules from the file's values are format errors of the file.
+  if (e instanceof QuantFaceError && e.code !== 'E_ARG' && e.code !== 'E_INTERNAL') return e;
+  return new QuantFaceError('E_FORMAT', `${path}: malformed model (${e instanceof Error ? e.message : String(e)})`, { cause: e, path });
 }
 
 /** Runs an imported model on a batch (no gradients kept); returns a copy of the output. */
