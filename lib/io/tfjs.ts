@@ -36,6 +36,7 @@ import { dirname, resolve, basename, isAbsolute, sep } from 'node:path';
 import { QuantFaceError, ioError } from '../errors.js';
 import type { FTensor } from '../tensor.js';
 import { Module, noGrad } from '../nn/module.js';
+import { bufferPool } from '../nn/pool.js';
 import { Conv2d, Linear, PReLU, ReLU, Add, Flatten, L2Normalize, BatchNorm2d } from '../nn/layers.js';
 import { Pad, Clamp, ChannelAffine, Multiply, Subtract, Abs, Reshape, GlobalAvgPool, MaxPool2d, AvgPool2d } from '../nn/import-ops.js';
 import { ImportedModel, type ModelInfo, type Preprocessing } from './model-info.js';
@@ -1272,7 +1273,12 @@ export function runModel(model: Module, x: FTensor): FTensor {
   const wasTraining = model.training;
   model.eval();
   try {
-    return noGrad(() => model.forward(x).clone() as FTensor);
+    return noGrad(() => {
+      const y = model.forward(x);
+      const c = y.clone() as FTensor;
+      if (y !== x) bufferPool.release(y);
+      return c;
+    });
   } finally {
     if (wasTraining) model.train(true);
   }

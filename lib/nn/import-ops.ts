@@ -6,11 +6,13 @@
  * Every module has a forward and a backward pass (an imported teacher can
  * become a trainable QAT student), works on f32 and f64 tensors (f64 for
  * gradient checks), takes NHWC activations and follows the engine's
- * execution model (module.ts): outputs live in buffers the module reuses,
- * backward returns the input gradient and accumulates parameter gradients.
+ * execution model (module.ts): outputs come from outBuffer (module-owned
+ * with gradients, pooled under noGrad), input gradients from gradBuffer
+ * (pooled, owned by the caller); backward accumulates parameter gradients.
  */
 import { Tensor, QuantFaceError, shapeStr, type FTensor, type FloatArray } from '../tensor.js';
 import { Module, Parameter, isGradEnabled, type ShapeInfo } from './module.js';
+import { bufferPool, sameBuffer } from './pool.js';
 
 function noCtx(m: Module): QuantFaceError {
   return new QuantFaceError('E_ARG', `${m.constructor.name}.backward called without a forward pass with gradients enabled`);
@@ -68,7 +70,7 @@ export class Pad extends Module {
     const [n, h, w, c] = nhwc(x.shape, 'Pad');
     const { shape } = this.inferShape(x.shape as number[]);
     const [, oh, ow, oc] = shape as [number, number, number, number];
-    const out = this.scratch('out', shape, x.dtype) as FTensor;
+    const out = this.outBuffer(shape, x.dtype);
     const o = out.data;
     const xd = x.data;
     o.fill(this.value);
@@ -89,7 +91,7 @@ export class Pad extends Module {
     const oh = h + this.top + this.bottom;
     const ow = w + this.left + this.right;
     const oc = c + this.channelsBefore + this.channelsAfter;
-    const gi = this.scratch('gradIn', this.ctx.inShape, g.dtype) as FTensor;
+    const gi = this.gradBuffer(this.ctx.inShape, g.dtype);
     const gd = g.data;
     const gid = gi.data;
     for (let b = 0; b < n; b++)
@@ -133,7 +135,7 @@ export class Clamp extends Module {
   }
 
   forward(x: FTensor): FTensor {
-    const out = this.scratch('out', x.shape, x.dtype) as FTensor;
+    const out = this.outBuffer(x.shape, x.dtype);
     const xd = x.data;
     const o = out.data;
     const lo = this.lo;
@@ -150,15 +152,18 @@ export class Clamp extends Module {
   backward(gradOut: FTensor): FTensor {
     if (!this.ctx) throw noCtx(this);
     const oq = this.outQuant;
-    const g = oq ? (oq.backward(gradOut) as FTensor) : gradOut;
+    const r = oq ? oq.backward(gradOut) : gradOut;
+    if (Array.isArray(r)) throw new QuantFaceError('E_INTERNAL', 'Clamp: its output quantizer returned several gradients');
+    const g = r;
     const xd = this.ctx.x.data;
-    const gi = this.scratch('gradIn', this.ctx.x.shape, g.dtype) as FTensor;
+    const gi = this.gradBuffer(this.ctx.x.shape, g.dtype);
     const gd = g.data;
     const o = gi.data;
     for (let i = 0; i < xd.length; i++) {
       const v = xd[i]!;
       o[i] = v > this.lo && v < this.hi ? gd[i]! : 0;
     }
+    if (!sameBuffer(g, gradOut)) bufferPool.release(g);
     return gi;
   }
 
@@ -220,7 +225,7 @@ export class ChannelAffine extends Module {
 
   forward(x: FTensor): FTensor {
     this.inferShape(x.shape as number[]);
-    const out = this.scratch('out', x.shape, x.dtype) as FTensor;
+    const out = this.outBuffer(x.shape, x.dtype);
     const xd = x.data;
     const o = out.data;
     const C = this.channels;
@@ -256,7 +261,7 @@ export class ChannelAffine extends Module {
     const xd = x.data;
     const M = xd.length / C;
     const s = this.weight?.data.data;
-    const gi = this.scratch('gradIn', x.shape, g.dtype) as FTensor;
+    const gi = this.gradBuffer(x.shape, g.dtype);
     const o = gi.data;
     if (s) {
       for (let r = 0; r < M; r++) {
@@ -313,7 +318,7 @@ export class Multiply extends Module {
   forward(a: FTensor, b?: FTensor): FTensor {
     if (!b) throw new QuantFaceError('E_SHAPE', 'Multiply: needs two inputs');
     sameShape(a.shape, b.shape, 'Multiply');
-    const out = this.scratch('out', a.shape, a.dtype) as FTensor;
+    const out = this.outBuffer(a.shape, a.dtype);
     const o = out.data;
     const ad = a.data;
     const bd = b.data;
@@ -324,8 +329,8 @@ export class Multiply extends Module {
   backward(g: FTensor): FTensor[] {
     if (!this.ctx) throw noCtx(this);
     const { a, b } = this.ctx;
-    const ga = this.scratch('gradA', a.shape, g.dtype) as FTensor;
-    const gb = this.scratch('gradB', b.shape, g.dtype) as FTensor;
+    const ga = this.gradBuffer(a.shape, g.dtype);
+    const gb = this.gradBuffer(b.shape, g.dtype);
     const gd = g.data;
     for (let i = 0; i < gd.length; i++) {
       ga.data[i] = gd[i]! * b.data[i]!;
@@ -348,7 +353,7 @@ export class Subtract extends Module {
   forward(a: FTensor, b?: FTensor): FTensor {
     if (!b) throw new QuantFaceError('E_SHAPE', 'Subtract: needs two inputs');
     sameShape(a.shape, b.shape, 'Subtract');
-    const out = this.scratch('out', a.shape, a.dtype) as FTensor;
+    const out = this.outBuffer(a.shape, a.dtype);
     const o = out.data;
     for (let i = 0; i < o.length; i++) o[i] = a.data[i]! - b.data[i]!;
     this.ctx = { shape: a.shape };
@@ -356,7 +361,7 @@ export class Subtract extends Module {
   }
   backward(g: FTensor): FTensor[] {
     if (!this.ctx) throw noCtx(this);
-    const gb = this.scratch('gradB', g.shape, g.dtype) as FTensor;
+    const gb = this.gradBuffer(g.shape, g.dtype);
     for (let i = 0; i < g.numel; i++) gb.data[i] = -g.data[i]!;
     return [g, gb];
   }
@@ -370,7 +375,7 @@ export class Abs extends Module {
     return { shape: s, macs: 0 };
   }
   forward(x: FTensor): FTensor {
-    const out = this.scratch('out', x.shape, x.dtype) as FTensor;
+    const out = this.outBuffer(x.shape, x.dtype);
     for (let i = 0; i < x.numel; i++) out.data[i] = Math.abs(x.data[i]!);
     this.ctx = isGradEnabled() ? { x } : undefined;
     return out;
@@ -378,7 +383,7 @@ export class Abs extends Module {
   backward(g: FTensor): FTensor {
     if (!this.ctx) throw noCtx(this);
     const xd = this.ctx.x.data;
-    const gi = this.scratch('gradIn', g.shape, g.dtype) as FTensor;
+    const gi = this.gradBuffer(g.shape, g.dtype);
     for (let i = 0; i < xd.length; i++) {
       const v = xd[i]!;
       gi.data[i] = v > 0 ? g.data[i]! : v < 0 ? -g.data[i]! : 0;
@@ -445,7 +450,7 @@ export class NhwcToNchw extends Module {
 
   forward(x: FTensor): FTensor {
     const [n, h, w, c] = nhwc(x.shape, 'NhwcToNchw');
-    const out = this.scratch('out', [n, c, h, w], x.dtype) as FTensor;
+    const out = this.outBuffer([n, c, h, w], x.dtype);
     const xd = x.data;
     const o = out.data;
     const hw = h * w;
@@ -461,7 +466,7 @@ export class NhwcToNchw extends Module {
   backward(g: FTensor): FTensor {
     if (!this.ctx) throw noCtx(this);
     const [n, h, w, c] = this.ctx.shape as [number, number, number, number];
-    const gi = this.scratch('gradIn', this.ctx.shape, g.dtype) as FTensor;
+    const gi = this.gradBuffer(this.ctx.shape, g.dtype);
     const hw = h * w;
     for (let b = 0; b < n; b++)
       for (let p = 0; p < hw; p++) {
@@ -490,7 +495,7 @@ export class GlobalAvgPool extends Module {
 
   forward(x: FTensor): FTensor {
     const [n, h, w, c] = nhwc(x.shape, 'GlobalAvgPool');
-    const out = this.scratch('out', this.inferShape(x.shape as number[]).shape, x.dtype) as FTensor;
+    const out = this.outBuffer(this.inferShape(x.shape as number[]).shape, x.dtype);
     const hw = h * w;
     const acc = new Float64Array(c);
     for (let b = 0; b < n; b++) {
@@ -508,7 +513,7 @@ export class GlobalAvgPool extends Module {
   backward(g: FTensor): FTensor {
     if (!this.ctx) throw noCtx(this);
     const [n, h, w, c] = this.ctx.shape as [number, number, number, number];
-    const gi = this.scratch('gradIn', this.ctx.shape, g.dtype) as FTensor;
+    const gi = this.gradBuffer(this.ctx.shape, g.dtype);
     const hw = h * w;
     for (let b = 0; b < n; b++)
       for (let p = 0; p < hw; p++) {
@@ -578,7 +583,7 @@ export class MaxPool2d extends Pool2d {
     const { shape } = this.inferShape(x.shape as number[]);
     const [n, h, w, c] = x.shape as [number, number, number, number];
     const [, oh, ow] = shape as [number, number, number, number];
-    const out = this.scratch('out', shape, x.dtype) as FTensor;
+    const out = this.outBuffer(shape, x.dtype);
     const keep = isGradEnabled();
     const arg = keep ? new Int32Array(out.numel) : null;
     const xd = x.data;
@@ -614,7 +619,7 @@ export class MaxPool2d extends Pool2d {
 
   backward(g: FTensor): FTensor {
     if (!this.ctx) throw noCtx(this);
-    const gi = this.scratch('gradIn', this.ctx.shape, g.dtype) as FTensor;
+    const gi = this.gradBuffer(this.ctx.shape, g.dtype);
     gi.data.fill(0);
     const arg = this.ctx.arg;
     for (let i = 0; i < arg.length; i++) if (arg[i]! >= 0) gi.data[arg[i]!] += g.data[i]!;
@@ -638,7 +643,7 @@ export class AvgPool2d extends Pool2d {
     const { shape } = this.inferShape(x.shape as number[]);
     const [n, h, w, c] = x.shape as [number, number, number, number];
     const [, oh, ow] = shape as [number, number, number, number];
-    const out = this.scratch('out', shape, x.dtype) as FTensor;
+    const out = this.outBuffer(shape, x.dtype);
     const acc = new Float64Array(c);
     for (let b = 0; b < n; b++)
       for (let y = 0; y < oh; y++)
@@ -661,7 +666,7 @@ export class AvgPool2d extends Pool2d {
     if (!this.ctx) throw noCtx(this);
     const [n, h, w, c] = this.ctx.shape as [number, number, number, number];
     const [oh, ow] = this.outSize(h, w);
-    const gi = this.scratch('gradIn', this.ctx.shape, g.dtype) as FTensor;
+    const gi = this.gradBuffer(this.ctx.shape, g.dtype);
     gi.data.fill(0);
     for (let b = 0; b < n; b++)
       for (let y = 0; y < oh; y++)
