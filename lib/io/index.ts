@@ -1,0 +1,43 @@
+/**
+ * Model import and export: TF.js graph models, ONNX (import, float and QDQ
+ * export), face-api's ResNet descriptor weights, and the quantface model
+ * file (.qfm).
+ */
+export { ImportedModel, preprocess, validateModelInfo, type ModelInfo, type Preprocessing, type Triple } from './model-info.js';
+export {
+  importTfjsGraphModel,
+  readTfjsGraphModel,
+  readTfjsWeights,
+  convertTfjsGraph,
+  runModel,
+  halfToFloat,
+  floatToHalf,
+  KNOWN_TFJS_MODELS,
+  type TfjsImportOptions,
+  type TfjsGraphModelFiles,
+  type TfWeight,
+} from './tfjs.js';
+export { importOnnxModel, convertOnnx, type OnnxImportOptions } from './onnx.js';
+export { exportOnnx, saveOnnx, type OnnxExportOptions } from './onnx-export.js';
+export { loadFaceApiResNet } from './faceapi.js';
+export {
+  saveQfm,
+  loadQfm,
+  encodeQfm,
+  decodeQfm,
+  readQfmHeader,
+  writeFileAtomic,
+  packBits,
+  unpackBits,
+  packerSource,
+  QFM_MAGIC,
+  QFM_VERSION,
+  type SaveQfmOptions,
+  type LoadedQfm,
+  type PackedWeight,
+  type Provenance,
+  type QfmMetadata,
+  type TensorEntry,
+  type ActivationRange,
+} from './qfm.js';
+export { describeModule, buildModule, type ModuleSpec } from './module-spec.js';
