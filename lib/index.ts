@@ -4,3 +4,6 @@
  */
 export { binding, bindingPath, packageRoot } from './binding.js';
 export type * from '../binding.js';
+export * from './errors.js';
+export * from './data/index.js';
+export * from './eval/index.js';
