@@ -7,3 +7,7 @@ export type * from '../binding.js';
 export * from './errors.js';
 export * from './data/index.js';
 export * from './eval/index.js';
+export * from './io/index.js';
+// Both eval and io define these; the root exports eval's, io's under other names.
+export { preprocess, type Triple } from './eval/index.js';
+export { preprocess as preprocessModelInput, type Triple as ModelTriple } from './io/index.js';
