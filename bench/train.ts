@@ -2,7 +2,7 @@
  * Images/s of one QuantFace training step: teacher forward (FP32, eval,
  * no gradients) + student forward (fake-quantized W8A8, train mode) + KD
  * loss + backward + gradient clipping + SGD (momentum, Nesterov, weight
- * decay) update, for MobileFaceNet at batch 64 and iResNet-50 at batch 16,
+ * decay) update (the teacher with its BatchNorms folded), for MobileFaceNet at batch 64 and iResNet-50 at batch 16,
  * 1 and 2 threads. Each configuration runs in its own child process so its
  * peak RSS is its own. Prints the fraction of the FP32 peak reached
  * (FLOPs of the step: 4x the forward's conv/linear FLOPs = teacher forward
@@ -18,7 +18,7 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { binding } from '../lib/binding.js';
 import { Tensor, Rng, type FTensor } from '../lib/tensor.js';
-import { Module, QuantFaceLoss, noGrad, kernelSources } from '../lib/nn/index.js';
+import { Module, QuantFaceLoss, noGrad, kernelSources, foldBatchNorm } from '../lib/nn/index.js';
 import { toQat } from '../lib/quant/index.js';
 import { mobilefacenet, iresnet50, countFlops } from '../lib/models/index.js';
 import { SGD, clipGradNorm } from '../lib/optim/index.js';
@@ -80,8 +80,10 @@ function instrument(root: Module, prefix: string, acc: Record<string, { fwd: num
 function runConfig(c: Config): Result {
   binding.setThreads(c.threads);
   const make = c.model === 'mfn' ? () => mobilefacenet({ seed: 1 }) : () => iresnet50({ seed: 1 });
-  const teacher = make().eval();
-  const student = toQat(teacher, { weightBits: 8, actBits: 8 });
+  const fp = make().eval();
+  // The teacher runs in inference form: BatchNorms folded into the convolutions (exact in eval mode).
+  const teacher = foldBatchNorm(fp).model;
+  const student = toQat(fp, { weightBits: 8, actBits: 8 });
   student.train();
   const rng = new Rng(3);
   const x = Tensor.uniform([c.batch, 112, 112, 3], rng, -1, 1) as FTensor;

@@ -129,6 +129,11 @@ export class Graph extends Module {
     return this.nodes;
   }
 
+  /** Name of the value the graph returns. */
+  get outputNode(): string {
+    return this.out;
+  }
+
   private get out(): string {
     const o = this.outputName ?? this.nodes[this.nodes.length - 1]?.name;
     if (!o) throw new QuantFaceError('E_ARG', 'Graph: no nodes');

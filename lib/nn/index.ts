@@ -24,3 +24,5 @@ export { Sequential, Graph, residual, type GraphNode } from './containers.js';
 export { QuantFaceLoss, MSELoss } from './loss.js';
 export { kernelSources } from './kernels.js';
 export { gradCheck, type GradCheckOptions, type GradCheckResult, type GradCheckEntry } from './gradcheck.js';
+export { foldBatchNorm } from './fold.js';
+export { bufferPool, BufferPool } from './pool.js';

@@ -111,7 +111,7 @@ export class Conv2d extends Module {
   readonly dilationW: number;
   readonly groups: number;
   readonly weight: Parameter;
-  readonly bias: Parameter | null;
+  bias: Parameter | null;
   private ctx: { x: FTensor; w: FTensor; g: ConvGeom } | undefined;
 
   constructor(inChannels: number, outChannels: number, kernel: Pair, cfg: Conv2dConfig = {}) {
@@ -141,6 +141,12 @@ export class Conv2d extends Module {
       if (cfg.init ?? true) init.uniform(b, rng, -bound, bound);
       this.bias = this.registerParameter('bias', new Parameter(b));
     } else this.bias = null;
+  }
+
+  /** Adds a zero bias if the layer has none (e.g. before folding a BatchNorm into it). Returns it. */
+  ensureBias(): Parameter {
+    if (!this.bias) this.bias = this.registerParameter('bias', new Parameter(Tensor.zeros([this.outChannels], this.weight.data.dtype) as FTensor));
+    return this.bias!;
   }
 
   /** Fan-in and fan-out as PyTorch computes them for this weight. */
@@ -256,7 +262,7 @@ export class Linear extends Module {
   readonly inFeatures: number;
   readonly outFeatures: number;
   readonly weight: Parameter;
-  readonly bias: Parameter | null;
+  bias: Parameter | null;
   private ctx: { x: FTensor; w: FTensor } | undefined;
 
   constructor(inFeatures: number, outFeatures: number, cfg: LinearConfig = {}) {
@@ -277,6 +283,12 @@ export class Linear extends Module {
 
   get weightQuant(): WeightTransform | undefined {
     return this.getChild('weightQuant') as WeightTransform | undefined;
+  }
+
+  /** Adds a zero bias if the layer has none. Returns it. */
+  ensureBias(): Parameter {
+    if (!this.bias) this.bias = this.registerParameter('bias', new Parameter(Tensor.zeros([this.outFeatures], this.weight.data.dtype) as FTensor));
+    return this.bias!;
   }
 
   effectiveWeight(): FTensor {

@@ -4,7 +4,7 @@
  * gradient checks) and stand in for a native kernel that a development
  * build lacks. Slow by design: simple loops, no blocking.
  */
-import { rne, type FloatArray } from '../tensor.js';
+import type { FloatArray } from '../tensor.js';
 
 export interface ConvGeom {
   n: number;
@@ -197,24 +197,31 @@ export function fakeQuantizeRef(o: FakeQuantArgs): void {
   const inner = o.inner ?? 1;
   const f32 = x instanceof Float32Array;
   const n = x.length;
-  for (let i = 0; i < n; i++) {
-    const ch = channels === 1 ? 0 : Math.floor(i / inner) % channels;
+  // Runs of `inner` elements share a channel: loop over runs, no division per element.
+  const runs = Math.ceil(n / inner);
+  for (let r = 0; r < runs; r++) {
+    const ch = channels === 1 ? 0 : r % channels;
     const s = scale[ch]!;
     const zp = zeroPoint[ch]!;
-    const v = f32 ? Math.fround(x[i]! / s) : x[i]! / s;
-    let q = rne(v) + zp;
-    let inside = 1;
-    if (q < quantMin) {
-      q = quantMin;
-      inside = 0;
-    } else if (q > quantMax) {
-      q = quantMax;
-      inside = 0;
-    } else if (Number.isNaN(q)) {
-      inside = 0;
+    const lo = quantMin - zp;
+    const hi = quantMax - zp;
+    const end = Math.min(n, (r + 1) * inner);
+    for (let i = r * inner; i < end; i++) {
+      const v = f32 ? Math.fround(x[i]! / s) : x[i]! / s;
+      // q - zp = clamp(rne(v), quantMin - zp, quantMax - zp): rne inlined.
+      let k = Math.round(v);
+      if (k - v === 0.5 && k % 2 !== 0) k -= 1;
+      let inside = 1;
+      if (k < lo) {
+        k = lo;
+        inside = 0;
+      } else if (k > hi) {
+        k = hi;
+        inside = 0;
+      } else if (k !== k) inside = 0;
+      out[i] = k * s;
+      if (mask) mask[i] = inside;
     }
-    out[i] = (q - zp) * s;
-    if (mask) mask[i] = inside;
   }
 }
 
