@@ -4,7 +4,7 @@
 import t from 'tap';
 import { Tensor, Rng, rne, type FTensor } from '../lib/tensor.js';
 import { Module, Conv2d, Linear, PReLU, Add, BatchNorm2d, Sequential, Graph, kernelSources } from '../lib/nn/index.js';
-import { WeightFakeQuant, ActFakeQuant, toQat, isQat, quantizers, setFakeQuant, stripQat, freezeActRanges } from '../lib/quant/index.js';
+import { WeightFakeQuant, ActFakeQuant, LsqWeightFakeQuant, LsqActFakeQuant, toQat, isQat, quantizers, setFakeQuant, stripQat, freezeActRanges } from '../lib/quant/index.js';
 import { iresnet18, mobilefacenet } from '../lib/models/index.js';
 
 const SEED = Number(process.env.QF_TEST_SEED ?? 4242);
@@ -317,4 +317,90 @@ t.test('QAT training graph mixes float BN with quantized layers (Graph node outp
   const gx = q.backward(Tensor.full(y.shape, 1) as FTensor) as FTensor;
   tt.ok(gx.data.every((v) => Number.isFinite(v)), 'finite input gradient');
   tt.ok(q.parameters().every((p) => p.grad !== null), 'every parameter receives a gradient');
+});
+
+t.test('LSQ (learnableScales): starts as the min/max quantizer, scale gradients follow the LSQ formula', async (tt) => {
+  const lin = new Linear(12, 4, { rng: rng.fork() });
+  const fp = new Sequential([lin]);
+  const lsq = toQat(fp, { weightBits: 4, learnableScales: true }).at(0) as Linear;
+  const mm = toQat(fp, { weightBits: 4 }).at(0) as Linear;
+  const x = Tensor.randn([5, 12], rng) as FTensor;
+  const y1 = lsq.forward(x).clone();
+  const y2 = mm.forward(x).clone();
+  tt.same(Array.from(y1.data), Array.from(y2.data), 'initial forward = the QuantFace min/max quantizer');
+  const wq = lsq.weightQuant as LsqWeightFakeQuant;
+  tt.ok(wq instanceof LsqWeightFakeQuant && wq.scale!.numel === 4, 'one learnable scale per output channel');
+  tt.ok(lsq.parameters().includes(wq.scale!), 'the scale is a model parameter (optimisers see it)');
+  // Move the scales so that some weights clamp, then compare gradients with the formula.
+  for (let c = 0; c < 4; c++) wq.scale!.data.data[c] *= 0.6;
+  const G = Tensor.randn([5, 4], rng) as FTensor;
+  lsq.zeroGrad();
+  lsq.forward(x);
+  lsq.backward(G);
+  const w = lin.weight.data.data;
+  const s = Array.from(wq.scale!.data.data);
+  const zp = Array.from((wq.stateDict().get('zero_point') as FTensor).data);
+  const what = new Float64Array(48);
+  const inside = new Uint8Array(48);
+  for (let i = 0; i < 48; i++) {
+    const c = Math.floor(i / 12);
+    const q = rne(Math.fround(w[i]! / Math.fround(s[c]!))) + zp[c]!;
+    inside[i] = q >= 0 && q <= 15 ? 1 : 0;
+    what[i] = Math.fround((Math.min(15, Math.max(0, q)) - zp[c]!) * Math.fround(s[c]!));
+  }
+  tt.ok(inside.some((v) => !v), 'some weights clamp after shrinking the scales');
+  // dL/dw_hat = G^T x
+  const gwh = new Float64Array(48);
+  for (let o = 0; o < 4; o++) for (let k = 0; k < 12; k++) for (let n = 0; n < 5; n++) gwh[o * 12 + k] += G.data[n * 4 + o]! * x.data[n * 12 + k]!;
+  let errW = 0;
+  let errS = 0;
+  for (let c = 0; c < 4; c++) {
+    let ds = 0;
+    for (let k = 0; k < 12; k++) {
+      const i = c * 12 + k;
+      const expW = inside[i] ? gwh[i]! : 0;
+      errW = Math.max(errW, Math.abs((lsq.weight.grad!.data[i] ?? NaN) - expW));
+      ds += gwh[i]! * (inside[i] ? (what[i]! - w[i]!) / s[c]! : what[i]! / s[c]!);
+    }
+    ds /= Math.sqrt(12 * Math.max(Math.abs(0 - zp[c]!), Math.abs(15 - zp[c]!)));
+    errS = Math.max(errS, Math.abs(wq.scale!.grad!.data[c]! - ds) / Math.max(1e-6, Math.abs(ds)));
+  }
+  tt.ok(errW < 1e-4, `weight gradient: clipped STE (${errW.toExponential(2)})`);
+  tt.ok(errS < 1e-3, `scale gradient matches the LSQ formula (${errS.toExponential(2)})`);
+
+  // Activations: the first training forward initialises the scale from the range, later ones learn it.
+  const a = new LsqActFakeQuant({ bits: 4, initSteps: 1 });
+  const xa = Tensor.randn([2, 3, 4], rng) as FTensor;
+  a.forward(xa);
+  tt.notOk(a.initializing, 'initialised after initSteps');
+  let mn = 0;
+  let mx = 0;
+  for (const v of xa.data) {
+    mn = Math.min(mn, v);
+    mx = Math.max(mx, v);
+  }
+  tt.ok(Math.abs(a.scale.data.data[0]! - Math.fround((mx - mn) / 15)) < 1e-7, 'scale initialised from the running min/max (containing 0)');
+  a.scale.data.data[0] *= 0.5;
+  a.zeroGrad();
+  const ya = a.forward(xa).clone();
+  const ga = Tensor.randn(ya.shape, rng) as FTensor;
+  const gi = a.backward(ga);
+  const sa = a.scale.data.data[0]!;
+  const zpa = (a.stateDict().get('zero_point') as FTensor).data[0]!;
+  let dsa = 0;
+  let errX = 0;
+  for (let i = 0; i < xa.numel; i++) {
+    const q = rne(Math.fround(xa.data[i]! / sa)) + zpa;
+    const ins = q >= 0 && q <= 15;
+    errX = Math.max(errX, Math.abs(gi.data[i]! - (ins ? ga.data[i]! : 0)));
+    dsa += ga.data[i]! * (ins ? (ya.data[i]! - xa.data[i]!) / sa : ya.data[i]! / sa);
+  }
+  dsa /= Math.sqrt(12 * Math.max(zpa, 15 - zpa));
+  tt.ok(errX === 0, 'activation input gradient: clipped STE');
+  tt.ok(Math.abs(a.scale.grad!.data[0]! - dsa) / Math.abs(dsa) < 1e-4, 'activation scale gradient matches the LSQ formula');
+  // toQat wiring.
+  const q = toQat(mobilefacenet({ widthMultiplier: 0.125, inputSize: 32, embeddingSize: 16 }), { learnableScales: true });
+  const qs = quantizers(q);
+  tt.ok(qs.filter((z) => z.learned).length === qs.filter((z) => z.kind !== 'slope').length, 'every weight and activation quantizer is LSQ, slopes keep min/max');
+  tt.ok(isQat(q) && !isQat(stripQat(q)), 'isQat / stripQat recognise LSQ quantizers');
 });

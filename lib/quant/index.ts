@@ -1,5 +1,6 @@
 /** Quantization-aware training: fake quantizers, QAT conversion, quantization parameters. */
 export { WeightFakeQuant, ActFakeQuant, type SteMode, type WeightFakeQuantConfig, type ActFakeQuantConfig } from './fake-quant.js';
+export { LsqWeightFakeQuant, LsqActFakeQuant, type LsqConfig, type LsqActConfig } from './lsq.js';
 export {
   toQat,
   isQat,

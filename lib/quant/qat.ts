@@ -20,6 +20,7 @@ import { QuantFaceError } from '../tensor.js';
 import { Module } from '../nn/module.js';
 import { Conv2d, Linear, PReLU, ReLU, Add, WeightTransform } from '../nn/layers.js';
 import { WeightFakeQuant, ActFakeQuant, type SteMode } from './fake-quant.js';
+import { LsqWeightFakeQuant, LsqActFakeQuant } from './lsq.js';
 
 export interface LayerQuantOverride {
   weightBits?: number;
@@ -42,6 +43,15 @@ export interface QatOptions {
   /** Fake-quantize PReLU slopes (the method does). Default true. */
   quantizeSlopes?: boolean;
   /**
+   * Learned step sizes (LSQ, beyond the paper): weight scales per output
+   * channel and activation scales per tensor become trainable parameters,
+   * initialised from the observed ranges (the QuantFace quantizer); clipped
+   * STE. PReLU slopes keep the min/max quantizer. Default false.
+   */
+  learnableScales?: boolean;
+  /** LSQ: training forwards whose running range initialises each activation scale. Default 1. */
+  lsqInitSteps?: number;
+  /**
    * Per-layer widths by dotted module name (the Conv2d/Linear/PReLU/ReLU/Add
    * module's name in model.namedModules()): return overrides, or null to keep
    * that layer in float. Unlisted layers (undefined) use the defaults.
@@ -49,9 +59,13 @@ export interface QatOptions {
   layer?: (name: string, module: Module) => LayerQuantOverride | null | undefined;
 }
 
+function isQuantizer(m: Module): boolean {
+  return m instanceof WeightFakeQuant || m instanceof ActFakeQuant || m instanceof LsqWeightFakeQuant || m instanceof LsqActFakeQuant;
+}
+
 /** True when the model already carries fake quantizers. */
 export function isQat(model: Module): boolean {
-  for (const m of model.modules()) if (m instanceof WeightFakeQuant || m instanceof ActFakeQuant) return true;
+  for (const m of model.modules()) if (isQuantizer(m)) return true;
   return false;
 }
 
@@ -68,10 +82,17 @@ export function toQat<M extends Module>(model: M, opts: QatOptions = {}): M {
     if (ov === null) continue;
     const wb = ov?.weightBits ?? weightBits;
     const ab = ov?.actBits ?? actBits;
-    const act = (): ActFakeQuant =>
-      new ActFakeQuant({ bits: ab, ste, calibrationSteps: opts.calibrationSteps, symmetric: opts.symmetricActs, inplace: true });
+    const act = (): Module =>
+      opts.learnableScales
+        ? new LsqActFakeQuant({ bits: ab, symmetric: opts.symmetricActs, initSteps: opts.lsqInitSteps })
+        : new ActFakeQuant({ bits: ab, ste, calibrationSteps: opts.calibrationSteps, symmetric: opts.symmetricActs, inplace: true });
     if (m instanceof Conv2d || m instanceof Linear) {
-      m.setChild('weightQuant', new WeightFakeQuant({ bits: wb, symmetric: opts.symmetricWeights, ste }));
+      if (opts.learnableScales) {
+        const q = new LsqWeightFakeQuant({ bits: wb, symmetric: opts.symmetricWeights });
+        const cout = m instanceof Conv2d ? m.outChannels : m.outFeatures;
+        q.initFrom(m.weight.data, cout, m.weight.numel / cout);
+        m.setChild('weightQuant', q);
+      } else m.setChild('weightQuant', new WeightFakeQuant({ bits: wb, symmetric: opts.symmetricWeights, ste }));
     } else if (m instanceof PReLU) {
       if (opts.quantizeSlopes ?? true) m.setChild('slopeQuant', new WeightFakeQuant({ bits: ab, ste }));
       m.setChild('outQuant', act());
@@ -86,6 +107,8 @@ export interface QuantizerInfo {
   name: string;
   kind: 'weight' | 'slope' | 'activation';
   bits: number;
+  /** LSQ (learned scale) quantizer. */
+  learned?: boolean;
   /** Activations: the current range and whether it is still observed. */
   min?: number;
   max?: number;
@@ -98,13 +121,18 @@ export function quantizers(model: Module): QuantizerInfo[] {
   for (const [name, m] of model.namedModules()) {
     if (m instanceof WeightFakeQuant) out.push({ name, kind: name.endsWith('slopeQuant') ? 'slope' : 'weight', bits: m.bits });
     else if (m instanceof ActFakeQuant) out.push({ name, kind: 'activation', bits: m.bits, min: m.min, max: m.max, observing: m.observerEnabled });
+    else if (m instanceof LsqWeightFakeQuant) out.push({ name, kind: 'weight', bits: m.bits, learned: true });
+    else if (m instanceof LsqActFakeQuant) out.push({ name, kind: 'activation', bits: m.bits, learned: true, observing: m.initializing });
   }
   return out;
 }
 
-/** Freezes every activation range (the reference's freeze_model). */
+/** Freezes every activation range (the reference's freeze_model; LSQ activation scales stop learning). */
 export function freezeActRanges(model: Module): void {
-  for (const m of model.modules()) if (m instanceof ActFakeQuant) m.freeze();
+  for (const m of model.modules()) {
+    if (m instanceof ActFakeQuant) m.freeze();
+    else if (m instanceof LsqActFakeQuant) m.scale.requiresGrad = false;
+  }
 }
 
 /** Resumes range observation on every activation quantizer. */
@@ -114,14 +142,15 @@ export function unfreezeActRanges(model: Module): void {
 
 /** Turns fake quantization on or off everywhere (off: the QAT model computes in float). */
 export function setFakeQuant(model: Module, enabled: boolean): void {
-  for (const m of model.modules()) if (m instanceof WeightFakeQuant || m instanceof ActFakeQuant) m.fakeQuantEnabled = enabled;
+  for (const m of model.modules())
+    if (m instanceof WeightFakeQuant || m instanceof ActFakeQuant || m instanceof LsqWeightFakeQuant || m instanceof LsqActFakeQuant) m.fakeQuantEnabled = enabled;
 }
 
 /** A float copy of a QAT model: the quantizers removed, master weights kept. */
 export function stripQat<M extends Module>(model: M): M {
   const f = model.clone();
   for (const m of [...f.modules()]) {
-    for (const [n, c] of [...m.namedChildren()]) if (c instanceof WeightTransform || c instanceof ActFakeQuant) m.setChild(n, null);
+    for (const [n, c] of [...m.namedChildren()]) if (c instanceof WeightTransform || isQuantizer(c)) m.setChild(n, null);
   }
   return f;
 }
