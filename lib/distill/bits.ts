@@ -1,0 +1,88 @@
+/**
+ * Bit-width specifications: `w8a8`, `w6a6`, `w4a4`, any `wXaY` with X, Y in
+ * 2..8, and per-layer overrides as a list of `pattern=spec` rules
+ * (`conv1=w8a8,dense/MatMul=w8,add_16=float`): the first rule whose pattern
+ * matches a quantizable module's dotted name wins; `*` matches any run of
+ * characters; a spec may give only the weights (`w8`) or only the
+ * activations (`a8`), or `float` to leave that layer unquantized.
+ */
+import { QuantFaceError } from '../errors.js';
+import type { Module } from '../nn/module.js';
+import type { LayerQuantOverride } from '../quant/qat.js';
+
+export interface BitWidths {
+  weightBits: number;
+  actBits: number;
+}
+
+/** One per-layer rule. `bits: null` keeps the layer in float. */
+export interface LayerRule {
+  pattern: string;
+  bits: Partial<BitWidths> | null;
+}
+
+function checkWidth(v: number, what: string, spec: string): number {
+  if (!Number.isInteger(v) || v < 2 || v > 8) throw new QuantFaceError('E_ARG', `bits '${spec}': ${what} width must be an integer from 2 to 8 (got ${v})`);
+  return v;
+}
+
+/** Parses `wXaY` (case-insensitive). */
+export function parseBits(spec: string): BitWidths {
+  if (typeof spec !== 'string') throw new QuantFaceError('E_ARG', `bits must be a string like w8a8, w6a6 or w4a4 (got ${typeof spec})`);
+  const m = /^w(\d+)a(\d+)$/i.exec(spec.trim());
+  if (!m) throw new QuantFaceError('E_ARG', `bits '${spec}' is not a bit-width spec: use wXaY with X (weights) and Y (activations) from 2 to 8, e.g. w8a8, w6a6, w4a4`);
+  return { weightBits: checkWidth(Number(m[1]), 'the weight', spec), actBits: checkWidth(Number(m[2]), 'the activation', spec) };
+}
+
+/** `w8a8`-style name of a width pair. */
+export function bitsName(b: BitWidths): string {
+  return `w${b.weightBits}a${b.actBits}`;
+}
+
+/** Parses `pattern=spec[,pattern=spec...]` (see the file comment). */
+export function parseLayerRules(spec: string): LayerRule[] {
+  if (typeof spec !== 'string') throw new QuantFaceError('E_ARG', `layer bits must be a string like 'conv1=w8a8,dense/MatMul=w8' (got ${typeof spec})`);
+  const rules: LayerRule[] = [];
+  for (const raw of spec.split(',')) {
+    const part = raw.trim();
+    if (!part) continue;
+    const eq = part.lastIndexOf('=');
+    if (eq <= 0 || eq === part.length - 1) throw new QuantFaceError('E_ARG', `layer bits rule '${part}' must be NAME=SPEC (SPEC: wXaY, wX, aY or float), e.g. conv1=w8a8`);
+    const pattern = part.slice(0, eq).trim();
+    const s = part.slice(eq + 1).trim().toLowerCase();
+    if (s === 'float' || s === 'fp32') {
+      rules.push({ pattern, bits: null });
+      continue;
+    }
+    const m = /^(?:w(\d+))?(?:a(\d+))?$/.exec(s);
+    if (!m || (m[1] === undefined && m[2] === undefined)) throw new QuantFaceError('E_ARG', `layer bits rule '${part}': '${s}' is not wXaY, wX, aY or float`);
+    const bits: Partial<BitWidths> = {};
+    if (m[1] !== undefined) bits.weightBits = checkWidth(Number(m[1]), 'the weight', part);
+    if (m[2] !== undefined) bits.actBits = checkWidth(Number(m[2]), 'the activation', part);
+    rules.push({ pattern, bits });
+  }
+  return rules;
+}
+
+function globToRegExp(p: string): RegExp {
+  return new RegExp(`^${p.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\/]/g, '\\$&')).join('.*')}$`);
+}
+
+/**
+ * A toQat `layer` callback from rules. Rules that match no module are
+ * reported through `unused` after the conversion (call it then).
+ */
+export function layerOverrides(rules: readonly LayerRule[]): { layer: (name: string, m: Module) => LayerQuantOverride | null | undefined; unused: () => string[] } {
+  const compiled = rules.map((r) => ({ rule: r, re: globToRegExp(r.pattern), hit: false }));
+  return {
+    layer: (name) => {
+      for (const c of compiled) {
+        if (!c.re.test(name)) continue;
+        c.hit = true;
+        return c.rule.bits === null ? null : { ...c.rule.bits };
+      }
+      return undefined;
+    },
+    unused: () => compiled.filter((c) => !c.hit).map((c) => c.rule.pattern),
+  };
+}

