@@ -6,7 +6,7 @@
  * cached-teacher path (flip only) and the per-batch teacher path (mixup),
  * with SGD and AdamW. A checkpoint of another run is refused.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { quantize, type QuantizeOptions } from '../lib/distill/trainer.js';
@@ -16,12 +16,7 @@ import { paintedFaces, tempDir, tinyTeacher } from './fixtures/distill/util.js';
 const facesP = paintedFaces(13, 21);
 const K = 12;
 
-interface Checker {
-  same(a: unknown, b: unknown, msg?: string): unknown;
-  equal(a: unknown, b: unknown, msg?: string): unknown;
-}
-
-function sameWeights(t: Checker, a: Module, b: Module, what: string): void {
+function sameWeights(t: Test, a: Module, b: Module, what: string): void {
   const sa = a.stateDict();
   const sb = b.stateDict();
   t.same([...sa.keys()], [...sb.keys()], `${what}: same tensors`);
