@@ -174,78 +174,126 @@ export interface GemmU8S8S32Options extends Int8Epilogue {
  * channel floor(i / inner) % channels. Per tensor: channels = 1 (default).
  * Per output channel of OHWI weights: channels = cout, inner = kh*kw*cin.
  * Per channel of NHWC activations: channels = C, inner = 1.
+ * The tensor's length must be a multiple of channels * inner (RangeError).
+ *
+ * Every variant computes bit-identical results: x / scale is an IEEE float32
+ * division (no reciprocal), rne = round half to even, and
+ * fake-quantized values are float(q - zeroPoint) * scale.
+ * Large tensors are split over the native thread pool.
  */
 export interface ChannelLayout {
+  /** Default 1 (per tensor). */
   channels?: number;
+  /** Default 1. */
   inner?: number;
 }
 
 export interface QuantParams extends ChannelLayout {
-  /** Scales (length channels), each > 0 and finite. */
+  /**
+   * Scales, exactly `channels` of them (a per-channel array passed without
+   * `channels` is a RangeError, not a silent per-tensor call), each > 0 and finite.
+   */
   scale: Float32Array;
-  /** Zero points (length channels), within [quantMin, quantMax]. */
+  /** Zero points, exactly `channels` of them, each within [quantMin, quantMax]. */
   zeroPoint: Int32Array;
-  /** Integer range, e.g. 0..255 (u8), -128..127 (s8), 0..15 (4-bit). */
+  /** Integer range, quantMin < quantMax, e.g. 0..255 (u8), -128..127 (s8), 0..15 (4-bit). */
   quantMin: number;
   quantMax: number;
 }
 
 export interface QuantizeOptions extends QuantParams {
   x: Float32Array;
-  /** q = clamp(rne(x / scale) + zeroPoint, quantMin, quantMax); Uint8Array needs quantMin >= 0, Int8Array needs [-128, 127]. */
+  /**
+   * q = clamp(rne(x / scale) + zeroPoint, quantMin, quantMax), length >= x.length,
+   * sharing no memory with x. Uint8Array needs [quantMin, quantMax] within
+   * [0, 255], Int8Array within [-128, 127]. +-Infinity clamps; NaN gives
+   * q = zeroPoint (NaN is treated as 0).
+   */
   out: Uint8Array | Int8Array;
   variant?: string;
 }
 
 export interface DequantizeOptions extends ChannelLayout {
   q: Uint8Array | Int8Array;
+  /** Exactly `channels` scales, each > 0 and finite. */
   scale: Float32Array;
+  /** Exactly `channels` zero points, within q's type range (0..255 or -128..127). */
   zeroPoint: Int32Array;
-  /** x = (q - zeroPoint) * scale */
+  /** x = float(q - zeroPoint) * scale; length >= q.length, sharing no memory with q. */
   out: Float32Array;
   variant?: string;
 }
 
+/**
+ * fakeQuantize accepts any integer range with |quantMin|, |quantMax| < 2^24
+ * and quantMax - quantMin <= 65535 (e.g. 16-bit), so every step is exact in
+ * float32 apart from the division and the final multiply.
+ */
 export interface FakeQuantizeOptions extends QuantParams {
   x: Float32Array;
-  /** out = (clamp(rne(x / scale) + zeroPoint, quantMin, quantMax) - zeroPoint) * scale; may be x itself. */
+  /**
+   * out = (clamp(rne(x / scale) + zeroPoint, quantMin, quantMax) - zeroPoint) * scale;
+   * length >= x.length; may be x itself (in place), otherwise shares no memory
+   * with x. NaN x gives NaN (propagates); +-Infinity clamps. The sign of zero
+   * follows rne (x = -0.3 * scale gives -0).
+   */
   out: Float32Array;
-  /** Optional: 1 where rne(x / scale) + zeroPoint was inside [quantMin, quantMax], else 0 (for the clipped STE). */
+  /**
+   * Optional (length >= x.length): 1 where quantMin <= rne(x / scale) + zeroPoint
+   * <= quantMax, else 0 (NaN gives 0). For the clipped STE.
+   */
   mask?: Uint8Array;
   variant?: string;
 }
 
 export interface FakeQuantizeBackwardOptions {
   gradOut: Float32Array;
-  /** Straight-through: gradIn = gradOut (no mask) or gradOut * mask (clipped STE). May be gradOut itself. */
+  /**
+   * Straight-through: gradIn = gradOut (no mask), or the clipped STE
+   * gradIn = mask[i] ? gradOut : +0 (a select: a NaN gradient where mask = 0
+   * is dropped; any nonzero mask byte passes). Length >= gradOut.length; may be
+   * gradOut itself.
+   */
   gradIn: Float32Array;
+  /** Length >= gradOut.length. */
   mask?: Uint8Array;
-  /** Add into gradIn instead of overwriting it. Default false. */
+  /** gradIn += gradOut where the mask passes (gradIn is left as is elsewhere). Default false. */
   accumulate?: boolean;
   variant?: string;
 }
 
 export interface MinMaxOptions extends ChannelLayout {
   x: Float32Array;
-  /** Per channel minimum and maximum (length channels). NaN inputs are ignored. */
+  /**
+   * Per channel minimum and maximum (exactly `channels` each). NaN inputs are
+   * ignored; a channel with no non-NaN value (all NaN, or x empty) gives
+   * min = +Infinity, max = -Infinity (min > max means "no data"); a zero
+   * result is +0 whatever the signs of the zeros in x.
+   */
   min: Float32Array;
   max: Float32Array;
   variant?: string;
 }
 
 export interface PackBitsOptions {
-  /** Values, each < 2^bits. */
+  /** Values, each < 2^bits (otherwise RangeError naming the first bad index; nothing is written). */
   q: Uint8Array;
   /** 2..8 */
   bits: number;
-  /** ceil(q.length * bits / 8) bytes: a little-endian bit stream (value i at bit i*bits). */
+  /**
+   * At least ceil(q.length * bits / 8) bytes; exactly that many are written: a
+   * little-endian bit stream (value i at bits i*bits .. i*bits + bits - 1;
+   * unused high bits of the last byte are 0). No memory shared with q.
+   */
   out: Uint8Array;
 }
 
 export interface UnpackBitsOptions {
+  /** At least ceil(out.length * bits / 8) bytes; unused bits are ignored. */
   packed: Uint8Array;
+  /** 2..8 */
   bits: number;
-  /** Number of values to unpack into out. */
+  /** out.length values are unpacked into out (no memory shared with packed). */
   out: Uint8Array;
 }
 
