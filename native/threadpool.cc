@@ -70,17 +70,19 @@ class Pool {
     cv_.notify_all();
     for (auto& t : workers_) t.join();
     workers_.clear();
-    stop_ = false;
-    for (int i = 0; i < want; i++) workers_.emplace_back([this, i] { loop(i + 1); });
+    uint64_t gen;
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_ = false;
+      gen = generation_;
+    }
+    // Each worker starts from the generation current now: a job submitted
+    // before it first takes the lock is still seen as new (no lost wake-up).
+    for (int i = 0; i < want; i++) workers_.emplace_back([this, i, gen] { loop(i + 1, gen); });
     size_.store(want + 1);
   }
 
-  void loop(int index) {
-    uint64_t seen;
-    {
-      std::lock_guard<std::mutex> lk(m_);
-      seen = generation_;
-    }
+  void loop(int index, uint64_t seen) {
     t_in_pool_task = true;
     for (;;) {
       const std::function<void(int, int)>* job;

@@ -23,3 +23,23 @@ t.test('setThreads resizes the pool and validates its argument', async (t) => {
   t.throws(() => (binding.setThreads as (x: unknown) => number)('2'), TypeError);
   binding.setThreads(before);
 });
+
+t.test('a parallel job right after resizing the pool never hangs', async (t) => {
+  // Regression: a worker created by setThreads could miss a job submitted
+  // before it first waited, and the job then never finished.
+  const { spawnSync } = await import('node:child_process');
+  const code = `
+    import('./lib/binding.ts').then(({ binding: b }) => {
+      const kind = b.info().isa.includes('avx2') ? 'fma_ymm' : null;
+      let ok = 0;
+      for (let i = 0; i < 400; i++) {
+        b.setThreads(1 + (i % 3));
+        if (kind) b.measurePeak({ kind, seconds: 0.00002, threads: 3 });
+        ok++;
+      }
+      console.log('done ' + ok);
+    });`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', code], { cwd: new URL('..', import.meta.url), encoding: 'utf8', timeout: 60_000 });
+  t.equal(r.signal, null, 'not killed by the timeout (a hang)');
+  t.match(r.stdout, /done 400/);
+});
