@@ -471,6 +471,193 @@ export interface CudaBenchBf16GemmResult {
   outType: 'bf16' | 'f32';
 }
 
+// ----------------------------------------------------------------- runtime (native/rt*.cc)
+/*
+ * Elementwise kernels of the integer-inference runtime (lib/runtime) and its
+ * program executor. Operands are either u8 (a real value is
+ * float(q - zeroPoint) * scale, float32 ops) or f32. u8 outputs are
+ * q = clamp(rne(y / outScale) + outZeroPoint, clampMin, clampMax) (float32
+ * ops; NaN -> clampMin). Every variant gives bit-identical results, and the
+ * float operations are those (and in the order) of the engine's JavaScript
+ * layers, so results match the fake-quantized forward bit for bit.
+ * Scale / zero-point options of an f32 operand, and outScale / outZeroPoint /
+ * clampMin / clampMax of an f32 output, are RangeErrors (they would be ignored).
+ * An output may be the very same memory as an input of the same element type
+ * (in place); any other overlap is a RangeError.
+ */
+export interface RtOutputQuant {
+  /** u8 outputs: > 0 and finite as a float32. Default 1. */
+  outScale?: number;
+  /** 0..255, default 0. */
+  outZeroPoint?: number;
+  /** 0..255, clampMin <= clampMax; default 0 and 255. */
+  clampMin?: number;
+  clampMax?: number;
+}
+
+export interface RtAddOptions extends RtOutputQuant {
+  /** out[i] = a[i] + b[i] (each dequantized when u8), i < count. */
+  a: Uint8Array | Float32Array;
+  /** u8 a: > 0 and finite (default 1) / 0..255 (default 0). */
+  aScale?: number;
+  aZeroPoint?: number;
+  b: Uint8Array | Float32Array;
+  bScale?: number;
+  bZeroPoint?: number;
+  out: Uint8Array | Float32Array;
+  /** Default out.length; a, b and out must hold at least count elements. */
+  count?: number;
+  variant?: string;
+}
+
+export type RtAffineActivation = 'none' | 'relu' | 'prelu' | 'clamp';
+
+export interface RtAffineParams {
+  /** Per channel (the last dimension); count must be a multiple of it. Default 1. */
+  channels?: number;
+  /** Exactly `channels` values; absent: 1. */
+  scale?: Float32Array;
+  /** Exactly `channels` values; absent: 0. */
+  bias?: Float32Array;
+  /**
+   * y = float((double)v * scale[c] + bias[c]), then
+   * relu: y > 0 ? y : 0 (NaN -> 0); prelu: y > 0 ? y : y * slope[c] (float32);
+   * clamp: y < lo ? lo : (y > hi ? hi : y) (NaN stays NaN). Default 'none'.
+   */
+  activation?: RtAffineActivation;
+  /** Exactly `channels` slopes, required with 'prelu' only. */
+  slope?: Float32Array;
+  /** Bounds for 'clamp' (lo <= hi), as float32. */
+  lo?: number;
+  hi?: number;
+}
+
+export interface RtAffineOptions extends RtAffineParams, RtOutputQuant {
+  x: Uint8Array | Float32Array;
+  xScale?: number;
+  xZeroPoint?: number;
+  out: Uint8Array | Float32Array;
+  /** Default x.length. */
+  count?: number;
+  variant?: string;
+}
+
+export interface RtLutOptions {
+  /** count u8 values, channels last. */
+  x: Uint8Array;
+  /** Default 1. */
+  channels?: number;
+  /** channels * 256 entries, u8 or f32: out[r, c] = table[c * 256 + x[r, c]]. */
+  table: Uint8Array | Float32Array;
+  /** Same type as table. */
+  out: Uint8Array | Float32Array;
+  /** Default x.length. */
+  count?: number;
+  variant?: string;
+}
+
+/**
+ * One operation of a runtime program. Tensors are byte offsets into the
+ * arena passed to rtRun (f32 tensors at multiples of 4); every tensor must
+ * lie inside arenaBytes. Arrays (weights, per-channel parameters, tables)
+ * are copied into the program at rtProgram() time (PackedWeights are
+ * referenced), so they may be changed or dropped afterwards.
+ */
+export type RtOp =
+  | ({
+      op: 'conv_u8';
+      name?: string;
+      /** NHWC u8 input; padding reads xZeroPoint. */
+      x: number;
+      xZeroPoint?: number;
+      /** groups = 1: PackedWeights (n = cout, k = kh*kw*c); depthwise (groups = c = cout): Int8Array [c, kh, kw]. */
+      weight: PackedWeights | Int8Array;
+      wZeroPoint?: Int32Array;
+      /** The Int8Epilogue of conv2dU8S8 with outType 'u8' or 'f32' only. */
+      outType: 'u8' | 'f32';
+      scale?: Float32Array;
+      bias?: Float32Array;
+      activation?: EpilogueActivation;
+      slope?: Float32Array;
+      out: number;
+      variant?: string;
+    } & Conv2dGeometry & RtOutputQuant)
+  | ({
+      op: 'conv_f32';
+      name?: string;
+      x: number;
+      /** OHWI float32 weights. */
+      weight: Float32Array;
+      bias?: Float32Array;
+      out: number;
+    } & Conv2dGeometry)
+  | ({
+      op: 'add';
+      name?: string;
+      count: number;
+      a: number;
+      aType: 'u8' | 'f32';
+      aScale?: number;
+      aZeroPoint?: number;
+      b: number;
+      bType: 'u8' | 'f32';
+      bScale?: number;
+      bZeroPoint?: number;
+      out: number;
+      outType: 'u8' | 'f32';
+      variant?: string;
+    } & RtOutputQuant)
+  | ({
+      op: 'affine';
+      name?: string;
+      count: number;
+      x: number;
+      xType: 'u8' | 'f32';
+      xScale?: number;
+      xZeroPoint?: number;
+      out: number;
+      outType: 'u8' | 'f32';
+      variant?: string;
+    } & RtAffineParams & RtOutputQuant)
+  | {
+      op: 'lut';
+      name?: string;
+      count: number;
+      channels?: number;
+      x: number;
+      table: Uint8Array | Float32Array;
+      /** Of the table's type. */
+      out: number;
+      variant?: string;
+    };
+
+/** A validated list of operations (rtProgram). */
+export interface RtProgram {
+  /** Bytes the arena passed to rtRun must hold at least. */
+  readonly arenaBytes: number;
+  /** Number of operations. */
+  readonly length: number;
+}
+
+export interface RtProgramOptions {
+  arenaBytes: number;
+  ops: RtOp[];
+}
+
+export interface RtRunOptions {
+  program: RtProgram;
+  /** At least program.arenaBytes bytes, 8-byte aligned (a fresh ArrayBuffer's memory is). */
+  arena: Uint8Array;
+  /** Optional, >= program.length entries: seconds spent in each operation. */
+  profile?: Float64Array;
+  /**
+   * Run every operation on one thread (the kernels do not split their work
+   * over the pool). Faster for small problems, where waking the pool per
+   * kernel costs more than it saves. Default false.
+   */
+  singleThread?: boolean;
+}
+
 // ----------------------------------------------------------------- the addon
 export interface Binding {
   info(): BindingInfo;
@@ -521,4 +708,16 @@ export interface Binding {
   cudaDequantize(o: CudaDequantizeOptions): void;
   /** Internal, for bench/gpu-gemm.ts. */
   cudaBenchBf16Gemm(o: CudaBenchBf16GemmOptions): CudaBenchBf16GemmResult;
+
+  rtAdd(o: RtAddOptions): void;
+  rtAddAsync(o: RtAddOptions): Promise<void>;
+  rtAffine(o: RtAffineOptions): void;
+  rtAffineAsync(o: RtAffineOptions): Promise<void>;
+  rtLut(o: RtLutOptions): void;
+  rtLutAsync(o: RtLutOptions): Promise<void>;
+  /** Validates the operations once; throws TypeError / RangeError naming ops[i] and the field. */
+  rtProgram(o: RtProgramOptions): RtProgram;
+  /** Runs every operation in order (the async form on one worker thread; kernels use the native pool). */
+  rtRun(o: RtRunOptions): void;
+  rtRunAsync(o: RtRunOptions): Promise<void>;
 }

@@ -1,0 +1,390 @@
+/**
+ * Integer inference for servers: load a quantized face model (or a float
+ * one) and turn face images into embeddings on the native int8 kernels.
+ *
+ * ```ts
+ * import { loadModel, similarity } from 'quantface/runtime';
+ * const model = await loadModel('student.qfm', { threads: 2, align: 'ffhq' });
+ * const [a, b] = await model.embed(['a.jpg', 'b.jpg']);
+ * const { similarity, match } = model.verify(a, b);
+ * await model.dispose();
+ * ```
+ *
+ * - embed() never blocks the event loop for the inference itself: images
+ *   are decoded by sharp on libuv threads, and the whole network runs in one
+ *   native call on a worker thread. Concurrent calls are queued and
+ *   batched together (up to maxBatch images per run, in batch-size buckets
+ *   1, 2, 4, ... so each bucket's buffers are planned once and reused);
+ *   memory stays flat however many calls are made.
+ * - embedSync() runs on the calling thread (scripts, tests).
+ * - Embeddings are the model's raw output (float32, not normalised);
+ *   similarity() is their cosine. verify() compares a cosine with the
+ *   model's threshold: options.threshold, else the threshold stored in the
+ *   .qfm file (provenance.notes.verifyThreshold, a cosine, e.g. chosen on
+ *   LFW), else verify() throws E_ARG.
+ * - The native thread pool is process-wide: `threads` resizes it for every
+ *   model in the process.
+ */
+import { extname, resolve } from 'node:path';
+import { QuantFaceError } from '../errors.js';
+import { binding } from '../binding.js';
+import { Module } from '../nn/module.js';
+import { loadQfm, type LoadedQfm, type Provenance } from '../io/qfm.js';
+import { importTfjsGraphModel } from '../io/tfjs.js';
+import { importOnnxModel } from '../io/onnx.js';
+import type { ModelInfo, Preprocessing } from '../io/model-info.js';
+import { compileModel, type CompiledModel, type CompileOptions, type CompileReport, type Plan } from './compile.js';
+import { prepareInput, prepareInputSync, resolveAlign, resolveLimits, type AlignInput, type EmbedInput, type InputLimits } from './input.js';
+
+export { compileModel, CompiledModel, type CompileOptions, type CompileReport, type Plan, type LOp, type LValue } from './compile.js';
+export { addInputQuantizers, calibrateActivations, quantizeModel, engineEmbed, type CalibrateOptions, type QuantizeModelOptions, type InputQuantizerOptions } from './calibrate.js';
+export { prepareInput, prepareInputSync, resolveAlign, type EmbedInput, type RawImage, type AlignInput, type InputLimits } from './input.js';
+
+export interface LoadModelOptions {
+  /** Native thread pool size (process-wide; default: physical cores or QUANTFACE_THREADS). */
+  threads?: number;
+  /** 'auto' (default): int8 where the model is quantized; 'float': the float weights in fp32. */
+  precision?: 'auto' | 'float';
+  /** Largest batch one native run takes (default 32). */
+  maxBatch?: number;
+  /** Face alignment of encoded / decoded images (default 'none': the image is the face crop). */
+  align?: AlignInput;
+  /** Cosine threshold of verify() (default: the model file's, if any). */
+  threshold?: number;
+  /** Limits on encoded and decoded images. */
+  limits?: InputLimits;
+  /** Preprocessing for models that do not record one (default: model info, else (x - 127.5) / 127.5). */
+  preprocessing?: Preprocessing;
+  /** See CompileOptions.approximateInput. */
+  approximateInput?: boolean;
+}
+
+export interface EmbedOptions {
+  /** Alignment for this call (default: the model's). */
+  align?: AlignInput;
+}
+
+export interface VerifyResult {
+  /** Cosine similarity of the two embeddings, in [-1, 1]. */
+  similarity: number;
+  /** similarity >= threshold. */
+  match: boolean;
+  threshold: number;
+}
+
+export interface RuntimeStats {
+  /** Images embedded. */
+  images: number;
+  /** Native runs (batches) and the images they held. */
+  batches: number;
+  /** Images waiting in the queue now. */
+  queued: number;
+  /** Largest batch run so far. */
+  largestBatch: number;
+}
+
+/** Cosine similarity of two embeddings (0 when one of them is all zeros). */
+export function similarity(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new QuantFaceError('E_SHAPE', `similarity: embeddings of length ${a.length} and ${b.length}`);
+  let ab = 0;
+  let aa = 0;
+  let bb = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    ab += x * y;
+    aa += x * x;
+    bb += y * y;
+  }
+  return aa > 0 && bb > 0 ? ab / Math.sqrt(aa * bb) : 0;
+}
+
+/** verify() with an explicit threshold. */
+export function verify(a: ArrayLike<number>, b: ArrayLike<number>, threshold: number): VerifyResult {
+  if (!Number.isFinite(threshold)) throw new QuantFaceError('E_ARG', `verify: threshold must be a finite number (got ${threshold})`);
+  const s = similarity(a, b);
+  return { similarity: s, match: s >= threshold, threshold };
+}
+
+interface Pending {
+  crop: Uint8Array;
+  resolve: (e: Float32Array) => void;
+  reject: (e: unknown) => void;
+}
+
+const BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+function thresholdFrom(p: Provenance | undefined): number | undefined {
+  const notes = p?.notes;
+  if (notes && typeof notes === 'object' && !Array.isArray(notes)) {
+    const t = (notes as Record<string, unknown>).verifyThreshold;
+    if (typeof t === 'number' && Number.isFinite(t)) return t;
+  }
+  return undefined;
+}
+
+/** A compiled face model with a batching queue. Create with loadModel(). */
+export class FaceModel {
+  /** Embedding length. */
+  readonly dim: number;
+  /** Crop side (the model's input is size x size x 3). */
+  readonly inputSize: number;
+  readonly info: ModelInfo | undefined;
+  readonly provenance: Provenance | undefined;
+  readonly compiled: CompiledModel;
+  readonly maxBatch: number;
+  private readonly alignSpec: ReturnType<typeof resolveAlign>;
+  private readonly limits: Required<InputLimits>;
+  private thresholdValue: number | undefined;
+  private readonly queue: Pending[] = [];
+  private running: Promise<void> | null = null;
+  private arena: Uint8Array | null = null;
+  private syncArena: Uint8Array | null = null;
+  private disposed = false;
+  private readonly counters = { images: 0, batches: 0, largestBatch: 0 };
+  private readonly bgr: boolean;
+
+  constructor(compiled: CompiledModel, o: LoadModelOptions, info?: ModelInfo, provenance?: Provenance) {
+    this.compiled = compiled;
+    this.dim = compiled.outputDim;
+    this.inputSize = compiled.inputShape[0];
+    if (compiled.inputShape[0] !== compiled.inputShape[1]) throw new QuantFaceError('E_UNSUPPORTED_OP', `runtime: the model takes ${compiled.inputShape[0]}x${compiled.inputShape[1]} inputs; only square crops are supported`);
+    this.info = info;
+    this.provenance = provenance;
+    const mb = o.maxBatch ?? 32;
+    if (!Number.isInteger(mb) || mb < 1 || mb > 256) throw new QuantFaceError('E_ARG', `maxBatch must be an integer in [1, 256] (got ${String(mb)})`);
+    this.maxBatch = mb;
+    this.alignSpec = resolveAlign(o.align);
+    this.limits = resolveLimits(o.limits);
+    if (o.threshold !== undefined && !Number.isFinite(o.threshold)) throw new QuantFaceError('E_ARG', `threshold must be a finite number (got ${String(o.threshold)})`);
+    this.thresholdValue = o.threshold ?? thresholdFrom(provenance);
+    this.bgr = compiled.preprocessing.colorOrder === 'BGR';
+  }
+
+  /** The cosine threshold verify() uses, if known. */
+  get threshold(): number | undefined {
+    return this.thresholdValue;
+  }
+  set threshold(t: number | undefined) {
+    if (t !== undefined && !Number.isFinite(t)) throw new QuantFaceError('E_ARG', `threshold must be a finite number (got ${String(t)})`);
+    this.thresholdValue = t;
+  }
+
+  /** How the model was compiled (int8 / fp32 layers, weights, input path). */
+  get report(): CompileReport {
+    return this.compiled.report;
+  }
+
+  stats(): RuntimeStats {
+    return { ...this.counters, queued: this.queue.length };
+  }
+
+  private check(): void {
+    if (this.disposed) throw new QuantFaceError('E_CLOSED', 'this model was disposed; load it again to embed more images');
+  }
+
+  private bucket(n: number): number {
+    for (const b of BUCKETS) if (b >= n && b <= this.maxBatch) return b;
+    return this.maxBatch;
+  }
+
+  private fill(p: Plan, arena: Uint8Array, crops: readonly Uint8Array[]): void {
+    const view = this.compiled.inputView(p, arena);
+    const per = this.inputSize * this.inputSize * 3;
+    crops.forEach((c, i) => {
+      if (!this.bgr) view.set(c, i * per);
+      else for (let k = 0; k < per; k += 3) {
+        view[i * per + k] = c[k + 2]!;
+        view[i * per + k + 1] = c[k + 1]!;
+        view[i * per + k + 2] = c[k]!;
+      }
+    });
+  }
+
+  private results(p: Plan, arena: Uint8Array, n: number): Float32Array[] {
+    const out = this.compiled.outputView(p, arena);
+    const D = this.dim;
+    const r: Float32Array[] = [];
+    for (let i = 0; i < n; i++) r.push(out.slice(i * D, (i + 1) * D));
+    this.counters.images += n;
+    this.counters.batches++;
+    this.counters.largestBatch = Math.max(this.counters.largestBatch, n);
+    return r;
+  }
+
+  private arenaFor(p: Plan, sync: boolean): Uint8Array {
+    const cur = sync ? this.syncArena : this.arena;
+    if (cur && cur.byteLength >= p.arenaBytes) return cur;
+    const a = this.compiled.newArena(p);
+    if (sync) this.syncArena = a;
+    else this.arena = a;
+    return a;
+  }
+
+  private pump(): void {
+    if (this.running || this.queue.length === 0) return;
+    this.running = (async () => {
+      while (this.queue.length) {
+        const items = this.queue.splice(0, this.maxBatch);
+        try {
+          const p = this.compiled.plan(this.bucket(items.length));
+          const arena = this.arenaFor(p, false);
+          this.fill(p, arena, items.map((i) => i.crop));
+          await this.compiled.run(p, arena);
+          const r = this.results(p, arena, items.length);
+          items.forEach((it, i) => it.resolve(r[i]!));
+        } catch (e) {
+          for (const it of items) it.reject(e);
+        }
+      }
+    })().finally(() => {
+      this.running = null;
+      this.pump();
+    });
+  }
+
+  private async crops(inputs: readonly EmbedInput[], o: EmbedOptions): Promise<Uint8Array[]> {
+    const align = o.align === undefined ? this.alignSpec : resolveAlign(o.align);
+    const opts = { size: this.inputSize, align, limits: this.limits };
+    return Promise.all(inputs.map((x, i) => prepareInput(x, opts, inputs.length > 1 ? i : undefined)));
+  }
+
+  /**
+   * Embeds one image (returns its embedding) or an array of images (an
+   * array of embeddings, in order). Rejects with a QuantFaceError for a bad
+   * input (E_FORMAT, E_SHAPE, E_IO, E_ARG) or after dispose() (E_CLOSED).
+   */
+  embed(input: EmbedInput, o?: EmbedOptions): Promise<Float32Array>;
+  embed(inputs: readonly EmbedInput[], o?: EmbedOptions): Promise<Float32Array[]>;
+  async embed(input: EmbedInput | readonly EmbedInput[], o: EmbedOptions = {}): Promise<Float32Array | Float32Array[]> {
+    this.check();
+    const many = Array.isArray(input);
+    const list = many ? (input as readonly EmbedInput[]) : [input as EmbedInput];
+    const crops = await this.crops(list, o);
+    this.check();
+    const done = crops.map(
+      (crop) =>
+        new Promise<Float32Array>((resolve, reject) => {
+          this.queue.push({ crop, resolve, reject });
+        }),
+    );
+    this.pump();
+    const r = await Promise.all(done);
+    return many ? r : r[0]!;
+  }
+
+  /**
+   * Embeds aligned crops given as one buffer of n x size x size x 3 RGB bytes
+   * (no decoding): the fastest path for callers that align faces themselves.
+   */
+  async embedCrops(crops: Uint8Array, n: number): Promise<Float32Array[]> {
+    this.check();
+    const per = this.inputSize * this.inputSize * 3;
+    if (!Number.isInteger(n) || n < 1 || crops.length !== n * per) throw new QuantFaceError('E_SHAPE', `embedCrops: ${n} crops of ${this.inputSize}x${this.inputSize}x3 need ${n * per} bytes, got ${crops.length}`);
+    const done: Promise<Float32Array>[] = [];
+    for (let i = 0; i < n; i++) {
+      const crop = crops.slice(i * per, (i + 1) * per);
+      done.push(new Promise<Float32Array>((resolve, reject) => this.queue.push({ crop, resolve, reject })));
+    }
+    this.pump();
+    return Promise.all(done);
+  }
+
+  /**
+   * Synchronous embed for scripts: raw crops, Float32Array crops or decoded
+   * pixels ({ data, width, height }) only (decoding files is asynchronous).
+   * Blocks the calling thread while the network runs.
+   */
+  embedSync(input: EmbedInput | readonly EmbedInput[], o: EmbedOptions = {}): Float32Array | Float32Array[] {
+    this.check();
+    const many = Array.isArray(input);
+    const list = many ? (input as readonly EmbedInput[]) : [input as EmbedInput];
+    const align = o.align === undefined ? this.alignSpec : resolveAlign(o.align);
+    const opts = { size: this.inputSize, align, limits: this.limits };
+    const crops = list.map((x, i) => prepareInputSync(x, opts, list.length > 1 ? i : undefined));
+    const out: Float32Array[] = [];
+    for (let i = 0; i < crops.length; i += this.maxBatch) {
+      const part = crops.slice(i, i + this.maxBatch);
+      const p = this.compiled.plan(this.bucket(part.length));
+      const arena = this.arenaFor(p, true);
+      this.fill(p, arena, part);
+      this.compiled.runSync(p, arena);
+      out.push(...this.results(p, arena, part.length));
+    }
+    return many ? out : out[0]!;
+  }
+
+  /** Cosine similarity of two embeddings. */
+  similarity(a: ArrayLike<number>, b: ArrayLike<number>): number {
+    return similarity(a, b);
+  }
+
+  /** Compares two embeddings with the model's threshold (or the one given). */
+  verify(a: ArrayLike<number>, b: ArrayLike<number>, threshold?: number): VerifyResult {
+    const t = threshold ?? this.thresholdValue;
+    if (t === undefined)
+      throw new QuantFaceError('E_ARG', 'verify: this model has no calibrated threshold; pass one (loadModel(path, { threshold }) or verify(a, b, threshold)), or store provenance.notes.verifyThreshold in its .qfm file');
+    if (a.length !== this.dim || b.length !== this.dim) throw new QuantFaceError('E_SHAPE', `verify: embeddings must have ${this.dim} values (got ${a.length} and ${b.length})`);
+    return verify(a, b, t);
+  }
+
+  /** Embeds two images and verifies them. */
+  async compare(a: EmbedInput, b: EmbedInput, o: EmbedOptions & { threshold?: number } = {}): Promise<VerifyResult> {
+    const [ea, eb] = await this.embed([a, b], o);
+    return this.verify(ea!, eb!, o.threshold);
+  }
+
+  /**
+   * Stops the model: queued images reject with E_CLOSED, the run in progress
+   * finishes, buffers are released. Further calls reject with E_CLOSED.
+   */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    const err = new QuantFaceError('E_CLOSED', 'the model was disposed before this image was embedded');
+    for (const it of this.queue.splice(0)) it.reject(err);
+    if (this.running) await this.running.catch(() => undefined);
+    this.arena = null;
+    this.syncArena = null;
+    this.compiled.clearPlans();
+  }
+}
+
+/** What loadModel reads: a path (.qfm, TF.js model.json, .onnx) or an engine model. */
+export type ModelSource = string | Module;
+
+/**
+ * Loads and compiles a model for inference. Paths: a quantface model file
+ * (.qfm: quantized students keep their packed integer weights), a TF.js
+ * graph model (model.json) or an ONNX file (float models run in fp32). An
+ * engine Module (e.g. a fake-quantized student in memory) compiles as it is.
+ * Errors: E_IO, E_FORMAT, E_UNSUPPORTED_OP, E_ARG.
+ */
+export async function loadModel(source: ModelSource, o: LoadModelOptions = {}): Promise<FaceModel> {
+  if (o.threads !== undefined) {
+    if (!Number.isInteger(o.threads) || o.threads < 1 || o.threads > 1024) throw new QuantFaceError('E_ARG', `threads must be an integer in [1, 1024] (got ${String(o.threads)})`);
+    binding.setThreads(o.threads);
+  }
+  let model: Module;
+  let qfm: LoadedQfm | undefined;
+  if (typeof source === 'string') {
+    const path = resolve(source);
+    const ext = extname(path).toLowerCase();
+    if (ext === '.qfm') {
+      qfm = await loadQfm(path);
+      model = qfm.model;
+    } else if (ext === '.json') model = await importTfjsGraphModel(path);
+    else if (ext === '.onnx') model = await importOnnxModel(path);
+    else throw new QuantFaceError('E_ARG', `loadModel: ${path}: unknown model file type '${ext}' (use .qfm, a TF.js model.json or .onnx)`);
+  } else if (source instanceof Module) model = source;
+  else throw new QuantFaceError('E_ARG', 'loadModel: pass a model file path or an engine Module');
+  const info = qfm?.info ?? (model as { info?: ModelInfo }).info;
+  const copts: CompileOptions = {
+    ...(o.precision ? { precision: o.precision } : {}),
+    ...(o.preprocessing ? { preprocessing: o.preprocessing } : {}),
+    ...(o.approximateInput !== undefined ? { approximateInput: o.approximateInput } : {}),
+    ...(qfm ? { packedWeight: (n: string) => qfm!.packedWeight(n) } : {}),
+  };
+  const compiled = compileModel(model, copts);
+  return new FaceModel(compiled, o, info, qfm?.provenance);
+}
