@@ -36,6 +36,9 @@ export interface QuantizeCliOptions {
   holdout?: number;
   augment?: string;
   ste?: 'unmasked' | 'clipped';
+  actRange?: 'minmax' | 'mse';
+  optimizer?: 'sgd' | 'adamw';
+  weightDecay?: number;
   resume?: boolean;
   checkpoint?: string;
   checkpointEvery?: number;
@@ -205,6 +208,9 @@ export async function quantizeCommand(
     ...(opts.holdout !== undefined ? { holdout: opts.holdout } : {}),
     ...(augment !== undefined ? { augment } : {}),
     ...(opts.ste !== undefined ? { ste: opts.ste } : {}),
+    ...(opts.actRange !== undefined ? { actRange: opts.actRange } : {}),
+    ...(opts.optimizer !== undefined ? { optimizer: opts.optimizer } : {}),
+    ...(opts.weightDecay !== undefined ? { weightDecay: opts.weightDecay } : {}),
     ...(opts.resume ? { resume: true } : {}),
     ...(opts.checkpoint !== undefined ? { checkpoint: opts.checkpoint } : {}),
     ...(opts.checkpointEvery !== undefined ? { checkpointEvery: opts.checkpointEvery } : {}),
@@ -249,6 +255,9 @@ export function register(program: Command): void {
     .option('--holdout <x>', 'held-out share for the agreement metric (fraction, count, or 0)', floatArg('--holdout', false))
     .option('--augment <list>', 'augmentation: flip (default), noflip, none, scale=X, shift=X, brightness=X, contrast=X, saturation=X, mixup=P')
     .addOption(new Option('--ste <mode>', 'straight-through estimator').choices(['unmasked', 'clipped']))
+    .addOption(new Option('--act-range <method>', 'activation ranges after calibration: minmax (reference) or mse (narrowed to the quantization-MSE optimum; default)').choices(['minmax', 'mse']))
+    .addOption(new Option('--optimizer <name>', 'sgd (Nesterov, the method; default) or adamw').choices(['sgd', 'adamw']))
+    .option('--weight-decay <x>', 'weight decay (default 5e-4)', floatArg('--weight-decay', false))
     .option('--resume', 'continue from the checkpoint (same options)')
     .option('--checkpoint <file>', 'checkpoint file (default <out>.ckpt)')
     .option('--checkpoint-every <n>', 'steps between checkpoints (default 200; 0 = only on Ctrl-C)', intArg('--checkpoint-every', 0))

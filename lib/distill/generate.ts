@@ -42,7 +42,7 @@ export interface GenerateOptions {
   batch?: number;
   /** Adam step on 0..255 pixels (default 3). */
   stepSize?: number;
-  /** Weight of total variation (default 0.02). */
+  /** Weight of total variation (default 0.005). */
   tvWeight?: number;
   /** Weight of the pull towards the painted face (default 0.002). */
   priorWeight?: number;
@@ -503,7 +503,7 @@ export async function generateFaces(teacher: Teacher, opts: GenerateOptions): Pr
   const o = {
     iterations: opts.iterations ?? 60,
     stepSize: opts.stepSize ?? 3,
-    tvWeight: opts.tvWeight ?? 0.02,
+    tvWeight: opts.tvWeight ?? 0.005,
     priorWeight: opts.priorWeight ?? 0.002,
     jitter: opts.jitter ?? 4,
   };

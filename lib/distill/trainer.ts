@@ -54,6 +54,7 @@ import { openData } from './data.js';
 import type { GenerateOptions, GenerateProgress } from './generate.js';
 import { loadCheckpoint, saveCheckpoint, type JsonValue } from './checkpoint.js';
 import { JsonLog, type LogRecord } from './log.js';
+import { refineActRanges } from './ranges.js';
 
 // ====================================================================== options
 export interface QuantizeOptions {
@@ -93,6 +94,12 @@ export interface QuantizeOptions {
   clipNorm?: number;
   /** Training forwards that calibrate the activation ranges before they freeze. Default 300 (the reference), at most the run length. */
   calibSteps?: number;
+  /**
+   * How the activation ranges end their calibration: 'minmax' (the reference: the running min/max,
+   * frozen) or 'mse' (that range narrowed to the quantization-MSE optimum on a fixed set of training
+   * images, then frozen; ./ranges.ts). Default 'mse'.
+   */
+  actRange?: 'minmax' | 'mse';
   /** Straight-through estimator: 'unmasked' (reference, default) or 'clipped'. */
   ste?: SteMode;
   /** Seed of everything random (split, order, augmentation). Default 0. */
@@ -338,6 +345,8 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   const weightDecay = numOpt('weightDecay', o.weightDecay, 0, 5e-4);
   const clipNorm = numOpt('clipNorm', o.clipNorm, 0, 5);
   const lrGamma = numOpt('lrGamma', o.lrGamma, 0, 0.1);
+  const actRange = o.actRange ?? 'mse';
+  if (actRange !== 'minmax' && actRange !== 'mse') throw new QuantFaceError('E_ARG', `actRange must be 'minmax' or 'mse' (got ${String(actRange)})`);
   const optimizer = o.optimizer ?? 'sgd';
   if (optimizer !== 'sgd' && optimizer !== 'adamw') throw new QuantFaceError('E_ARG', `optimizer must be 'sgd' or 'adamw' (got ${String(optimizer)})`);
   const ste: SteMode = o.ste ?? 'unmasked';
@@ -451,6 +460,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       totalSteps,
       calibSteps,
       ste,
+      actRange,
       noTrain,
       augment: { ...augment },
     };
@@ -536,6 +546,23 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       }
     };
 
+    // ---------------------------------------------------------------- range refinement at the end of calibration
+    const refine = async (step: number): Promise<void> => {
+      if (actRange !== 'mse') return;
+      progress({ phase: 'calibrate', step, totalSteps, message: 'refining the activation ranges (MSE)' });
+      const inputs: FTensor[] = [];
+      let seen = 0;
+      for await (const b of probeSorted.epoch(0)) {
+        inputs.push(preprocess(info, b.data, b.n));
+        seen += b.n;
+        if (seen >= 256) break;
+      }
+      const changes = refineActRanges(student, inputs, seed);
+      log.write({ event: 'ranges', step, method: 'mse', ranges: changes.map((c) => ({ name: c.name, bits: c.bits, before: c.before, after: c.after })) });
+    };
+    const probeSorted = train.loader({ batchSize: 64, seed, executor, augment: false, shuffle: false });
+    loaders.push(probeSorted);
+
     // ---------------------------------------------------------------- teacher cache (flip-only augmentation)
     // Embeddings of every training image and its mirror, computed once in a fixed order: deterministic, and
     // a third of the step's work saved.
@@ -612,7 +639,10 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
           log.write({ event: 'calibrate', step });
         }
         student.eval();
-        if (!stopped) freezeActRanges(student);
+        if (!stopped) {
+          freezeActRanges(student);
+          await refine(step);
+        }
       } else {
         student.train();
         let tStep = performance.now();
@@ -656,6 +686,10 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
           const rec: LogRecord = { event: 'step', step, epoch: b.epoch, loss, cosine: lossFn.lastMeanCosine, lr: lrNow, gradNorm, imagesPerSec: rate };
           if (step === calibSteps) rec.calibrated = true;
           log.write(rec);
+          if (step === calibSteps) {
+            freezeActRanges(student);
+            await refine(step);
+          }
           const eta = ((totalSteps - step) * batchSize) / Math.max(emaRate, 1e-9);
           if ((evalEvery > 0 && step % evalEvery === 0) || step === totalSteps) {
             progress({ phase: 'evaluate', step, totalSteps, message: 'held-out agreement' });

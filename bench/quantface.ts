@@ -1,0 +1,175 @@
+/**
+ * The QuantFace benchmark (issue 5): the mobileface teacher quantized at
+ * W8A8, W6A6 and W4A4, by PTQ (calibration only) and by distillation, on
+ * the GAN faces (../shared/data/synthetic-faces, the "synthetic" arm), on
+ * real FFHQ faces (../shared/data/real-faces-ffhq, the "real" arm) and,
+ * optionally, on data-free generated faces (generated:N); LFW accuracy
+ * (../shared/data/lfw, box crop lfw-funneled, flip-sum, insightface
+ * 10-fold) of the teacher and of every student, each student evaluated by
+ * running its fake-quantized forward in the engine (EngineEmbedder); model
+ * file sizes and wall times.
+ *
+ *   flock -s /tmp/qf-cpu.lock node --import tsx bench/quantface.ts \
+ *     [--arms synthetic,real,generated:512] [--bits w8a8,w6a6,w4a4] [--modes ptq,kd] \
+ *     [--steps N] [--batch B] [--lr X] [--optimizer sgd|adamw] [--calib-steps N] [--augment LIST] \
+ *     [--layer-bits RULES] [--out DIR] [--limit PAIRS] [--threads T] [--fresh]
+ *
+ * Results accumulate in DIR/results.json (default tmp/bench-quantface):
+ * a rerun skips the students already measured (pass --fresh to redo them),
+ * so the benchmark can run in pieces. Not a timing benchmark: run it
+ * under the shared lock; wall times are reported as measured.
+ * Exits 0 with a message when ../shared is absent.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { runEval } from '../lib/eval/run.js';
+import { EngineEmbedder, loadQfmEmbedder } from '../lib/distill/embedder.js';
+import { loadTeacher } from '../lib/distill/teacher.js';
+import { quantize, type QuantizeOptions } from '../lib/distill/trainer.js';
+import { parseAugment } from '../lib/cli/quantize.js';
+import { binding } from '../lib/binding.js';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const shared = join(root, '..', 'shared');
+const lfw = join(shared, 'data', 'lfw');
+const teacherPath = join(shared, 'models', 'mobileface', 'mobileface.json');
+const ARMS: Record<string, { data: string; align?: string }> = {
+  synthetic: { data: join(shared, 'data', 'synthetic-faces'), align: 'ffhq' },
+  real: { data: join(shared, 'data', 'real-faces-ffhq'), align: 'ffhq' },
+};
+
+const arg = (name: string): string | undefined => {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+};
+const list = (name: string, dflt: string): string[] => (arg(name) ?? dflt).split(',').map((s) => s.trim()).filter(Boolean);
+
+if (!existsSync(join(lfw, 'pairs.txt')) || !existsSync(teacherPath)) {
+  console.log(`skipped: needs ${lfw}/pairs.txt and ${teacherPath}`);
+  process.exit(0);
+}
+
+interface Row {
+  key: string;
+  arm: string;
+  bits: string;
+  mode: 'ptq' | 'kd' | 'teacher';
+  lfw: number;
+  lfwStd: number;
+  drop: number;
+  holdoutCosine: number | null;
+  bytes: number;
+  trainSeconds: number;
+  evalSeconds: number;
+  steps: number;
+  options: Record<string, unknown>;
+  at: string;
+}
+
+const outDir = resolve(arg('--out') ?? join(root, 'tmp', 'bench-quantface'));
+mkdirSync(outDir, { recursive: true });
+const resultsPath = join(outDir, 'results.json');
+const results: Record<string, Row> = existsSync(resultsPath) && !process.argv.includes('--fresh') ? (JSON.parse(readFileSync(resultsPath, 'utf8')) as Record<string, Row>) : {};
+const save = (): void => writeFileSync(resultsPath, JSON.stringify(results, null, 1));
+
+const arms = list('--arms', 'synthetic,real');
+const bitsList = list('--bits', 'w8a8,w6a6,w4a4');
+const modes = list('--modes', 'ptq,kd') as Array<'ptq' | 'kd'>;
+const limit = arg('--limit') ? Number(arg('--limit')) : undefined;
+if (arg('--threads')) binding.setThreads(Number(arg('--threads')));
+const train: Partial<QuantizeOptions> = {
+  ...(arg('--steps') ? { steps: Number(arg('--steps')) } : {}),
+  ...(arg('--batch') ? { batchSize: Number(arg('--batch')) } : {}),
+  ...(arg('--lr') ? { lr: Number(arg('--lr')) } : {}),
+  ...(arg('--optimizer') ? { optimizer: arg('--optimizer') as 'sgd' | 'adamw' } : {}),
+  ...(arg('--calib-steps') ? { calibSteps: Number(arg('--calib-steps')) } : {}),
+  ...(arg('--augment') ? { augment: parseAugment(arg('--augment')!) } : {}),
+  ...(arg('--layer-bits') ? { layerBits: arg('--layer-bits')! } : {}),
+  ...(arg('--weight-decay') ? { weightDecay: Number(arg('--weight-decay')) } : {}),
+  ...(arg('--act-range') ? { actRange: arg('--act-range') as 'minmax' | 'mse' } : {}),
+};
+const tag = arg('--tag') ?? '';
+
+const lfwPairs = async (embedders: Array<{ embedder: EngineEmbedder }>): Promise<Array<{ acc: number; std: number; seconds: number }>> => {
+  const r = await runEval({ models: [], embedders, pairs: lfw, align: 'lfw-funneled', batch: 64, ...(limit ? { limit } : {}) });
+  return r.models.map((m) => ({ acc: m.accuracy!, std: m.std!, seconds: m.embedSeconds }));
+};
+
+const t0 = performance.now();
+console.log(`quantface benchmark: teacher ${teacherPath}, threads ${binding.getThreads()}, results in ${resultsPath}`);
+
+// ---------------------------------------------------------------- teacher
+const teacher = await loadTeacher(teacherPath);
+if (!results.teacher || limit !== undefined) {
+  const [m] = await lfwPairs([{ embedder: new EngineEmbedder(teacher.model, teacher.info, { name: 'mobileface' }) }]);
+  let bytes = 0;
+  for (const x of teacher.model.stateDict().values()) bytes += x.numel * 4;
+  results.teacher = { key: 'teacher', arm: '-', bits: 'fp32', mode: 'teacher', lfw: m!.acc, lfwStd: m!.std, drop: 0, holdoutCosine: null, bytes, trainSeconds: 0, evalSeconds: m!.seconds, steps: 0, options: {}, at: new Date().toISOString() };
+  if (limit === undefined) save();
+  console.log(`teacher LFW ${m!.acc.toFixed(4)} +- ${m!.std.toFixed(4)} (float32 ${(bytes / 1024).toFixed(0)} KiB)`);
+}
+const teacherAcc = results.teacher!.lfw;
+
+// ---------------------------------------------------------------- students
+for (const arm of arms) {
+  const a = ARMS[arm] ?? (arm.startsWith('generated:') ? { data: arm } : null);
+  if (!a) throw new Error(`unknown arm ${arm}: use synthetic, real or generated:N`);
+  for (const bits of bitsList)
+    for (const mode of modes) {
+      const key = `${arm}/${bits}/${mode}${tag ? `/${tag}` : ''}`;
+      if (results[key] && limit === undefined) {
+        console.log(`${key}: done before (LFW ${results[key]!.lfw.toFixed(4)}), skipped`);
+        continue;
+      }
+      const file = join(outDir, `${key.replace(/[/:]/g, '_')}.qfm`);
+      const opts: QuantizeOptions = {
+        teacher: teacherPath,
+        data: a.data,
+        ...(a.align ? { align: a.align } : {}),
+        bits,
+        out: file,
+        log: file.replace(/\.qfm$/, '.jsonl'),
+        noTrain: mode === 'ptq',
+        ...(mode === 'kd' ? train : { ...(train.calibSteps ? { calibSteps: train.calibSteps } : {}), ...(train.layerBits ? { layerBits: train.layerBits } : {}), ...(train.actRange ? { actRange: train.actRange } : {}) }),
+        checkpointEvery: 500,
+        resume: true,
+      };
+      const tq = performance.now();
+      let lastLine = 0;
+      const r = await quantize({
+        ...opts,
+        onProgress: (p) => {
+          if ((p.phase === 'train' || p.phase === 'calibrate' || p.phase === 'generate') && Date.now() - lastLine > 30_000) {
+            lastLine = Date.now();
+            console.log(`  ${key}: ${p.phase} ${p.step}/${p.totalSteps}${p.loss !== undefined ? ` loss ${p.loss.toExponential(3)}` : ''}${p.agreement !== undefined ? ` held-out cos ${p.agreement.toFixed(4)}` : ''}${p.generate ? ` ${p.generate.phase} ${p.generate.done}/${p.generate.total}` : ''}`);
+          }
+        },
+      });
+      const trainSeconds = (performance.now() - tq) / 1000;
+      const [m] = await lfwPairs([{ embedder: await loadQfmEmbedder(file, { name: key }) }]);
+      const row: Row = {
+        key, arm, bits, mode, lfw: m!.acc, lfwStd: m!.std, drop: (teacherAcc - m!.acc) * 100,
+        holdoutCosine: r.agreement?.meanCosine ?? null, bytes: r.out!.bytes, trainSeconds, evalSeconds: m!.seconds, steps: r.steps,
+        options: { ...train, steps: r.steps, totalSteps: r.totalSteps, data: r.data, trainImages: r.trainImages },
+        at: new Date().toISOString(),
+      };
+      if (limit === undefined) {
+        results[key] = row;
+        save();
+      }
+      console.log(`${key}: LFW ${row.lfw.toFixed(4)} +- ${row.lfwStd.toFixed(4)} (drop ${row.drop.toFixed(2)} pt), held-out cos ${row.holdoutCosine?.toFixed(4)}, ${(row.bytes / 1024).toFixed(0)} KiB, ${row.steps} steps in ${trainSeconds.toFixed(0)} s`);
+    }
+}
+
+// ---------------------------------------------------------------- table
+const rows = Object.values(results).sort((x, y) => x.key.localeCompare(y.key));
+const pad = (s: string, n: number): string => s.padEnd(n);
+console.log('\n' + pad('model', 34) + pad('LFW', 18) + pad('drop (pt)', 11) + pad('held-out cos', 14) + pad('size', 11) + pad('steps', 7) + 'wall time');
+for (const r of rows)
+  console.log(
+    pad(r.key, 34) + pad(`${r.lfw.toFixed(4)} +- ${r.lfwStd.toFixed(4)}`, 18) + pad(r.mode === 'teacher' ? '-' : r.drop.toFixed(2), 11) +
+      pad(r.holdoutCosine === null ? '-' : r.holdoutCosine.toFixed(4), 14) + pad(`${(r.bytes / 1024).toFixed(0)} KiB`, 11) + pad(String(r.steps), 7) +
+      (r.mode === 'teacher' ? `eval ${r.evalSeconds.toFixed(0)} s` : `${r.trainSeconds.toFixed(0)} s`),
+  );
+console.log(`\ntargets (drop from the teacher): W8A8 <= 0.15, W6A6 <= 0.40, W4A4 <= 2.0; distillation better than PTQ at W6A6 and W4A4. This run: ${((performance.now() - t0) / 1000).toFixed(0)} s`);
