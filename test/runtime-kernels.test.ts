@@ -90,7 +90,7 @@ t.test('rtAdd: every variant vs the JS reference and rt_add_ref, all operand typ
           };
           for (const v of vs) {
             if (!v.supported) {
-              t.skip(`${v.name}: not supported on this CPU`);
+              t.skip(`${v.name}: not supported on this CPU`, () => {});
               continue;
             }
             const out = poison(ok, count);
@@ -165,7 +165,7 @@ t.test('rtAffine: every variant vs the JS reference, activations, u8/f32 in and 
             };
             for (const v of vs) {
               if (!v.supported) {
-                t.skip(`${v.name}: not supported on this CPU`);
+                t.skip(`${v.name}: not supported on this CPU`, () => {});
                 continue;
               }
               const out = poison(ok, count);

@@ -11,7 +11,8 @@ import { Module, noGrad } from '../nn/module.js';
 import { Conv2d, Linear } from '../nn/layers.js';
 import { Sequential, Graph, type GraphNode } from '../nn/containers.js';
 import { bufferPool } from '../nn/pool.js';
-import { WeightFakeQuant, ActFakeQuant } from '../quant/fake-quant.js';
+import { ActFakeQuant } from '../quant/fake-quant.js';
+import { actGrid, hasWeightQuantizer } from './quantizers.js';
 import { toQat, type QatOptions } from '../quant/qat.js';
 import { preprocess, type ModelInfo, type Preprocessing } from '../io/model-info.js';
 import { flattenModel, type IrGraph, type IrNode, type IrValue } from './ir.js';
@@ -103,13 +104,13 @@ export interface InputQuantizerOptions {
 export function addInputQuantizers(model: Module, opts: InputQuantizerOptions = {}): string[] {
   const info = (model as { info?: ModelInfo }).info;
   const g = flattenModel(model, opts.inputShape ?? info?.inputShape ?? [112, 112, 3]);
-  const existing = g.nodes.filter((n) => n.kind === 'quant').map((n) => (n.module as ActFakeQuant).bits);
+  const existing = g.nodes.filter((n) => n.kind === 'quant').map((n) => actGrid(n.module).bits);
   const bits = opts.bits ?? existing[0] ?? 8;
   const producers = new Set<IrNode>();
   for (const n of g.nodes) {
     if (n.kind !== 'conv' && n.kind !== 'linear') continue;
     const m = n.module as Conv2d | Linear;
-    if (!(m.weightQuant instanceof WeightFakeQuant) || !m.weightQuant.fakeQuantEnabled) continue;
+    if (!hasWeightQuantizer(m.weightQuant)) continue;
     if (m instanceof Conv2d && m.groups !== 1 && !(m.groups === m.inChannels && m.inChannels === m.outChannels)) continue;
     const src = quantizedSource(g, n.inputs[0]!);
     if (!src.quantized && src.producer) producers.add(src.producer);

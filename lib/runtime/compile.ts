@@ -56,10 +56,10 @@ import { Module, noGrad } from '../nn/module.js';
 import { Conv2d, Linear, BatchNorm, PReLU } from '../nn/layers.js';
 import { ChannelAffine, Clamp } from '../nn/import-ops.js';
 import { bufferPool } from '../nn/pool.js';
-import { WeightFakeQuant, ActFakeQuant } from '../quant/fake-quant.js';
 import { roundHalfEven } from '../quant/qparams.js';
 import type { ModelInfo, Preprocessing } from '../io/model-info.js';
 import type { PackedWeight } from '../io/qfm.js';
+import { actGrid, hasWeightQuantizer, weightGrid } from './quantizers.js';
 import { flattenModel, soleConsumer, type IrGraph, type IrNode, type IrValue } from './ir.js';
 
 
@@ -204,13 +204,13 @@ interface QP {
 }
 
 /** u8 form of an activation quantizer's parameters (signed ranges shifted by 128). */
-function actQParams(q: ActFakeQuant, where: string): QP {
-  const p = q.qparams();
-  const off = p.quantMin < 0 ? -p.quantMin : 0;
+function actQParams(q: Module, where: string): QP {
+  const p = actGrid(q);
+  const off = p.quantMin < 0 ? 128 : 0;
   const lo = p.quantMin + off;
   const hi = p.quantMax + off;
   if (lo < 0 || hi > 255) throw new QuantFaceError('E_UNSUPPORTED_OP', `runtime: ${where}: activation range [${p.quantMin}, ${p.quantMax}] does not fit a byte`);
-  return { scale: p.scale[0]!, zp: p.zeroPoint[0]! + off, lo, hi };
+  return { scale: p.scale, zp: p.zeroPoint + off, lo, hi };
 }
 
 /** q = clamp(rne(y / scale) + zp, lo, hi) with the float32 division of the kernels. */
@@ -343,7 +343,7 @@ function intWeights(node: IrNode, opts: CompileOptions): IntWeights | null {
   const channels = m instanceof Conv2d ? m.outChannels : m.outFeatures;
   const inner = w.numel / channels;
   const wq = m.weightQuant;
-  const fq = wq instanceof WeightFakeQuant && wq.fakeQuantEnabled ? wq : undefined;
+  const fq = hasWeightQuantizer(wq) ? wq : undefined;
   const stored = opts.packedWeight?.(node.path ? `${node.path}.weight` : 'weight');
   let qv: ArrayLike<number>;
   let qmin: number;
@@ -362,15 +362,15 @@ function intWeights(node: IrNode, opts: CompileOptions): IntWeights | null {
     scales = stored.scale;
     bits = stored.bits;
   } else if (fq) {
-    const qp = fq.qparams(w, channels, inner);
+    const qp = weightGrid(fq, w, channels, inner);
     qmin = qp.quantMin;
     qmax = qp.quantMax;
     const q = new Int16Array(w.numel);
     const d = w.data;
     const f32 = d instanceof Float32Array;
     for (let c = 0; c < channels; c++) {
-      const s = qp.scale[qp.scale.length === 1 ? 0 : c]!;
-      const z = qp.zeroPoint[qp.zeroPoint.length === 1 ? 0 : c]!;
+      const s = qp.scale[c]!;
+      const z = qp.zeroPoint[c]!;
       for (let i = c * inner; i < (c + 1) * inner; i++) {
         let v = roundHalfEven(f32 ? Math.fround(d[i]! / s) : d[i]! / s) + z;
         if (v < qmin) v = qmin;
@@ -379,9 +379,9 @@ function intWeights(node: IrNode, opts: CompileOptions): IntWeights | null {
       }
     }
     qv = q;
-    zps = qp.zeroPoint.length === 1 ? new Int32Array(channels).fill(qp.zeroPoint[0]!) : qp.zeroPoint;
-    scales = qp.scale.length === 1 ? new Float32Array(channels).fill(qp.scale[0]!) : qp.scale;
-    bits = fq.bits;
+    zps = qp.zeroPoint;
+    scales = qp.scale;
+    bits = qp.bits;
   } else return null;
   const off = qmax > 127 ? 128 : 0;
   if (qmin - off < -128 || qmax - off > 127) return null;
@@ -459,7 +459,7 @@ class Lowering {
     readonly pre: Preprocessing,
   ) {
     this.float = opts.precision === 'float';
-    this.anyQuant = !this.float && g.nodes.some((n) => n.kind === 'quant' || ((n.kind === 'conv' || n.kind === 'linear') && (n.module as Conv2d).weightQuant instanceof WeightFakeQuant));
+    this.anyQuant = !this.float && g.nodes.some((n) => n.kind === 'quant' || ((n.kind === 'conv' || n.kind === 'linear') && hasWeightQuantizer((n.module as Conv2d).weightQuant)));
   }
 
   private value(repr: Repr, shape: number[], name: string, q?: QP): LValue {
@@ -542,7 +542,7 @@ class Lowering {
     const end = quant ? quant.output : v;
     if (quant) {
       this.done.add(quant);
-      const qp = actQParams(quant.module as ActFakeQuant, quant.path);
+      const qp = actQParams(quant.module, quant.path);
       const table = new Uint8Array(256 * C);
       for (let u = 0; u < 256; u++) for (let c = 0; c < C; c++) table[c * 256 + u] = quantizeJs(T[u * C + c]!, qp);
       const out = this.value('u8', shape, quant.path, qp);
@@ -663,7 +663,7 @@ class Lowering {
       activation = 'prelu';
       slope = preluSlope(act, C, false);
     }
-    const qp = quant ? actQParams(quant.module as ActFakeQuant, quant.path) : undefined;
+    const qp = quant ? actQParams(quant.module, quant.path) : undefined;
     const out = this.value(qp ? 'u8' : 'f32', v.shape, (quant ?? act ?? affines[affines.length - 1] ?? n).path, qp);
     const dw = isDepthwise(geom);
     const weight: PackedWeights | Int8Array = dw ? iw.q : binding.packWeights({ w: iw.q, n: C, k: iw.q.length / C });
@@ -688,7 +688,7 @@ class Lowering {
     const C = geom.cout;
     // The weights the forward uses: fake-quantized when the layer has an enabled quantizer.
     const wq = m.weightQuant;
-    const fq = !this.float && wq instanceof WeightFakeQuant && wq.fakeQuantEnabled;
+    const fq = !this.float && hasWeightQuantizer(wq);
     const channels = C;
     const wsrc = fq ? wq!.transform(m.weight.data, channels, m.weight.data.numel / channels).data : m.weight.data.data;
     let weight = Float32Array.from(wsrc);
@@ -757,7 +757,7 @@ class Lowering {
     const end = chain[chain.length - 1]!;
     for (const c of chain) this.done.add(c);
     const quant = end.kind === 'quant' ? end : undefined;
-    const qp = quant ? actQParams(quant.module as ActFakeQuant, quant.path) : undefined;
+    const qp = quant ? actQParams(quant.module, quant.path) : undefined;
     if (x.repr === 'u8' && Number.isInteger(x.zp)) {
       // One lookup table per channel, computed with the engine's float operations.
       const T = new Float32Array(256 * C);
@@ -799,7 +799,7 @@ class Lowering {
     let xv = this.toF32(x, start.path);
     for (const gr of groups) {
       const last = gr.quant ?? gr.act ?? gr.aff!;
-      const gq = gr.quant ? actQParams(gr.quant.module as ActFakeQuant, gr.quant.path) : undefined;
+      const gq = gr.quant ? actQParams(gr.quant.module, gr.quant.path) : undefined;
       const out = this.value(gq ? 'u8' : 'f32', last.output.shape, last.path, gq);
       const aff = gr.aff ? affineOf(gr.aff, C) : {};
       const op: LOp = { kind: 'affine', name: [gr.aff, gr.act, gr.quant].filter((z) => z).map((z) => z!.path).join('+'), x: xv, out, channels: C, activation: 'none', ...(aff.a ? { scale: aff.a } : {}), ...(aff.b ? { bias: aff.b } : {}) };
@@ -825,7 +825,7 @@ class Lowering {
     const b = this.get(n.inputs[1]!);
     const c = soleConsumer(this.g, n.output);
     const quant = !this.float && c?.kind === 'quant' ? c : undefined;
-    const qp = quant ? actQParams(quant.module as ActFakeQuant, quant.path) : undefined;
+    const qp = quant ? actQParams(quant.module, quant.path) : undefined;
     const v = quant ? quant.output : n.output;
     const out = this.value(qp ? 'u8' : 'f32', v.shape, (quant ?? n).path, qp);
     const aa = Number.isInteger(a.zp) ? a : this.toF32(a, n.path);

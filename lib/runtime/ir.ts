@@ -14,6 +14,8 @@ import { Conv2d, Linear, BatchNorm, PReLU, ReLU, Add, Identity, Flatten, Dropout
 import { Sequential, Graph } from '../nn/containers.js';
 import { ChannelAffine, Clamp, Reshape } from '../nn/import-ops.js';
 import { ActFakeQuant } from '../quant/fake-quant.js';
+import { LsqActFakeQuant } from '../quant/lsq.js';
+import { isActQuantizer } from './quantizers.js';
 
 export type IrKind = 'conv' | 'linear' | 'bn' | 'caffine' | 'prelu' | 'relu' | 'clamp' | 'add' | 'quant' | 'alias' | 'l2norm' | 'generic';
 
@@ -57,7 +59,7 @@ export function leafKind(m: Module): IrKind {
   if (m instanceof ReLU) return 'relu';
   if (m instanceof Clamp) return 'clamp';
   if (m instanceof Add) return 'add';
-  if (m instanceof ActFakeQuant) return m.fakeQuantEnabled ? 'quant' : 'alias';
+  if (m instanceof ActFakeQuant || m instanceof LsqActFakeQuant) return m.fakeQuantEnabled ? 'quant' : 'alias';
   // Dropout is the identity at inference; Flatten / Reshape of NHWC data keep the memory order.
   if (m instanceof Identity || m instanceof Flatten || m instanceof Reshape || m instanceof Dropout) return 'alias';
   if (m instanceof L2Normalize) return 'l2norm';
@@ -65,10 +67,10 @@ export function leafKind(m: Module): IrKind {
 }
 
 /** The enabled activation quantizer attached to a layer, if any. */
-export function outQuantOf(m: Module): ActFakeQuant | undefined {
+export function outQuantOf(m: Module): Module | undefined {
   if (!(m instanceof PReLU || m instanceof ReLU || m instanceof Add || m instanceof Clamp)) return undefined;
   const q = m.getChild('outQuant');
-  return q instanceof ActFakeQuant && q.fakeQuantEnabled ? q : undefined;
+  return isActQuantizer(q) ? q : undefined;
 }
 
 /**
