@@ -81,6 +81,7 @@ export function buildServer(o: ServerOptions): FastifyInstance {
   const maxImages = o.maxImages ?? 32;
   const app = Fastify({ bodyLimit: o.bodyLimit ?? 8 << 20, logger: o.logger ?? false });
   const raw = (_req: unknown, body: Buffer | string, done: (err: Error | null, body?: unknown) => void): void => done(null, body);
+  app.removeContentTypeParser('text/plain'); // only images and JSON: anything else is a 415
   app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, raw);
   app.addContentTypeParser(/^image\/[\w.+-]+$/, { parseAs: 'buffer' }, raw);
   let closing = false;
