@@ -4,7 +4,8 @@
  * ends with weights bit-identical to an uninterrupted run, with the
  * interruption before and after the activation ranges freeze, with the
  * cached-teacher path (flip only) and the per-batch teacher path (mixup),
- * with SGD and AdamW. A checkpoint of another run is refused.
+ * with SGD and AdamW, with min/max, MSE-refined and learned activation
+ * ranges. A checkpoint of another run is refused.
  */
 import t, { type Test } from 'tap';
 import { existsSync, readFileSync } from 'node:fs';
@@ -32,6 +33,8 @@ const variants: Array<{ name: string; opts: Partial<QuantizeOptions> }> = [
   { name: 'sgd, flip (cached teacher)', opts: {} },
   { name: 'sgd, mixup + jitter (teacher per batch)', opts: { augment: { flip: true, mixup: 0.5, scale: 0.1, shift: 0.05 } } },
   { name: 'adamw', opts: { optimizer: 'adamw', lr: 1e-3 } },
+  { name: 'adamw, learned activation ranges', opts: { optimizer: 'adamw', lr: 1e-3, actRange: 'learned' } },
+  { name: 'sgd, min/max ranges (the reference)', opts: { actRange: 'minmax' } },
 ];
 
 for (const v of variants) {

@@ -55,6 +55,7 @@ import type { GenerateOptions, GenerateProgress } from './generate.js';
 import { loadCheckpoint, saveCheckpoint, type JsonValue } from './checkpoint.js';
 import { JsonLog, type LogRecord } from './log.js';
 import { refineActRanges } from './ranges.js';
+import { LearnedActQuant, outQuantOwners } from './learned-range.js';
 
 // ====================================================================== options
 export interface QuantizeOptions {
@@ -97,9 +98,12 @@ export interface QuantizeOptions {
   /**
    * How the activation ranges end their calibration: 'minmax' (the reference: the running min/max,
    * frozen) or 'mse' (that range narrowed to the quantization-MSE optimum on a fixed set of training
-   * images, then frozen; ./ranges.ts). Default 'mse'.
+   * images, then frozen; ./ranges.ts), or 'learned' ('mse', then trained by the distillation loss,
+   * LSQ-style; ./learned-range.ts). Default 'mse'.
    */
-  actRange?: 'minmax' | 'mse';
+  actRange?: 'minmax' | 'mse' | 'learned';
+  /** Learning-rate multiplier of the learned activation ranges (actRange 'learned'). Default 10. */
+  rangeLrScale?: number;
   /** Straight-through estimator: 'unmasked' (reference, default) or 'clipped'. */
   ste?: SteMode;
   /** Seed of everything random (split, order, augmentation). Default 0. */
@@ -346,7 +350,8 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   const clipNorm = numOpt('clipNorm', o.clipNorm, 0, 5);
   const lrGamma = numOpt('lrGamma', o.lrGamma, 0, 0.1);
   const actRange = o.actRange ?? 'mse';
-  if (actRange !== 'minmax' && actRange !== 'mse') throw new QuantFaceError('E_ARG', `actRange must be 'minmax' or 'mse' (got ${String(actRange)})`);
+  if (actRange !== 'minmax' && actRange !== 'mse' && actRange !== 'learned') throw new QuantFaceError('E_ARG', `actRange must be 'minmax', 'mse' or 'learned' (got ${String(actRange)})`);
+  const rangeLrScale = numOpt('rangeLrScale', o.rangeLrScale, 0, 10);
   const optimizer = o.optimizer ?? 'sgd';
   if (optimizer !== 'sgd' && optimizer !== 'adamw') throw new QuantFaceError('E_ARG', `optimizer must be 'sgd' or 'adamw' (got ${String(optimizer)})`);
   const ste: SteMode = o.ste ?? 'unmasked';
@@ -437,8 +442,48 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     const paramByName = new Map(trainable.map(([n, p]) => [n, p]));
     const nameOfParam = new Map(trainable.map(([n, p]) => [p, n]));
     const params = trainable.map(([, p]) => p);
+    // Learned ranges: one LearnedActQuant per activation quantizer, swapped in when calibration ends.
+    const owners = outQuantOwners(student);
+    const learned = new Map<string, LearnedActQuant>();
+    if (actRange === 'learned' && !noTrain)
+      for (const [qname, owner] of owners) {
+        const q = owner.getChild('outQuant') as ActFakeQuant;
+        const lm = new LearnedActQuant(q.bits, -1, 1);
+        learned.set(qname, lm);
+        nameOfParam.set(lm.a, `lrange.${qname}.a`);
+        nameOfParam.set(lm.b, `lrange.${qname}.b`);
+        paramByName.set(`lrange.${qname}.a`, lm.a);
+        paramByName.set(`lrange.${qname}.b`, lm.b);
+      }
+    const rangeParams = [...learned.values()].flatMap((m) => [m.a, m.b]);
+    const groups = [
+      { params, lrScale: 1 },
+      ...(rangeParams.length ? [{ params: rangeParams, lrScale: rangeLrScale, options: { weightDecay: 0 } }] : []),
+    ];
     const opt: CheckpointableOptimizer =
-      optimizer === 'sgd' ? new CheckpointSGD(params, lr, { momentum, nesterov: momentum > 0, weightDecay }) : new CheckpointAdamW(params, lr, { weightDecay });
+      optimizer === 'sgd'
+        ? new CheckpointSGD(groups as never, lr, { momentum, nesterov: momentum > 0, weightDecay })
+        : new CheckpointAdamW(groups as never, lr, { weightDecay });
+    let swapped = false;
+    /** Puts the learned ranges in place of the frozen quantizers (fromState: values come from a checkpoint). */
+    const swapIn = (fromState: boolean): void => {
+      if (!learned.size || swapped) return;
+      for (const [qname, owner] of owners) {
+        const lm = learned.get(qname)!;
+        if (!fromState) {
+          const q = owner.getChild('outQuant') as ActFakeQuant;
+          lm.reset(Math.min(q.min, 0), Math.max(q.max, q.min + 1e-6, 0));
+        }
+        lm.train(student.training);
+        owner.setChild('outQuant', lm);
+      }
+      swapped = true;
+    };
+    const swapOut = (): void => {
+      if (!swapped) return;
+      for (const [qname, owner] of owners) owner.setChild('outQuant', learned.get(qname)!.toActFakeQuant());
+      swapped = false;
+    };
     const dropouts = [...student.modules()].filter((m): m is Dropout => m instanceof Dropout);
 
     // Fingerprint of everything that determines the result (a checkpoint only resumes the same run).
@@ -481,6 +526,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         );
       const sd = new Map<string, FTensor>();
       for (const [k, t] of ck.tensors) if (k.startsWith('model.')) sd.set(k.slice(6), t);
+      if (ck.meta.learnedRanges === true) swapIn(true);
       student.loadStateDict(sd, true);
       importOptState(opt.optState, paramByName, ck.tensors, (ck.meta.optimizerNumbers ?? {}) as { [k: string]: number });
       opt.stepCount = Number(ck.meta.optimizerSteps ?? 0);
@@ -599,6 +645,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         fingerprint,
         step,
         optimizerSteps: opt.stepCount,
+        learnedRanges: swapped,
         optimizerNumbers: os.numbers,
         threads,
         seconds: priorSeconds + trainSecondsThisRun,
@@ -689,6 +736,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
           if (step === calibSteps) {
             freezeActRanges(student);
             await refine(step);
+            swapIn(false);
           }
           const eta = ((totalSteps - step) * batchSize) / Math.max(emaRate, 1e-9);
           if ((evalEvery > 0 && step % evalEvery === 0) || step === totalSteps) {
@@ -714,6 +762,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     trainSecondsThisRun = (performance.now() - tLoop) / 1000;
     if (stopped) {
       if (!noTrain) await writeCheckpoint(step, lastLoss);
+      swapOut();
       log.write({ event: 'stopped', step });
       progress({ phase: 'done', step, totalSteps, message: 'stopped' });
       return {
@@ -722,6 +771,10 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         seconds: (performance.now() - t0) / 1000, totalSeconds: priorSeconds + trainSecondsThisRun,
         trainImages, holdoutImages: holdout?.length ?? 0, data: opened.description, ...(resumedFrom !== undefined ? { resumedFrom } : {}), unusedLayerRules,
       };
+    }
+    if (swapped) {
+      swapOut();
+      lastAgreement = null; // re-measured on the saved form
     }
     freezeActRanges(student);
     if (!lastAgreement || noTrain) {
