@@ -420,28 +420,30 @@ void conv2d_depthwise_backward_input_f32_run(DwBwdInputF32Fn fn, const ConvGeom&
 void conv2d_depthwise_backward_weight_f32_run(DwBwdWeightF32Fn fn, const ConvGeom& g, const float* x,
                                               const float* gout, float* gw, float* gb, bool accumulate) {
   const int64_t T = g.kh * g.kw, C = g.c, rows = g.n * g.oh;
-  const int64_t S = std::min<int64_t>(rows, 16);
+  // Slices: about 64k multiply-adds each, at most 16 (a function of the
+  // problem only, never of the thread count).
+  const int64_t work = rows * g.ow * C * T;
+  const int64_t S = std::max<int64_t>(1, std::min<int64_t>({rows, int64_t(16), work / 65536}));
   const int64_t stride = T * C + C;
   AlignedBuf<float> part(static_cast<size_t>(S * stride));
-  std::fill(part.data(), part.data() + S * stride, 0.f);
+  float* pp = part.data();
   parallel_for(S, 1, [&](int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; s++) {
-      float* pw = part.data() + s * stride;
+      float* pw = pp + s * stride;
+      std::fill(pw, pw + stride, 0.f);
       fn(g, x, gout, pw, gb ? pw + T * C : nullptr, rows * s / S, rows * (s + 1) / S);
     }
   });
+  // Sum the slices into slice 0 in slice order (contiguous, vectorisable),
+  // then transpose the tap-major result into OHWI.
+  for (int64_t s = 1; s < S; s++) {
+    const float* src = pp + s * stride;
+    for (int64_t i = 0; i < stride; i++) pp[i] += src[i];
+  }
   for (int64_t ch = 0; ch < C; ch++)
-    for (int64_t t = 0; t < T; t++) {
-      float v = accumulate ? gw[ch * T + t] + part.data()[t * C + ch] : part.data()[t * C + ch];
-      for (int64_t s = 1; s < S; s++) v += part.data()[s * stride + t * C + ch];
-      gw[ch * T + t] = v;
-    }
+    for (int64_t t = 0; t < T; t++) gw[ch * T + t] = accumulate ? gw[ch * T + t] + pp[t * C + ch] : pp[t * C + ch];
   if (gb)
-    for (int64_t ch = 0; ch < C; ch++) {
-      float v = accumulate ? gb[ch] + part.data()[T * C + ch] : part.data()[T * C + ch];
-      for (int64_t s = 1; s < S; s++) v += part.data()[s * stride + T * C + ch];
-      gb[ch] = v;
-    }
+    for (int64_t ch = 0; ch < C; ch++) gb[ch] = accumulate ? gb[ch] + pp[T * C + ch] : pp[T * C + ch];
 }
 
 bool conv_is_depthwise(const ConvGeom& g) { return g.groups == g.c && g.cout == g.c; }
