@@ -14,6 +14,7 @@ namespace qf {
 
 QF_KERNEL(conv2d_u8s8_depthwise_kernel, DwU8S8Fn, "conv2d_u8s8_depthwise",
           {
+              {"conv2d_u8s8_depthwise_avx512vnni", Isa::Avx512Vnni, dw_u8s8_avx512vnni},
               {"conv2d_u8s8_depthwise_avx512", Isa::Avx512, dw_u8s8_avx512},
               {"conv2d_u8s8_depthwise_avx2", Isa::Avx2, dw_u8s8_avx2},
               {"conv2d_u8s8_depthwise_ref", Isa::Scalar, dw_u8s8_ref},
@@ -107,6 +108,29 @@ void conv2d_u8s8_depthwise_run(DwU8S8Fn fn, const ConvGeom& g, const uint8_t* x,
   // kernels' 16-bit products do not apply; the reference gives the same bits.
   if (!fits) fn = dw_u8s8_ref;
   p.wpair = wpair.data();
+  // VNNI quads (u8 x s8 dot products of 4 kernel rows) when w - wzp fits int8.
+  p.nqy = (g.kh + 3) / 4;
+  AlignedBuf<int8_t> wquad(static_cast<size_t>(g.kw * p.nqy * p.cpad * 4));
+  AlignedBuf<int32_t> corr(static_cast<size_t>(p.cpad));
+  bool fits8 = fits;
+  std::fill(wquad.data(), wquad.data() + g.kw * p.nqy * p.cpad * 4, int8_t(0));
+  std::fill(corr.data(), corr.data() + p.cpad, 0);
+  for (int64_t ch = 0; ch < C && fits8; ch++) {
+    const int64_t wz = wzp ? wzp[ch] : 0;
+    uint32_t sum = 0;
+    for (int64_t ky = 0; ky < g.kh; ky++)
+      for (int64_t kx = 0; kx < g.kw; kx++) {
+        const int64_t v = static_cast<int64_t>(w[ch * T + ky * g.kw + kx]) - wz;
+        if (v < -128 || v > 127) fits8 = false;
+        sum += static_cast<uint32_t>(v);
+        wquad.data()[((kx * p.nqy + ky / 4) * p.cpad + ch) * 4 + ky % 4] = static_cast<int8_t>(v);
+      }
+    corr.data()[ch] = static_cast<int32_t>(0u - static_cast<uint32_t>(xzp) * sum);
+  }
+  if (fits8) {
+    p.wquad = wquad.data();
+    p.corr = corr.data();
+  }
   p.zbuf_len = 8 * g.sw * C + p.cpad + 64;
   AlignedBuf<uint8_t> zbuf(static_cast<size_t>(p.zbuf_len));
   std::memset(zbuf.data(), xzp, static_cast<size_t>(p.zbuf_len));
