@@ -30,6 +30,10 @@ if (groups.has('mfn')) {
     { name: 'mfn fc 512->128', m: 32, n: 128, k: 512 },
   );
 }
+if (groups.has('r50') || groups.has('anchor')) {
+  // also ../shared/anchors/gemm's conv28_c128_1x1 PIXxOC shape (oneDNN/OpenBLAS side by side)
+  shapes.push({ name: 'anchor 1x1 128->128 @28', m: 25088, n: 128, k: 128 });
+}
 if (groups.has('r50')) {
   shapes.push(
     { name: 'r50 conv1 3x3 3->64 @112', m: 401408, n: 64, k: 27 },
