@@ -10,9 +10,18 @@
  * file sizes and wall times.
  *
  *   flock -s /tmp/qf-cpu.lock node --import tsx bench/quantface.ts \
- *     [--arms synthetic,real,generated:512] [--bits w8a8,w6a6,w4a4] [--modes ptq,kd] \
+ *     [--arms synthetic,real,generated:512] [--bits w8a8,w6a6,w4a4] [--modes ptq,ptq-minmax,kd,kd-sgd] \
  *     [--steps N] [--batch B] [--lr X] [--optimizer sgd|adamw] [--calib-steps N] [--augment LIST] \
  *     [--layer-bits RULES] [--out DIR] [--limit PAIRS] [--threads T] [--fresh]
+ *
+ * Modes (presets; --steps, --batch, --lr, ... override the distillation ones):
+ * - ptq: calibration only, ranges narrowed to the MSE optimum (quantize's default);
+ * - ptq-minmax: calibration only, running min/max ranges (the reference's PTQ);
+ * - kd: distillation as recommended here: AdamW lr 1e-4 without weight decay,
+ *   learned activation ranges (after MSE calibration), augmentation (flip,
+ *   scale/shift jitter, colour, mixup 0.5), 1200 steps of 64;
+ * - kd-sgd: distillation with the method's defaults (SGD Nesterov 0.9, wd
+ *   5e-4, lr 0.1 x 64/512, min/max ranges frozen after 300 steps, flip only).
  *
  * Results accumulate in DIR/results.json (default tmp/bench-quantface):
  * a rerun skips the students already measured (pass --fresh to redo them),
@@ -54,7 +63,7 @@ interface Row {
   key: string;
   arm: string;
   bits: string;
-  mode: 'ptq' | 'kd' | 'teacher';
+  mode: string;
   lfw: number;
   lfwStd: number;
   drop: number;
@@ -75,7 +84,18 @@ const save = (): void => writeFileSync(resultsPath, JSON.stringify(results, null
 
 const arms = list('--arms', 'synthetic,real');
 const bitsList = list('--bits', 'w8a8,w6a6,w4a4');
-const modes = list('--modes', 'ptq,kd') as Array<'ptq' | 'kd'>;
+type Mode = 'ptq' | 'ptq-minmax' | 'kd' | 'kd-sgd';
+const PRESETS: Record<Mode, Partial<QuantizeOptions>> = {
+  ptq: { noTrain: true, actRange: 'mse' },
+  'ptq-minmax': { noTrain: true, actRange: 'minmax' },
+  kd: {
+    optimizer: 'adamw', lr: 1e-4, weightDecay: 0, actRange: 'learned', steps: 1200, batchSize: 64, calibSteps: 100,
+    augment: { flip: true, scale: 0.1, shift: 0.05, brightness: 0.2, contrast: 0.2, saturation: 0.2, mixup: 0.5 },
+  },
+  'kd-sgd': { optimizer: 'sgd', actRange: 'minmax', steps: 1200, batchSize: 64 },
+};
+const modes = list('--modes', 'ptq,ptq-minmax,kd') as Mode[];
+for (const m of modes) if (!PRESETS[m]) throw new Error(`unknown mode ${m}: use ${Object.keys(PRESETS).join(', ')}`);
 const limit = arg('--limit') ? Number(arg('--limit')) : undefined;
 if (arg('--threads')) binding.setThreads(Number(arg('--threads')));
 const train: Partial<QuantizeOptions> = {
@@ -87,7 +107,7 @@ const train: Partial<QuantizeOptions> = {
   ...(arg('--augment') ? { augment: parseAugment(arg('--augment')!) } : {}),
   ...(arg('--layer-bits') ? { layerBits: arg('--layer-bits')! } : {}),
   ...(arg('--weight-decay') ? { weightDecay: Number(arg('--weight-decay')) } : {}),
-  ...(arg('--act-range') ? { actRange: arg('--act-range') as 'minmax' | 'mse' } : {}),
+  ...(arg('--act-range') ? { actRange: arg('--act-range') as 'minmax' | 'mse' | 'learned' } : {}),
 };
 const tag = arg('--tag') ?? '';
 
@@ -130,8 +150,8 @@ for (const arm of arms) {
         bits,
         out: file,
         log: file.replace(/\.qfm$/, '.jsonl'),
-        noTrain: mode === 'ptq',
-        ...(mode === 'kd' ? train : { ...(train.calibSteps ? { calibSteps: train.calibSteps } : {}), ...(train.layerBits ? { layerBits: train.layerBits } : {}), ...(train.actRange ? { actRange: train.actRange } : {}) }),
+        ...PRESETS[mode],
+        ...(mode.startsWith('kd') ? train : { ...(train.calibSteps ? { calibSteps: train.calibSteps } : {}), ...(train.layerBits ? { layerBits: train.layerBits } : {}) }),
         checkpointEvery: 500,
         resume: true,
       };
@@ -151,7 +171,7 @@ for (const arm of arms) {
       const row: Row = {
         key, arm, bits, mode, lfw: m!.acc, lfwStd: m!.std, drop: (teacherAcc - m!.acc) * 100,
         holdoutCosine: r.agreement?.meanCosine ?? null, bytes: r.out!.bytes, trainSeconds, evalSeconds: m!.seconds, steps: r.steps,
-        options: { ...train, steps: r.steps, totalSteps: r.totalSteps, data: r.data, trainImages: r.trainImages },
+        options: { ...PRESETS[mode], ...(mode.startsWith('kd') ? train : {}), steps: r.steps, totalSteps: r.totalSteps, data: r.data, trainImages: r.trainImages, quantizeSeconds: r.totalSeconds },
         at: new Date().toISOString(),
       };
       if (limit === undefined) {

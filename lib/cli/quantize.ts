@@ -36,7 +36,7 @@ export interface QuantizeCliOptions {
   holdout?: number;
   augment?: string;
   ste?: 'unmasked' | 'clipped';
-  actRange?: 'minmax' | 'mse';
+  actRange?: 'minmax' | 'mse' | 'learned';
   optimizer?: 'sgd' | 'adamw';
   weightDecay?: number;
   resume?: boolean;
@@ -133,6 +133,8 @@ export class ProgressPrinter {
       if (g.done < g.total && now - this.lastPrint < (this.tty ? 150 : 10_000)) return;
       this.lastPrint = now;
       const msg = `generating faces: ${g.phase} ${g.done}/${g.total} (${fmtTime(g.seconds)})`;
+      if (msg === this.lastPhase) return;
+      this.lastPhase = msg;
       if (this.tty) {
         this.out.write(`\r\x1b[2K${msg}${g.done === g.total ? '\n' : ''}`);
         this.barShown = g.done < g.total;
@@ -218,7 +220,17 @@ export async function quantizeCommand(
     ...(zero ? { generate: { iterations: ZERO_CONFIG.generateIters } } : {}),
     ...(signal ? { signal } : {}),
   };
-  const r = await quantize(o);
+  let r: QuantizeResult;
+  try {
+    r = await quantize(o);
+  } catch (e) {
+    // Ctrl-C before training started (reading or generating data): nothing to checkpoint yet.
+    if (signal?.aborted) {
+      out.write('\ninterrupted before training started; nothing saved\n');
+      return null;
+    }
+    throw e;
+  }
   if (!r.completed) {
     out.write(
       `\nstopped at step ${r.steps}/${r.totalSteps}` +
@@ -255,7 +267,7 @@ export function register(program: Command): void {
     .option('--holdout <x>', 'held-out share for the agreement metric (fraction, count, or 0)', floatArg('--holdout', false))
     .option('--augment <list>', 'augmentation: flip (default), noflip, none, scale=X, shift=X, brightness=X, contrast=X, saturation=X, mixup=P')
     .addOption(new Option('--ste <mode>', 'straight-through estimator').choices(['unmasked', 'clipped']))
-    .addOption(new Option('--act-range <method>', 'activation ranges after calibration: minmax (reference) or mse (narrowed to the quantization-MSE optimum; default)').choices(['minmax', 'mse']))
+    .addOption(new Option('--act-range <method>', 'activation ranges after calibration: minmax (the reference), mse (narrowed to the quantization-MSE optimum; default) or learned (mse, then trained with the student)').choices(['minmax', 'mse', 'learned']))
     .addOption(new Option('--optimizer <name>', 'sgd (Nesterov, the method; default) or adamw').choices(['sgd', 'adamw']))
     .option('--weight-decay <x>', 'weight decay (default 5e-4)', floatArg('--weight-decay', false))
     .option('--resume', 'continue from the checkpoint (same options)')

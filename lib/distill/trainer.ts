@@ -594,7 +594,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
 
     // ---------------------------------------------------------------- range refinement at the end of calibration
     const refine = async (step: number): Promise<void> => {
-      if (actRange !== 'mse') return;
+      if (actRange === 'minmax') return;
       progress({ phase: 'calibrate', step, totalSteps, message: 'refining the activation ranges (MSE)' });
       const inputs: FTensor[] = [];
       let seen = 0;
