@@ -7,11 +7,12 @@
 import t from 'tap';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { buildProgram, main } from '../lib/cli.js';
 import { quantizeCommand, ProgressPrinter, type QuantizeCliOptions } from '../lib/cli/quantize.js';
 import { saveQfm, loadQfm } from '../lib/io/qfm.js';
-import { paintedFaces, tempDir, tinyTeacher } from './fixtures/distill/util.js';
+import { paintedFaces, repoRoot, tempDir, tinyTeacher } from './fixtures/distill/util.js';
 
 class Sink extends Writable {
   text = '';
@@ -148,4 +149,73 @@ t.test('progress printer: a redrawn bar on a terminal', async (t) => {
   t.match(s.text, 'loading the teacher\n');
   t.match(s.text, /\r\x1b\[2K\[#{12}-{12}\] step 5\/10 {2}loss 1\.000e-3 {2}cos 0\.9500 {2}120 img\/s {2}ETA 1m05s {2}held-out cos 0\.9400/);
   t.match(s.text, /\[#{24}\] step 10\/10 .*\n$/);
+});
+
+/** Spawns the real CLI (tsx) in a child process. */
+function spawnCli(args: string[]): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'lib', 'cli.ts'), 'quantize', ...args], { cwd: repoRoot, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+function waitExit(c: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }> {
+  let out = '';
+  c.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  c.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  return new Promise((res) => c.on('exit', (code, signal) => res({ code, signal, out })));
+}
+
+async function until(cond: () => boolean, ms: number): Promise<boolean> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < ms) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return cond();
+}
+
+function weightsOf(m: import('../lib/nn/module.js').Module): Buffer[] {
+  return [...m.stateDict().values()].map((v) => Buffer.from(v.data.buffer, v.data.byteOffset, v.data.byteLength));
+}
+
+t.test('a real process: Ctrl-C (SIGINT) checkpoints and exits 130; SIGKILL mid-run, --resume = uninterrupted', async (t) => {
+  const faces = await facesP;
+  const teacher = await teacherP;
+  const dir = tempDir('proc');
+  const common = ['--teacher', teacher, '--data', faces, '--bits', 'w4a4', '--steps', '400', '--batch', '4', '--lr', '0.5', '--calib-steps', '3', '--workers', '0', '--seed', '4'];
+  // reference: uninterrupted
+  const ref = await waitExit(spawnCli([...common, '--out', join(dir, 'ref.qfm')]));
+  t.equal(ref.code, 0, ref.code === 0 ? 'uninterrupted run' : ref.out.slice(-800));
+
+  // SIGINT once training is under way
+  const out1 = join(dir, 'int.qfm');
+  const log1 = join(dir, 'int.jsonl');
+  const c1 = spawnCli([...common, '--out', out1, '--log', log1]);
+  const done1 = waitExit(c1);
+  t.ok(await until(() => existsSync(log1) && readFileSync(log1, 'utf8').includes('"event":"step"'), 30_000), 'training started');
+  c1.kill('SIGINT');
+  const r1 = await done1;
+  t.equal(r1.code, 130, 'exit code 130 after Ctrl-C');
+  t.match(r1.out, /interrupted: finishing the current step and writing a checkpoint/);
+  t.match(r1.out, /stopped at step \d+\/400; checkpoint saved/);
+  t.ok(existsSync(`${out1}.ckpt`) && !existsSync(out1), 'checkpoint, no output yet');
+  const r1b = await waitExit(spawnCli([...common, '--out', out1, '--log', log1, '--resume']));
+  t.equal(r1b.code, 0, r1b.code === 0 ? 'resumed after Ctrl-C' : r1b.out.slice(-800));
+  t.match(r1b.out, /resumed from step \d+/);
+
+  // SIGKILL (a crash: no handler runs) after the first periodic checkpoint
+  const out2 = join(dir, 'kill.qfm');
+  const c2 = spawnCli([...common, '--out', out2, '--checkpoint-every', '25']);
+  const done2 = waitExit(c2);
+  t.ok(await until(() => existsSync(`${out2}.ckpt`), 30_000), 'a periodic checkpoint appeared');
+  c2.kill('SIGKILL');
+  const r2 = await done2;
+  t.equal(r2.signal, 'SIGKILL');
+  t.notOk(existsSync(out2), 'killed before the end: no output');
+  const r2b = await waitExit(spawnCli([...common, '--out', out2, '--checkpoint-every', '25', '--resume']));
+  t.equal(r2b.code, 0, r2b.code === 0 ? 'resumed after SIGKILL' : r2b.out.slice(-800));
+  t.match(r2b.out, /resumed from step \d+/);
+
+  const [a, b, c] = await Promise.all([loadQfm(join(dir, 'ref.qfm')), loadQfm(out1), loadQfm(out2)]);
+  const wa = weightsOf(a.model);
+  t.ok(weightsOf(b.model).every((x, i) => x.equals(wa[i]!)), 'Ctrl-C + resume: saved student bit-identical to the uninterrupted one');
+  t.ok(weightsOf(c.model).every((x, i) => x.equals(wa[i]!)), 'SIGKILL + resume: saved student bit-identical to the uninterrupted one');
 });
