@@ -406,11 +406,11 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   try {
     progress({ phase: 'prepare', step: 0, totalSteps: 0, message: `reading ${opened.description}` });
     let batchSize = intOpt('batchSize', o.batchSize, 1, 64);
-    // Probe the usable training images (decode + align once; the loader caches them).
-    const probe = train.loader({ batchSize: 1, seed, executor, augment: false, shuffle: false });
-    loaders.push(probe);
-    const probeInfo = await probe.ready();
-    const trainImages = probeInfo.images;
+    // The training images as they are (sorted, no augmentation): counts the usable ones, and feeds the
+    // range refinement and the teacher cache.
+    const plain = train.loader({ batchSize: 32, seed, executor, augment: false, shuffle: false });
+    loaders.push(plain);
+    const trainImages = (await plain.ready()).images;
     if (trainImages < batchSize) batchSize = trainImages;
     const loader = train.loader({ batchSize, seed, executor, augment, shuffle: true, dropLast: true });
     loaders.push(loader);
@@ -598,7 +598,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       progress({ phase: 'calibrate', step, totalSteps, message: 'refining the activation ranges (MSE)' });
       const inputs: FTensor[] = [];
       let seen = 0;
-      for await (const b of probeSorted.epoch(0)) {
+      for await (const b of plain.epoch(0)) {
         inputs.push(preprocess(info, b.data, b.n));
         seen += b.n;
         if (seen >= 256) break;
@@ -606,8 +606,6 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       const changes = refineActRanges(student, inputs, seed);
       log.write({ event: 'ranges', step, method: 'mse', ranges: changes.map((c) => ({ name: c.name, bits: c.bits, before: c.before, after: c.after })) });
     };
-    const probeSorted = train.loader({ batchSize: 64, seed, executor, augment: false, shuffle: false });
-    loaders.push(probeSorted);
 
     // ---------------------------------------------------------------- teacher cache (flip-only augmentation)
     // Embeddings of every training image and its mirror, computed once in a fixed order: deterministic, and
@@ -618,9 +616,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       progress({ phase: 'prepare', step: startStep, totalSteps, message: 'teacher embeddings of the training images' });
       teacherCache = new Float32Array(train.length * 2 * D);
       const per = size * size * 3;
-      const cacheLoader = train.loader({ batchSize: 32, seed, executor, augment: false, shuffle: false });
-      loaders.push(cacheLoader);
-      for await (const b of cacheLoader.epoch(0)) {
+      for await (const b of plain.epoch(0)) {
         const both = new Float32Array(2 * b.n * per);
         both.set(b.data);
         for (let i = 0; i < b.n; i++) flipHorizontal(b.data, size, both, i * per, (b.n + i) * per);
