@@ -557,6 +557,31 @@ export interface RtLutOptions {
 }
 
 /**
+ * The network's first convolution straight from the raw u8 crop: the input
+ * value is table[ci * 256 + u] (the exact preprocessed float), an fp32
+ * direct convolution (groups = 1, c <= 64; taps outside the input read 0)
+ * accumulated with fused multiply-adds over taps (ky, kx) then input
+ * channels, then y = acc + convBias[j], the RtAffineParams epilogue
+ * (scale / bias / activation; channels = cout) and the output (u8 quantized
+ * or f32), NHWC [n, oh, ow, cout]. Every variant computes the same
+ * operations (bit-identical).
+ */
+export interface RtConvInputParams extends Conv2dGeometry, Omit<RtAffineParams, 'channels'> {
+  /** c * 256 floats. */
+  table: Float32Array;
+  /** OHWI [cout, kh, kw, c] float32. */
+  weight: Float32Array;
+  /** Optional, cout floats: added to the sum before the epilogue. */
+  convBias?: Float32Array;
+}
+
+export interface RtConvInputOptions extends RtConvInputParams, RtOutputQuant {
+  x: Uint8Array;
+  out: Uint8Array | Float32Array;
+  variant?: string;
+}
+
+/**
  * One operation of a runtime program. Tensors are byte offsets into the
  * arena passed to rtRun (f32 tensors at multiples of 4); every tensor must
  * lie inside arenaBytes. Arrays (weights, per-channel parameters, tables)
@@ -619,6 +644,14 @@ export type RtOp =
       outType: 'u8' | 'f32';
       variant?: string;
     } & RtAffineParams & RtOutputQuant)
+  | ({
+      op: 'conv_input';
+      name?: string;
+      x: number;
+      out: number;
+      outType: 'u8' | 'f32';
+      variant?: string;
+    } & RtConvInputParams & RtOutputQuant)
   | {
       op: 'lut';
       name?: string;
@@ -715,6 +748,8 @@ export interface Binding {
   rtAffineAsync(o: RtAffineOptions): Promise<void>;
   rtLut(o: RtLutOptions): void;
   rtLutAsync(o: RtLutOptions): Promise<void>;
+  rtConvInput(o: RtConvInputOptions): void;
+  rtConvInputAsync(o: RtConvInputOptions): Promise<void>;
   /** Validates the operations once; throws TypeError / RangeError naming ops[i] and the field. */
   rtProgram(o: RtProgramOptions): RtProgram;
   /** Runs every operation in order (the async form on one worker thread; kernels use the native pool). */

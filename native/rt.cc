@@ -34,6 +34,13 @@ QF_KERNEL(rt_affine_kernel, AffineFn, "rt_affine",
               {"rt_affine_ref", Isa::Scalar, rt_affine_ref},
           })
 
+QF_KERNEL(rt_conv_input_kernel, ConvInputFn, "rt_conv_input",
+          {
+              {"rt_conv_input_avx512", Isa::Avx512, rt_conv_input_avx512},
+              {"rt_conv_input_avx2", Isa::Avx2, rt_conv_input_avx2},
+              {"rt_conv_input_ref", Isa::Scalar, rt_conv_input_ref},
+          })
+
 QF_KERNEL(rt_lut_kernel, LutFn, "rt_lut",
           {
               {"rt_lut_ref", Isa::Scalar, rt_lut_ref},
@@ -64,6 +71,19 @@ void rt_affine_run(AffineFn fn, const AffineArgs& args, int64_t rows) {
 void rt_lut_run(LutFn fn, const LutArgs& args, int64_t rows) {
   if (rows <= 0) return;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, args.channels));
+  if (rows <= grain || num_threads() == 1) {
+    fn(args, 0, rows);
+    return;
+  }
+  parallel_for(rows, grain, [&](int64_t r0, int64_t r1) { fn(args, r0, r1); });
+}
+
+void rt_conv_input_run(ConvInputFn fn, const ConvInputArgs& args) {
+  const ConvGeom& g = args.g;
+  const int64_t rows = g.n * g.oh;
+  if (rows <= 0) return;
+  const int64_t work = std::max<int64_t>(1, g.ow * args.cpad * g.kh * g.kw * g.c);
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 20) / work);
   if (rows <= grain || num_threads() == 1) {
     fn(args, 0, rows);
     return;
@@ -399,6 +419,79 @@ Prepared prepare_rt_lut(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// Reads the conv_input parameters shared by rtConvInput and the program op:
+// geometry (groups must be 1), table, weight (OHWI, repacked), conv bias and
+// the affine epilogue. Operand pointers are filled by the caller.
+struct ConvInputParams {
+  AlignedBuf<float> table, wt, cbias;
+  AffineParams ep;
+  rt::ConvInputArgs args;
+};
+
+ConvGeom read_geom(const Obj& o);
+
+void read_conv_input(const Obj& o, ConvInputParams* P) {
+  Napi::Env env = o.env();
+  ConvGeom g = read_geom(o);
+  if (g.groups != 1) throw_range(env, o.at("groups") + " must be 1 for conv_input");
+  if (g.c > 64) throw_range(env, o.at("c") + " must be at most 64 for conv_input (a first layer)");
+  Span<float> table = o.array<float>("table", 0, g.c * 256, true);
+  own(P->table, table);
+  const int64_t cpad = (g.cout + 15) / 16 * 16;
+  Span<float> w = o.array<float>("weight", 0, g.cout * g.kh * g.kw * g.c, true);
+  const int64_t taps = g.kh * g.kw * g.c;
+  P->wt.resize(static_cast<size_t>(taps * cpad));
+  std::fill(P->wt.data(), P->wt.data() + taps * cpad, 0.f);
+  for (int64_t j = 0; j < g.cout; j++)
+    for (int64_t t = 0; t < taps; t++) P->wt.data()[t * cpad + j] = w.data[j * taps + t];
+  Span<float> cb = o.array<float>("convBias", 0, g.cout, false);
+  own(P->cbias, cb);
+  read_affine_params(o, g.cout, &P->ep);
+  rt::ConvInputArgs& A = P->args;
+  A.g = g;
+  A.table = P->table.data();
+  A.wt = P->wt.data();
+  A.cpad = cpad;
+  A.cbias = cb.present() ? P->cbias.data() : nullptr;
+  A.a = P->ep.args.a;
+  A.b = P->ep.args.b;
+  A.act = P->ep.args.act;
+  A.slope = P->ep.args.slope;
+  A.lo = P->ep.args.lo;
+  A.hi = P->ep.args.hi;
+}
+
+Prepared prepare_rt_conv_input(const Napi::CallbackInfo& info) {
+  Args args(info, "rtConvInput");
+  Napi::Env env = info.Env();
+  Obj o(env, args.object(), "rtConvInput");
+  auto P = std::make_shared<ConvInputParams>();
+  read_conv_input(o, P.get());
+  const ConvGeom& g = P->args.g;
+  Span<uint8_t> x = o.array<uint8_t>("x", g.n * g.h * g.w * g.c, -1, true);
+  ArrOperand out = read_arr(o, "out");
+  const int64_t need = g.n * g.oh * g.ow * g.cout;
+  if (static_cast<int64_t>(out.length) < need)
+    throw_range(env, o.at("out") + " has " + std::to_string(out.length) + " elements; needs at least " + std::to_string(need) + " (n*oh*ow*cout)");
+  read_output_q(o, out.type, &P->args.out);
+  P->args.out.data = out.data;
+  P->args.x = x.data;
+  {
+    const char* x0 = reinterpret_cast<const char*>(x.data);
+    const char* o0 = static_cast<const char*>(out.data);
+    const int64_t xb = g.n * g.h * g.w * g.c, ob = need * static_cast<int64_t>(esize(out.type));
+    if (xb > 0 && ob > 0 && o0 < x0 + xb && x0 < o0 + ob) throw_range(env, o.at("out") + " must not overlap x");
+  }
+  const std::string want = o.string("variant", "");
+  const auto* v = rt::rt_conv_input_kernel().find(want);
+  if (!v) throw_range(env, o.at("variant") + " '" + want + "' is unknown or not supported on this CPU");
+  rt::ConvInputFn fn = v->fn;
+  Prepared p;
+  p.keep = {x.value, out.value};
+  p.run = [fn, P]() { rt::rt_conv_input_run(fn, P->args); };
+  return p;
+}
+
 // ====================================================================== programs
 struct Extent {
   int64_t off = 0, bytes = 0;
@@ -537,6 +630,22 @@ struct AffineOp : Op {
     g.x.data = arena + x.off;
     g.out.data = arena + out.off;
     rt::rt_affine_run(fn, g, rows);
+  }
+  void extents(std::vector<Extent>* in, Extent* o) const override {
+    in->push_back(x);
+    *o = out;
+  }
+};
+
+struct ConvInputOp : Op {
+  ConvInputParams p;
+  Extent x, out;
+  rt::ConvInputFn fn = nullptr;
+  void run(uint8_t* arena) const override {
+    rt::ConvInputArgs a = p.args;
+    a.x = arena + x.off;
+    a.out.data = arena + out.off;
+    rt::rt_conv_input_run(fn, a);
   }
   void extents(std::vector<Extent>* in, Extent* o) const override {
     in->push_back(x);
@@ -704,6 +813,22 @@ std::unique_ptr<Op> parse_affine(const Obj& o, int64_t arena) {
   return op;
 }
 
+std::unique_ptr<Op> parse_conv_input(const Obj& o, int64_t arena) {
+  auto op = std::make_unique<ConvInputOp>();
+  read_conv_input(o, &op->p);
+  const ConvGeom& g = op->p.args.g;
+  op->x = read_extent(o, "x", g.n * g.h * g.w * g.c, 1, arena);
+  const VType ot = read_vtype(o, "outType");
+  op->out = read_extent(o, "out", g.n * g.oh * g.ow * g.cout, esize(ot), arena);
+  if (overlaps(op->x, op->out)) throw_range(o.env(), o.at("out") + " must not overlap x");
+  read_output_q(o, ot, &op->p.args.out);
+  const std::string want = o.string("variant", "");
+  const auto* v = rt::rt_conv_input_kernel().find(want);
+  if (!v) throw_range(o.env(), o.at("variant") + " '" + want + "' is unknown or not supported on this CPU");
+  op->fn = v->fn;
+  return op;
+}
+
 std::unique_ptr<Op> parse_lut(const Obj& o, int64_t arena) {
   auto op = std::make_unique<LutOp>();
   const int64_t count = o.integer("count", 0, kMax);
@@ -774,14 +899,15 @@ Napi::Value RtProgram(const Napi::CallbackInfo& info) {
     if (!v.IsObject() || v.IsArray() || v.IsTypedArray())
       throw_type(env, where + " must be an operation object (got " + describe(v) + ")");
     Obj o(env, v.As<Napi::Object>(), where);
-    const int kind = o.choice("op", {"conv_u8", "conv_f32", "add", "affine", "lut"}, -1);
+    const int kind = o.choice("op", {"conv_u8", "conv_f32", "add", "affine", "lut", "conv_input"}, -1);
     std::unique_ptr<Op> op;
     switch (kind) {
       case 0: op = parse_conv_u8(o, arena, &parsed->refs); break;
       case 1: op = parse_conv_f32(o, arena); break;
       case 2: op = parse_add(o, arena); break;
       case 3: op = parse_affine(o, arena); break;
-      default: op = parse_lut(o, arena); break;
+      case 4: op = parse_lut(o, arena); break;
+      default: op = parse_conv_input(o, arena); break;
     }
     op->name = o.string("name", "");
     parsed->ops.push_back(std::move(op));
@@ -839,6 +965,7 @@ void init_rt(Napi::Env env, Napi::Object exports) {
   QF_EXPORT_SYNC_ASYNC(exports, env, "rtAdd", prepare_rt_add);
   QF_EXPORT_SYNC_ASYNC(exports, env, "rtAffine", prepare_rt_affine);
   QF_EXPORT_SYNC_ASYNC(exports, env, "rtLut", prepare_rt_lut);
+  QF_EXPORT_SYNC_ASYNC(exports, env, "rtConvInput", prepare_rt_conv_input);
   Napi::Function ctor = ProgramWrap::Define(env);
   auto* ref = new Napi::FunctionReference(Napi::Persistent(ctor));
   env.AddCleanupHook([ref]() { delete ref; });

@@ -18,6 +18,7 @@
 #pragma once
 #include <cstdint>
 
+#include "conv.h"
 #include "core.h"
 
 namespace qf {
@@ -94,10 +95,43 @@ using LutFn = void (*)(const LutArgs& args, int64_t r0, int64_t r1);
 const Kernel<LutFn>& rt_lut_kernel();
 void rt_lut_ref(const LutArgs& args, int64_t r0, int64_t r1);
 
+// ------------------------------------------------------------------ conv_input
+// The network's first convolution, straight from the raw u8 input crop:
+// x' = table[ci * 256 + u] (the exact preprocessed float input), then an fp32
+// direct convolution (groups = 1; taps outside the input are 0, as the float
+// model pads its preprocessed input), then the rt_affine epilogue:
+//   acc = sum over taps (ky, kx) in order, then ci: acc = fma(x', w, acc)
+//   y = acc + cbias[j] (if cbias); y = float((double)y * a[j] + b[j]) (if a or b);
+//   activation; out (u8 quantized or f32), NHWC [n, oh, ow, cout].
+// w is repacked: wt[((ky * kw + kx) * c + ci) * cpad + j], cpad = cout rounded
+// up to 16, zero padded. Every variant computes the same fma sequence per
+// output (bit-identical).
+struct ConvInputArgs {
+  ConvGeom g;
+  const uint8_t* x = nullptr;
+  const float* table = nullptr;
+  const float* wt = nullptr;
+  int64_t cpad = 0;
+  const float* cbias = nullptr;
+  const float* a = nullptr;
+  const float* b = nullptr;
+  AffAct act = AffAct::None;
+  const float* slope = nullptr;
+  float lo = 0.f, hi = 0.f;
+  Output out;
+};
+// Output rows [r0, r1) of n * oh.
+using ConvInputFn = void (*)(const ConvInputArgs& args, int64_t r0, int64_t r1);
+const Kernel<ConvInputFn>& rt_conv_input_kernel();
+void rt_conv_input_ref(const ConvInputArgs& args, int64_t r0, int64_t r1);
+void rt_conv_input_avx2(const ConvInputArgs& args, int64_t r0, int64_t r1);
+void rt_conv_input_avx512(const ConvInputArgs& args, int64_t r0, int64_t r1);
+
 // Threaded drivers (baseline code, rt.cc).
 void rt_add_run(AddFn fn, const AddArgs& args, int64_t count);
 void rt_affine_run(AffineFn fn, const AffineArgs& args, int64_t rows);
 void rt_lut_run(LutFn fn, const LutArgs& args, int64_t rows);
+void rt_conv_input_run(ConvInputFn fn, const ConvInputArgs& args);
 
 }  // namespace rt
 }  // namespace qf

@@ -115,5 +115,125 @@ void rt_affine_avx2(const AffineArgs& g, int64_t r0, int64_t r1) {
   }
 }
 
+namespace {
+
+inline __m256 act8(AffAct act, __m256 y, const float* slope, float lo, float hi) {
+  const __m256 zero = _mm256_setzero_ps();
+  switch (act) {
+    case AffAct::None: return y;
+    case AffAct::Relu: return _mm256_and_ps(_mm256_cmp_ps(y, zero, _CMP_GT_OQ), y);
+    case AffAct::Prelu: return _mm256_blendv_ps(_mm256_mul_ps(y, _mm256_loadu_ps(slope)), y, _mm256_cmp_ps(y, zero, _CMP_GT_OQ));
+    case AffAct::Clamp: {
+      const __m256 l = _mm256_set1_ps(lo), h = _mm256_set1_ps(hi);
+      y = _mm256_blendv_ps(y, l, _mm256_cmp_ps(y, l, _CMP_LT_OQ));
+      return _mm256_blendv_ps(y, h, _mm256_cmp_ps(y, h, _CMP_GT_OQ));
+    }
+  }
+  return y;
+}
+
+// P pixels x NB vectors of 8 channels from channel j0v (a multiple of 8).
+template <int P, int NB>
+inline void ci8_pixels(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0, int64_t j0v, int64_t ky0, int64_t ky1, bool checkx) {
+  const ConvGeom& g = A.g;
+  const int64_t C = g.c, cpad = A.cpad;
+  __m256 acc[P][NB];
+  for (int p = 0; p < P; p++)
+    for (int k = 0; k < NB; k++) acc[p][k] = _mm256_setzero_ps();
+  for (int64_t ky = ky0; ky < ky1; ky++) {
+    const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+    const uint8_t* rowp = A.x + (n * g.h + iy) * g.w * C;
+    for (int64_t kx = 0; kx < g.kw; kx++) {
+      const float* wr = A.wt + (ky * g.kw + kx) * C * cpad + j0v;
+      const uint8_t* px[P];
+      bool ok[P];
+      for (int p = 0; p < P; p++) {
+        const int64_t ix = (ox0 + p) * g.sw - g.pl + kx * g.dw;
+        ok[p] = !checkx || (ix >= 0 && ix < g.w);
+        px[p] = rowp + ix * C;
+      }
+      for (int64_t ci = 0; ci < C; ci++) {
+        __m256 wv[NB];
+        for (int k = 0; k < NB; k++) wv[k] = _mm256_load_ps(wr + ci * cpad + k * 8);
+        const float* tab = A.table + ci * 256;
+        for (int p = 0; p < P; p++) {
+          if (!ok[p]) continue;
+          const __m256 v = _mm256_set1_ps(tab[px[p][ci]]);
+          for (int k = 0; k < NB; k++) acc[p][k] = _mm256_fmadd_ps(v, wv[k], acc[p][k]);
+        }
+      }
+    }
+  }
+  alignas(32) float tmp[8];
+  for (int k = 0; k < NB; k++) {
+    const int64_t j0 = j0v + k * 8;
+    const int64_t valid = g.cout - j0 < 8 ? g.cout - j0 : 8;
+    if (valid <= 0) break;
+    for (int p = 0; p < P; p++) {
+      const int64_t o = ((n * g.oh + oy) * g.ow + ox0 + p) * g.cout + j0;
+      __m256 y = acc[p][k];
+      if (valid == 8) {
+        if (A.cbias) y = _mm256_add_ps(y, _mm256_loadu_ps(A.cbias + j0));
+        if (A.a || A.b) y = affine8(y, A.a ? _mm256_loadu_ps(A.a + j0) : _mm256_set1_ps(1.f), A.b ? _mm256_loadu_ps(A.b + j0) : _mm256_setzero_ps());
+        y = act8(A.act, y, A.slope ? A.slope + j0 : nullptr, A.lo, A.hi);
+        store8(A.out, o, y);
+      } else {
+        _mm256_store_ps(tmp, y);
+        for (int64_t l = 0; l < valid; l++) {
+          const int64_t j = j0 + l;
+          float v = A.cbias ? tmp[l] + A.cbias[j] : tmp[l];
+          if (A.a || A.b) {
+            const double a = A.a ? static_cast<double>(A.a[j]) : 1.0;
+            const double b = A.b ? static_cast<double>(A.b[j]) : 0.0;
+            v = static_cast<float>(static_cast<double>(v) * a + b);
+          }
+          switch (A.act) {
+            case AffAct::None: break;
+            case AffAct::Relu: v = v > 0.f ? v : 0.f; break;
+            case AffAct::Prelu: v = v > 0.f ? v : v * A.slope[j]; break;
+            case AffAct::Clamp: v = v < A.lo ? A.lo : (v > A.hi ? A.hi : v); break;
+          }
+          store1(A.out, o + l, v);
+        }
+      }
+    }
+  }
+}
+
+template <int P>
+inline void ci8_all(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0, int64_t ky0, int64_t ky1, bool checkx) {
+  const int64_t nv = (A.g.cout + 7) / 8;
+  int64_t v = 0;
+  for (; v + 2 <= nv; v += 2) ci8_pixels<P, 2>(A, n, oy, ox0, v * 8, ky0, ky1, checkx);
+  if (v < nv) ci8_pixels<P, 1>(A, n, oy, ox0, v * 8, ky0, ky1, checkx);
+}
+
+inline int64_t cdiv(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+inline int64_t fdiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+}  // namespace
+
+void rt_conv_input_avx2(const ConvInputArgs& A, int64_t r0, int64_t r1) {
+  const ConvGeom& g = A.g;
+  int64_t lo = cdiv(g.pl, g.sw);
+  int64_t hi = fdiv(g.w - 1 + g.pl - (g.kw - 1) * g.dw, g.sw) + 1;
+  lo = lo < 0 ? 0 : (lo > g.ow ? g.ow : lo);
+  hi = hi > g.ow ? g.ow : hi;
+  if (hi < lo) hi = lo;
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t n = r / g.oh, oy = r % g.oh;
+    const int64_t base = oy * g.sh - g.pt;
+    int64_t ky0 = cdiv(-base, g.dh), ky1 = cdiv(g.h - base, g.dh);
+    ky0 = ky0 < 0 ? 0 : ky0;
+    ky1 = ky1 > g.kh ? g.kh : ky1;
+    if (ky1 < ky0) ky1 = ky0;
+    int64_t ox = 0;
+    for (; ox < lo; ox++) ci8_all<1>(A, n, oy, ox, ky0, ky1, true);
+    for (; ox + 4 <= hi; ox += 4) ci8_all<4>(A, n, oy, ox, ky0, ky1, false);
+    for (; ox < hi; ox++) ci8_all<1>(A, n, oy, ox, ky0, ky1, false);
+    for (; ox < g.ow; ox++) ci8_all<1>(A, n, oy, ox, ky0, ky1, true);
+  }
+}
+
 }  // namespace rt
 }  // namespace qf

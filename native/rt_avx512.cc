@@ -90,5 +90,114 @@ void rt_affine_avx512(const AffineArgs& g, int64_t r0, int64_t r1) {
   }
 }
 
+namespace {
+
+inline __m512 act16(const AffAct act, __m512 y, const float* slope, int64_t c, __mmask16 m, float lo, float hi) {
+  const __m512 zero = _mm512_setzero_ps();
+  switch (act) {
+    case AffAct::None: return y;
+    case AffAct::Relu: return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ), y);
+    case AffAct::Prelu: {
+      const __mmask16 pos = _mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ);
+      return _mm512_mask_blend_ps(pos, _mm512_mul_ps(y, _mm512_maskz_loadu_ps(m, slope + c)), y);
+    }
+    case AffAct::Clamp: {
+      const __m512 l = _mm512_set1_ps(lo), h = _mm512_set1_ps(hi);
+      y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, l, _CMP_LT_OQ), y, l);
+      return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, h, _CMP_GT_OQ), y, h);
+    }
+  }
+  return y;
+}
+
+// P output pixels (consecutive ox of one row) x NB vectors of 16 output channels from vector v0.
+template <int P, int NB>
+inline void ci_pixels(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0, int64_t v0, int64_t ky0, int64_t ky1, bool checkx) {
+  const ConvGeom& g = A.g;
+  const int64_t C = g.c, cpad = A.cpad;
+  __m512 acc[P][NB];
+  for (int p = 0; p < P; p++)
+    for (int k = 0; k < NB; k++) acc[p][k] = _mm512_setzero_ps();
+  for (int64_t ky = ky0; ky < ky1; ky++) {
+    const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+    const uint8_t* rowp = A.x + (n * g.h + iy) * g.w * C;
+    for (int64_t kx = 0; kx < g.kw; kx++) {
+      const float* wr = A.wt + (ky * g.kw + kx) * C * cpad + v0 * 16;
+      const uint8_t* px[P];
+      bool ok[P];
+      for (int p = 0; p < P; p++) {
+        const int64_t ix = (ox0 + p) * g.sw - g.pl + kx * g.dw;
+        ok[p] = !checkx || (ix >= 0 && ix < g.w);
+        px[p] = rowp + ix * C;
+      }
+      for (int64_t ci = 0; ci < C; ci++) {
+        __m512 wv[NB];
+        for (int k = 0; k < NB; k++) wv[k] = _mm512_load_ps(wr + ci * cpad + k * 16);
+        const float* tab = A.table + ci * 256;
+        for (int p = 0; p < P; p++) {
+          if (!ok[p]) continue;
+          const __m512 v = _mm512_set1_ps(tab[px[p][ci]]);
+          for (int k = 0; k < NB; k++) acc[p][k] = _mm512_fmadd_ps(v, wv[k], acc[p][k]);
+        }
+      }
+    }
+  }
+  const __m512 zero = _mm512_setzero_ps();
+  for (int k = 0; k < NB; k++) {
+    const int64_t j0 = (v0 + k) * 16;
+    const __mmask16 m = tail_mask(g.cout - j0);
+    const __m512 cb = A.cbias ? _mm512_maskz_loadu_ps(m, A.cbias + j0) : zero;
+    const __m512 a = A.a ? _mm512_maskz_loadu_ps(m, A.a + j0) : _mm512_set1_ps(1.f);
+    const __m512 b = A.b ? _mm512_maskz_loadu_ps(m, A.b + j0) : zero;
+    for (int p = 0; p < P; p++) {
+      __m512 y = acc[p][k];
+      if (A.cbias) y = _mm512_add_ps(y, cb);
+      if (A.a || A.b) y = affine16(y, a, b);
+      y = act16(A.act, y, A.slope, j0, m, A.lo, A.hi);
+      store16(A.out, ((n * g.oh + oy) * g.ow + ox0 + p) * g.cout + j0, y, m);
+    }
+  }
+}
+
+template <int P>
+inline void ci_pixels_all(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0, int64_t ky0, int64_t ky1, bool checkx) {
+  const int64_t nv = A.cpad / 16;
+  int64_t v = 0;
+  for (; v + 4 <= nv; v += 4) ci_pixels<P, 4>(A, n, oy, ox0, v, ky0, ky1, checkx);
+  switch (nv - v) {
+    case 3: ci_pixels<P, 3>(A, n, oy, ox0, v, ky0, ky1, checkx); break;
+    case 2: ci_pixels<P, 2>(A, n, oy, ox0, v, ky0, ky1, checkx); break;
+    case 1: ci_pixels<P, 1>(A, n, oy, ox0, v, ky0, ky1, checkx); break;
+    default: break;
+  }
+}
+
+inline int64_t cdiv(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+inline int64_t fdiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+}  // namespace
+
+void rt_conv_input_avx512(const ConvInputArgs& A, int64_t r0, int64_t r1) {
+  const ConvGeom& g = A.g;
+  int64_t lo = cdiv(g.pl, g.sw);
+  int64_t hi = fdiv(g.w - 1 + g.pl - (g.kw - 1) * g.dw, g.sw) + 1;
+  lo = lo < 0 ? 0 : (lo > g.ow ? g.ow : lo);
+  hi = hi > g.ow ? g.ow : hi;
+  if (hi < lo) hi = lo;
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t n = r / g.oh, oy = r % g.oh;
+    const int64_t base = oy * g.sh - g.pt;
+    int64_t ky0 = cdiv(-base, g.dh), ky1 = cdiv(g.h - base, g.dh);
+    ky0 = ky0 < 0 ? 0 : ky0;
+    ky1 = ky1 > g.kh ? g.kh : ky1;
+    if (ky1 < ky0) ky1 = ky0;
+    int64_t ox = 0;
+    for (; ox < lo; ox++) ci_pixels_all<1>(A, n, oy, ox, ky0, ky1, true);
+    for (; ox + 4 <= hi; ox += 4) ci_pixels_all<4>(A, n, oy, ox, ky0, ky1, false);
+    for (; ox < hi; ox++) ci_pixels_all<1>(A, n, oy, ox, ky0, ky1, false);
+    for (; ox < g.ow; ox++) ci_pixels_all<1>(A, n, oy, ox, ky0, ky1, true);
+  }
+}
+
 }  // namespace rt
 }  // namespace qf

@@ -69,5 +69,43 @@ void rt_lut_ref(const LutArgs& g, int64_t r0, int64_t r1) {
   }
 }
 
+void rt_conv_input_ref(const ConvInputArgs& A, int64_t r0, int64_t r1) {
+  const ConvGeom& g = A.g;
+  const int64_t C = g.c, CO = g.cout;
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t n = r / g.oh, oy = r % g.oh;
+    for (int64_t ox = 0; ox < g.ow; ox++) {
+      const int64_t o = (r * g.ow + ox) * CO;
+      for (int64_t j = 0; j < CO; j++) {
+        float acc = 0.f;
+        for (int64_t ky = 0; ky < g.kh; ky++) {
+          const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+          if (iy < 0 || iy >= g.h) continue;
+          for (int64_t kx = 0; kx < g.kw; kx++) {
+            const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
+            if (ix < 0 || ix >= g.w) continue;
+            const uint8_t* px = A.x + ((n * g.h + iy) * g.w + ix) * C;
+            const float* wr = A.wt + (ky * g.kw + kx) * C * A.cpad + j;
+            for (int64_t ci = 0; ci < C; ci++) acc = std::fma(A.table[ci * 256 + px[ci]], wr[ci * A.cpad], acc);
+          }
+        }
+        float y = A.cbias ? acc + A.cbias[j] : acc;
+        if (A.a || A.b) {
+          const double a = A.a ? static_cast<double>(A.a[j]) : 1.0;
+          const double b = A.b ? static_cast<double>(A.b[j]) : 0.0;
+          y = static_cast<float>(static_cast<double>(y) * a + b);
+        }
+        switch (A.act) {
+          case AffAct::None: break;
+          case AffAct::Relu: y = y > 0.f ? y : 0.f; break;
+          case AffAct::Prelu: y = y > 0.f ? y : y * A.slope[j]; break;
+          case AffAct::Clamp: y = y < A.lo ? A.lo : (y > A.hi ? A.hi : y); break;
+        }
+        store(A.out, o + j, y);
+      }
+    }
+  }
+}
+
 }  // namespace rt
 }  // namespace qf

@@ -305,3 +305,101 @@ t.test('programs: every operation matches its standalone kernel; profile; single
     if (r.name === 'rtRun') t.ok([...profile].every((s) => s >= 0), 'profile has a time per operation');
   }
 });
+
+t.test('rtConvInput: every variant bit-identical to the reference, reference vs float64', async (t) => {
+  const vs = variants('rt_conv_input');
+  t.ok(vs.some((v) => v.name === 'rt_conv_input_ref'), 'has a reference variant');
+  const cases = [
+    { n: 2, h: 9, w: 11, c: 3, cout: 17, kh: 3, kw: 3, strideH: 2, strideW: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 },
+    { n: 1, h: 7, w: 7, c: 3, cout: 64, kh: 3, kw: 3, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 },
+    { n: 3, h: 6, w: 13, c: 1, cout: 5, kh: 5, kw: 3, strideW: 2, padTop: 2, padLeft: 0, padBottom: 1, padRight: 2 },
+    { n: 1, h: 12, w: 10, c: 4, cout: 33, kh: 3, kw: 3, dilationH: 2, dilationW: 2, padTop: 2, padLeft: 2, padBottom: 2, padRight: 2 },
+    { n: 2, h: 5, w: 5, c: 3, cout: 16, kh: 1, kw: 1 },
+    { n: 1, h: 16, w: 16, c: 3, cout: 72, kh: 3, kw: 3, strideH: 2, strideW: 2, padTop: 0, padLeft: 0, padBottom: 1, padRight: 1 },
+  ];
+  for (const g0 of cases) {
+    const g = { strideH: 1, strideW: 1, padTop: 0, padLeft: 0, padBottom: 0, padRight: 0, dilationH: 1, dilationW: 1, ...g0 };
+    const oh = Math.floor((g.h + g.padTop + g.padBottom - g.dilationH * (g.kh - 1) - 1) / g.strideH) + 1;
+    const ow = Math.floor((g.w + g.padLeft + g.padRight - g.dilationW * (g.kw - 1) - 1) / g.strideW) + 1;
+    const x = randU8(g.n * g.h * g.w * g.c);
+    const table = randF32(g.c * 256, 1);
+    const weight = randF32(g.cout * g.kh * g.kw * g.c, 0.5);
+    const convBias = randF32(g.cout, 0.2);
+    const outN = g.n * oh * ow * g.cout;
+    // float64 reference of the convolution (before the epilogue)
+    const exact = new Float64Array(outN);
+    const mag = new Float64Array(outN);
+    for (let n = 0; n < g.n; n++)
+      for (let oy = 0; oy < oh; oy++)
+        for (let ox = 0; ox < ow; ox++)
+          for (let j = 0; j < g.cout; j++) {
+            const o = ((n * oh + oy) * ow + ox) * g.cout + j;
+            for (let ky = 0; ky < g.kh; ky++) {
+              const iy = oy * g.strideH - g.padTop + ky * g.dilationH;
+              if (iy < 0 || iy >= g.h) continue;
+              for (let kx = 0; kx < g.kw; kx++) {
+                const ix = ox * g.strideW - g.padLeft + kx * g.dilationW;
+                if (ix < 0 || ix >= g.w) continue;
+                for (let ci = 0; ci < g.c; ci++) {
+                  const p = table[ci * 256 + x[((n * g.h + iy) * g.w + ix) * g.c + ci]!]! * weight[((j * g.kh + ky) * g.kw + kx) * g.c + ci]!;
+                  exact[o] += p;
+                  mag[o] += Math.abs(p);
+                }
+              }
+            }
+          }
+    const terms = g.kh * g.kw * g.c;
+    // no epilogue, f32 out: the reference within the fp32 summation bound
+    {
+      const out = new Float32Array(outN).fill(NaN);
+      binding.rtConvInput({ ...g, x, table, weight, out, variant: 'ref' });
+      let worst = 0;
+      for (let i = 0; i < outN; i++) worst = Math.max(worst, Math.abs(out[i]! - exact[i]!) / ((terms + 2) * 2 ** -24 * mag[i]! + 1e-30));
+      // an fp32 sum of k products (fused multiply-adds, any order) is within (k + 2) 2^-24 sum|terms| of the exact value
+      t.ok(worst <= 1, `ref within the fp32 summation bound (${worst.toFixed(3)} of it), c=${g.c} cout=${g.cout} k=${g.kh}x${g.kw}`);
+    }
+    for (const act of ['none', 'relu', 'prelu', 'clamp'] as const)
+      for (const ok of ['u8', 'f32'] as Kind[]) {
+        const scale = rand() < 0.5 ? randF32(g.cout, 2) : undefined;
+        const bias = rand() < 0.5 ? randF32(g.cout, 0.5) : undefined;
+        const slope = act === 'prelu' ? randF32(g.cout, 0.5) : undefined;
+        const opts = {
+          ...g, x, table, weight, convBias, activation: act,
+          ...(scale ? { scale } : {}), ...(bias ? { bias } : {}), ...(slope ? { slope } : {}),
+          ...(act === 'clamp' ? { lo: -0.5, hi: 0.75 } : {}),
+          ...(ok === 'u8' ? { outScale: 0.02, outZeroPoint: 128 } : {}),
+        };
+        const ref = poison(ok, outN);
+        binding.rtConvInput({ ...opts, out: ref, variant: 'ref' });
+        for (const v of vs) {
+          if (!v.supported) {
+            t.skip(`${v.name}: not supported on this CPU`, () => {});
+            continue;
+          }
+          const out = poison(ok, outN);
+          binding.rtConvInput({ ...opts, out, variant: v.name });
+          const bad = eqBits(out, ref);
+          if (bad >= 0) t.fail(`${v.name} cout=${g.cout} ${act} ->${ok}: element ${bad} is ${out[bad]}, ref ${ref[bad]}`);
+        }
+        if (ok === 'f32' && act === 'none' && !scale && !bias) {
+          let worst = 0;
+          for (let i = 0; i < outN; i++) worst = Math.max(worst, Math.abs(ref[i]! - (exact[i]! + convBias[i % g.cout]!)) / ((terms + 3) * 2 ** -24 * (mag[i]! + Math.abs(convBias[i % g.cout]!)) + 1e-30));
+          t.ok(worst <= 1, 'conv bias added after the sum');
+        }
+      }
+  }
+  t.pass('all variants bit-identical to the reference');
+  const g = { n: 1, h: 8, w: 8, c: 3, cout: 8, kh: 3, kw: 3 };
+  const x = randU8(8 * 8 * 3);
+  const table = randF32(768);
+  const weight = randF32(8 * 27);
+  const a = new Float32Array(6 * 6 * 8);
+  const b = new Float32Array(6 * 6 * 8).fill(NaN);
+  binding.rtConvInput({ ...g, x, table, weight, out: a });
+  await binding.rtConvInputAsync({ ...g, x, table, weight, out: b });
+  t.equal(eqBits(a, b), -1, 'async form gives the same result');
+  t.throws(() => binding.rtConvInput({ ...g, x, table: new Float32Array(10), weight, out: a }), { name: 'RangeError', message: /table/ });
+  t.throws(() => binding.rtConvInput({ ...g, groups: 1, c: 65, x: new Uint8Array(8 * 8 * 65), table: new Float32Array(65 * 256), weight: new Float32Array(8 * 9 * 65), out: a }), { name: 'RangeError', message: /c must be at most 64/ });
+  t.throws(() => binding.rtConvInput({ ...g, x, table, weight: new Float32Array(5), out: a }), { name: 'RangeError', message: /weight/ });
+  t.throws(() => binding.rtConvInput({ ...g, x, table, weight, out: new Float32Array(10) }), { name: 'RangeError', message: /out/ });
+});

@@ -133,6 +133,23 @@ export type LOp =
       hi?: number;
     }
   | { kind: 'lut'; name: string; x: LValue; out: LValue; channels: number; table: Uint8Array | Float32Array }
+  | {
+      kind: 'conv_input';
+      name: string;
+      x: LValue;
+      out: LValue;
+      geom: ConvGeometry;
+      table: Float32Array;
+      weight: Float32Array;
+      convBias?: Float32Array;
+      scale?: Float32Array;
+      bias?: Float32Array;
+      activation: 'none' | 'relu' | 'prelu' | 'clamp';
+      slope?: Float32Array;
+      lo?: number;
+      hi?: number;
+      macs: number;
+    }
   | { kind: 'js'; name: string; inputs: LValue[]; out: LValue; module: Module };
 
 export interface CompileOptions {
@@ -160,6 +177,8 @@ export interface CompileOptions {
    * exact int8 path).
    */
   approximateInput?: boolean;
+  /** Fuse the input table with a first convolution of up to 64 input channels (rt_conv_input). Default true. */
+  fuseInput?: boolean;
   /**
    * Batches with fewer multiply-accumulates than this run on one thread
    * (no pool wake-up per kernel). Default 48e6 (e.g. MobileFaceNet batch 1 uses the pool only above it).
@@ -567,6 +586,12 @@ class Lowering {
     }
     const table = new Float32Array(256 * C);
     for (let u = 0; u < 256; u++) for (let c = 0; c < C; c++) table[c * 256 + u] = T[u * C + c]!;
+    const first = consumers.length === 1 && g.output !== end ? consumers[0]! : undefined;
+    if (first && this.opts.fuseInput !== false && first.kind === 'conv' && (first.module as Conv2d).groups === 1 && C <= 64) {
+      this.lowerConvInput(first, raw, table);
+      this.report.input = 'fused with the first convolution (exact float preprocessing, fp32 direct convolution)';
+      return;
+    }
     const out = this.value('f32', shape, 'input.f32');
     this.ops.push({ kind: 'lut', name: 'input(preprocess)', x: raw, out, channels: C, table });
     this.report.luts++;
@@ -682,42 +707,14 @@ class Lowering {
   }
 
   private lowerConvF32(n: IrNode, x0: LValue, geom: ConvGeometry, macs: number): void {
-    const g = this.g;
     const m = n.module as Conv2d | Linear;
     const x = this.toF32(x0, n.path);
     const C = geom.cout;
-    // The weights the forward uses: fake-quantized when the layer has an enabled quantizer.
-    const wq = m.weightQuant;
-    const fq = !this.float && hasWeightQuantizer(wq);
-    const channels = C;
-    const wsrc = fq ? wq!.transform(m.weight.data, channels, m.weight.data.numel / channels).data : m.weight.data.data;
-    let weight = Float32Array.from(wsrc);
-    let bias = m.bias ? Float32Array.from(m.bias.data.data) : undefined;
-    let v = n.output;
-    const folded: IrNode[] = [];
-    if (!this.anyQuant && this.opts.foldBatchNorm !== false) {
-      // FP model: fold the following affine steps into the weights (float64 products, rounded once).
-      for (;;) {
-        const c = soleConsumer(g, v);
-        if (!c || !(c.kind === 'bn' || c.kind === 'caffine') || !isElementwise(c, C)) break;
-        const { a, b } = affineOf(c, C);
-        const per = weight.length / C;
-        const w2 = new Float32Array(weight.length);
-        const b2 = new Float32Array(C);
-        for (let j = 0; j < C; j++) {
-          const aj = a ? a[j]! : 1;
-          for (let i = j * per; i < (j + 1) * per; i++) w2[i] = weight[i]! * aj;
-          b2[j] = (bias ? bias[j]! : 0) * aj + (b ? b[j]! : 0);
-        }
-        weight = w2;
-        bias = b2;
-        folded.push(c);
-        v = c.output;
-      }
-    }
+    const fw = this.floatWeights(m, C);
+    const { v, weight, bias, folded } = this.foldAffines(n.output, C, fw.weight, fw.bias);
     const reason = this.float
       ? 'float precision requested'
-      : !fq && !this.opts.packedWeight
+      : !fw.fq && !this.opts.packedWeight
         ? 'float weights (no weight quantizer)'
         : x0.repr === 'f32'
           ? 'its input has no activation quantizer (insert one with addInputQuantizers to run it in int8)'
@@ -730,6 +727,90 @@ class Lowering {
     r.fp32WeightBytes += weight.byteLength;
     if (this.anyQuant) r.fp32Reasons.push(`${n.path}: ${reason}`);
     for (const c of folded) this.done.add(c);
+    this.done.add(n);
+    this.lv.set(v, out);
+  }
+
+  /** The float weights a conv's forward uses (fake-quantized with an enabled quantizer, unless precision is 'float'). */
+  private floatWeights(m: Conv2d | Linear, C: number): { weight: Float32Array; bias?: Float32Array; fq: boolean } {
+    const wq = m.weightQuant;
+    const fq = !this.float && hasWeightQuantizer(wq);
+    const wsrc = fq ? wq!.transform(m.weight.data, C, m.weight.data.numel / C).data : m.weight.data.data;
+    return { weight: Float32Array.from(wsrc), ...(m.bias ? { bias: Float32Array.from(m.bias.data.data) } : {}), fq };
+  }
+
+  /** FP models: folds the affine steps after v into weight / bias (float64 products, rounded once). */
+  private foldAffines(v: IrValue, C: number, weight: Float32Array, bias: Float32Array | undefined): { v: IrValue; weight: Float32Array; bias?: Float32Array; folded: IrNode[] } {
+    const folded: IrNode[] = [];
+    if (this.anyQuant || this.opts.foldBatchNorm === false) return { v, weight, ...(bias ? { bias } : {}), folded };
+    for (;;) {
+      const c = soleConsumer(this.g, v);
+      if (!c || !(c.kind === 'bn' || c.kind === 'caffine') || !isElementwise(c, C)) break;
+      const { a, b } = affineOf(c, C);
+      const per = weight.length / C;
+      const w2 = new Float32Array(weight.length);
+      const b2 = new Float32Array(C);
+      for (let j = 0; j < C; j++) {
+        const aj = a ? a[j]! : 1;
+        for (let i = j * per; i < (j + 1) * per; i++) w2[i] = weight[i]! * aj;
+        b2[j] = (bias ? bias[j]! : 0) * aj + (b ? b[j]! : 0);
+      }
+      weight = w2;
+      bias = b2;
+      folded.push(c);
+      v = c.output;
+    }
+    return { v, weight, ...(bias ? { bias } : {}), folded };
+  }
+
+  /** The first convolution fused with the input table (rt_conv_input) and its epilogue chain. */
+  private lowerConvInput(n: IrNode, raw: LValue, table: Float32Array): void {
+    const g = this.g;
+    const geom = convGeometry(n);
+    const C = geom.cout;
+    const m = n.module as Conv2d;
+    const fw = this.floatWeights(m, C);
+    const f = this.foldAffines(n.output, C, fw.weight, fw.bias);
+    let v = f.v;
+    const chain: IrNode[] = [...f.folded];
+    let aff: IrNode | undefined;
+    let act: IrNode | undefined;
+    let quant: IrNode | undefined;
+    for (;;) {
+      const c = soleConsumer(g, v);
+      if (!c || !isElementwise(c, C)) break;
+      if (!aff && !act && !quant && (c.kind === 'bn' || c.kind === 'caffine')) aff = c;
+      else if (!act && !quant && (c.kind === 'prelu' || c.kind === 'relu' || c.kind === 'clamp')) act = c;
+      else if (!quant && c.kind === 'quant' && !this.float) quant = c;
+      else break;
+      chain.push(c);
+      v = c.output;
+      if (quant) break;
+    }
+    const ab = aff ? affineOf(aff, C) : {};
+    const qp = quant ? actQParams(quant.module, quant.path) : undefined;
+    const out = this.value(qp ? 'u8' : 'f32', v.shape, (chain[chain.length - 1] ?? n).path, qp);
+    const op: Extract<LOp, { kind: 'conv_input' }> = {
+      kind: 'conv_input', name: n.path, x: raw, out, geom, table, weight: f.weight, ...(f.bias ? { convBias: f.bias } : {}),
+      ...(ab.a ? { scale: ab.a } : {}), ...(ab.b ? { bias: ab.b } : {}), activation: 'none', macs: numel(n.output.shape) * geom.kh * geom.kw * geom.c,
+    };
+    if (act?.kind === 'relu') op.activation = 'relu';
+    else if (act?.kind === 'prelu') {
+      op.activation = 'prelu';
+      op.slope = preluSlope(act, C, this.float);
+    } else if (act?.kind === 'clamp') {
+      const cm = act.module as Clamp;
+      op.activation = 'clamp';
+      op.lo = Math.fround(Math.max(cm.lo, -3.4028234663852886e38));
+      op.hi = Math.fround(Math.min(cm.hi, 3.4028234663852886e38));
+    }
+    this.ops.push(op);
+    const r = this.report;
+    r.fp32Convs++;
+    r.fp32Macs += op.macs;
+    r.fp32WeightBytes += f.weight.byteLength;
+    if (this.anyQuant) r.fp32Reasons.push(`${n.path}: first layer, fused with the exact float preprocessing (its input has no integer zero point)`);
+    for (const c of chain) this.done.add(c);
     this.done.add(n);
     this.lv.set(v, out);
   }
@@ -1105,6 +1186,12 @@ function nativeOp(op: Exclude<LOp, { kind: 'js' }>, N: number, off: (v: LValue) 
       };
     case 'lut':
       return { op: 'lut', name: op.name, count: N * numel(op.out.shape), channels: op.channels, x: off(op.x), table: op.table, out: off(op.out) };
+    case 'conv_input':
+      return {
+        op: 'conv_input', name: op.name, n: N, ...op.geom, x: off(op.x), table: op.table, weight: op.weight, ...(op.convBias ? { convBias: op.convBias } : {}),
+        ...(op.scale ? { scale: op.scale } : {}), ...(op.bias ? { bias: op.bias } : {}), activation: op.activation, ...(op.slope ? { slope: op.slope } : {}),
+        ...(op.activation === 'clamp' ? { lo: op.lo!, hi: op.hi! } : {}), out: off(op.out), outType: op.out.repr, ...oq(op.out),
+      };
   }
 }
 
