@@ -182,8 +182,64 @@ async function tfjsConfigs(jsonPath: string, crops: Uint8Array): Promise<Config[
   return out;
 }
 
+// ------------------------------------------------------------------ LFW parity (--lfw)
+// The runtime against the fake-quant forward of the same students on LFW
+// (6,000 pairs, lfw-funneled box crop, flip-sum, insightface 10 folds): both
+// see the same byte-rounded crops. Also prints the cosine threshold to store
+// in a .qfm (provenance.notes.verifyThreshold).
+async function lfw(): Promise<void> {
+  const { readPairs, pairsVerificationSet, runVerification } = await import('../lib/eval/index.js');
+  const { engineEmbed, loadModel } = await import('../lib/runtime/index.js');
+  const { roundCrop } = await import('../lib/runtime/input.js');
+  const pairs = await readPairs(resolve(packageRoot, '../shared/data/lfw/pairs.txt'));
+  const limit = Number(arg('limit', '0'));
+  const set0 = pairsVerificationSet(pairs, { kind: 'preset', preset: 'lfw-funneled' });
+  const set = limit > 0 ? { ...set0, left: set0.left.slice(0, limit), right: set0.right.slice(0, limit), issame: set0.issame.slice(0, limit) } : set0;
+  const tfjs = resolve(packageRoot, '../shared/models/mobileface/mobileface.json');
+  const fp = await importTfjsGraphModel(tfjs);
+  const calib = (await faceCrops(16)).subarray(0, 16 * PER);
+  const students: [string, Module][] = [['fp32', fp]];
+  for (const b of arg('bits', '8,6,4').split(',').map(Number)) students.push([`W${b}A${b}`, quantizeModel(fp, { weightBits: b, actBits: b, images: calib, batchSize: 8 })]);
+  const meta = { name: 'mobileface', format: 'tfjs-graph' as const, path: tfjs, inputSize: 112, colorOrder: 'RGB' as const, normalize: 'raw' as const };
+  const embedders = [];
+  for (const [name, m] of students) {
+    const rt = await loadModel(m, { maxBatch: 64 });
+    embedders.push({
+      dim: rt.dim, inputSize: 112, meta: { ...meta, name: `${name} runtime` },
+      embed: async (batch: Float32Array, n: number) => {
+        const u8 = roundCrop(batch, new Uint8Array(n * PER));
+        const r = await rt.embedCrops(u8, n);
+        const out = new Float32Array(n * rt.dim);
+        r.forEach((e, i) => out.set(e, i * rt.dim));
+        return out;
+      },
+    });
+    embedders.push({
+      dim: rt.dim, inputSize: 112, meta: { ...meta, name: `${name} engine${name === 'fp32' ? '' : ' fake-quant'}` },
+      embed: async (batch: Float32Array, n: number) => engineEmbed(m, roundCrop(batch, new Uint8Array(n * PER)), n),
+    });
+  }
+  const t0 = Date.now();
+  const r = await runVerification(set as typeof set0, embedders, { batch: 64, onProgress: (p) => process.stderr.write(`\r${p.done}/${p.total} images, ${p.seconds.toFixed(0)} s`) });
+  process.stderr.write('\n');
+  console.log(`\n## LFW (${set.issame.length} pairs, lfw-funneled crop, flip-sum, 10 folds), mobileface students (PTQ on 16 synthetic faces), ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+  console.log('| model | accuracy % | std | threshold (cosine, mean over folds) | images/s (with mirror) |');
+  console.log('|---|---:|---:|---:|---:|');
+  for (const m of r.models) {
+    const thr = m.verification.foldThresholds.reduce((a, b) => a + b, 0) / m.verification.foldThresholds.length;
+    console.log(`| ${m.name} | ${(100 * m.verification.accuracy).toFixed(2)} | ${(100 * m.verification.std).toFixed(2)} | ${(1 - thr / 2).toFixed(4)} | ${m.imagesPerSecond.toFixed(0)} |`);
+  }
+  for (let i = 0; i < r.models.length; i += 2) {
+    const a = r.models[i]!;
+    const b = r.models[i + 1]!;
+    console.log(`- ${a.name} vs ${b.name}: ${(100 * (a.verification.accuracy - b.verification.accuracy)).toFixed(3)} points`);
+  }
+  process.exit(0);
+}
+
 // ------------------------------------------------------------------ main
 async function main(): Promise<void> {
+  if (argv.includes('--lfw')) return lfw();
   const t0 = Date.now();
   const { fp, w8, w4, tfjs, crops } = await buildModels();
   const cFp = compileModel(fp);

@@ -29,10 +29,13 @@
  *   (info.preprocessing plus leading affine layers) is x' = a (u - m) with
  *   the same a, m for every channel, m an integer (e.g. mean 128 or 0), and
  *   every consumer is an int8 convolution, the crop feeds the int8
- *   convolution directly (scale a, zero point m). Otherwise a lookup table
- *   makes the float input exactly as `preprocess` does and the first
- *   convolution runs in fp32 (for a fractional m such as 127.5 the option
- *   approximateInput trades this exactness at the image border for speed).
+ *   convolution directly (scale a, zero point m). Otherwise the first
+ *   convolution runs as rt_conv_input: a per-channel table gives exactly the
+ *   float input `preprocess` computes, an fp32 direct convolution and the
+ *   requantizing epilogue follow in the same pass (for a fractional m such
+ *   as 127.5 the option approximateInput feeds the int8 kernel instead,
+ *   exact except at the image border); other first layers read a float
+ *   table output.
  * - Anything else (L2Normalize, pooling, ...) runs the module's own forward
  *   in JavaScript on float32, between native segments.
  *

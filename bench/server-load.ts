@@ -1,0 +1,218 @@
+// npm run bench:server-load — load test of the example server on loopback.
+//
+//   flock -x /tmp/qf-cpu.lock node --import tsx bench/server-load.ts [--model file.qfm|model.json]
+//       [--duration 10] [--connections 1,16] [--requests 10000] [--threads 2]
+//
+// 1. Builds a W8A8 post-training-quantized student of the mobileface teacher
+//    (16 synthetic faces for calibration) and saves it as a .qfm, unless
+//    --model is given; starts examples/server/main.ts on it in a child process
+//    (its own event loop and native threads), align 'ffhq'.
+// 2. autocannon POST /embed with a 256x256 JPEG face for --duration seconds at
+//    each connection count: requests/s, latency p50 / p99, errors, non-2xx.
+// 3. Exactly --requests requests at 16 connections while sampling the
+//    server's RSS (/proc/<pid>/status) before, during and after: memory must
+//    stay flat.
+// 4. Malformed images, bodies over the limit and images over the pixel limit
+//    get 4xx, and the server keeps answering (a last /embed and /health).
+// Prints a table and writes bench/results/server-load-<time>.json.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { request } from 'node:http';
+import sharp from 'sharp';
+import { packageRoot } from '../lib/binding.js';
+import { saveQfm } from '../lib/io/index.js';
+import { faceCrops, faceFiles, student, teacher, PER } from '../test/fixtures/runtime-faces.js';
+
+// autocannon ships no types: the part of its API used here.
+interface AcResult {
+  requests: { total: number };
+  duration: number;
+  latency: { p50: number; p99: number };
+  errors: number;
+  timeouts: number;
+  non2xx: number;
+}
+interface AcOptions {
+  url: string;
+  method: string;
+  headers: Record<string, string>;
+  body: Buffer;
+  connections: number;
+  duration?: number;
+  amount?: number;
+  timeout?: number;
+}
+type AcInstance = Promise<AcResult> & { on(ev: 'response', f: () => void): void };
+const autocannon = createRequire(import.meta.url)('autocannon') as (o: AcOptions) => AcInstance;
+
+const argv = process.argv.slice(2);
+const arg = (k: string, d: string): string => {
+  const i = argv.indexOf(`--${k}`);
+  return i >= 0 && i + 1 < argv.length ? argv[i + 1]! : d;
+};
+const duration = Number(arg('duration', '10'));
+const connList = arg('connections', '1,16').split(',').map(Number);
+const total = Number(arg('requests', '10000'));
+const threads = arg('threads', '2');
+
+function rssKb(pid: number): number {
+  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /VmRSS:\s+(\d+)/.exec(s);
+  return m ? Number(m[1]) : NaN;
+}
+
+async function startServer(model: string): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(packageRoot, 'examples/server/main.ts'), '--model', model, '--port', '0', '--threads', threads, '--align', 'ffhq', '--max-pixels', '4000000', '--body-limit', String(4 << 20)], {
+    cwd: packageRoot,
+    env: process.env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const m = /on (http:\/\/[^\s:]+:\d+)/.exec(buf);
+      if (m) resolve(m[1]!);
+    });
+    child.on('exit', (code) => reject(new Error(`server exited (${code}) before listening: ${buf}`)));
+  });
+  return { child, url };
+}
+
+interface Load {
+  connections: number;
+  requests: number;
+  seconds: number;
+  reqPerSec: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  timeouts: number;
+  non2xx: number;
+}
+
+async function load(url: string, body: Buffer, connections: number, o: { duration?: number; amount?: number }): Promise<Load> {
+  const r = await autocannon({
+    url: `${url}/embed`,
+    method: 'POST',
+    headers: { 'content-type': 'image/jpeg' },
+    body,
+    connections,
+    ...(o.amount ? { amount: o.amount } : { duration: o.duration ?? duration }),
+    timeout: 30,
+  });
+  return {
+    connections,
+    requests: r.requests.total,
+    seconds: r.duration,
+    reqPerSec: r.requests.total / r.duration,
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    errors: r.errors,
+    timeouts: r.timeouts,
+    non2xx: r.non2xx,
+  };
+}
+
+/**
+ * POST that reports the status even when the server answers before reading
+ * the body (413 on the Content-Length) and closes the connection: the
+ * headers go first and the body only if no answer came within 200 ms.
+ */
+function postRaw(url: string, payload: Buffer, type: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let status = 0;
+    const req = request(url, { method: 'POST', headers: { 'content-type': type, 'content-length': payload.length } }, (res) => {
+      status = res.statusCode ?? 0;
+      res.resume();
+      res.on('end', () => resolve(status));
+      res.on('error', () => resolve(status));
+    });
+    req.on('error', (e) => (status ? resolve(status) : reject(e)));
+    req.flushHeaders();
+    setTimeout(() => {
+      if (!status) req.end(payload);
+      else req.destroy();
+    }, 200);
+  });
+}
+
+async function main(): Promise<void> {
+  let model = arg('model', '');
+  let tmp: string | undefined;
+  if (!model) {
+    tmp = mkdtempSync(join(tmpdir(), 'qf-load-'));
+    const s = student(await teacher(), (await faceCrops(16)).subarray(0, 16 * PER));
+    model = join(tmp, 'mobileface-w8a8.qfm');
+    await saveQfm(s, model);
+  }
+  const { child, url } = await startServer(model);
+  const pid = child.pid!;
+  const body = readFileSync(faceFiles(1)[0]!);
+  const report: { load: Load[]; rss: { requests: number; rssMb: number }[]; flat?: Load; bad: { what: string; status: number }[]; after: number[] } = { load: [], rss: [], bad: [], after: [] };
+  try {
+    await load(url, body, 4, { amount: 200 }); // warm up (plans for the batch sizes, JIT)
+    for (const c of connList) {
+      const r = await load(url, body, c, { duration });
+      report.load.push(r);
+      console.error(`${c} connection(s): ${r.reqPerSec.toFixed(0)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, errors ${r.errors}, non-2xx ${r.non2xx}`);
+    }
+    // RSS over `total` requests
+    report.rss.push({ requests: 0, rssMb: rssKb(pid) / 1024 });
+    let done = 0;
+    const timer = setInterval(() => report.rss.push({ requests: done, rssMb: rssKb(pid) / 1024 }), 500);
+    const inst = autocannon({ url: `${url}/embed`, method: 'POST', headers: { 'content-type': 'image/jpeg' }, body, connections: 16, amount: total, timeout: 30 });
+    inst.on('response', () => {
+      done++;
+    });
+    const r = await inst;
+    clearInterval(timer);
+    report.rss.push({ requests: total, rssMb: rssKb(pid) / 1024 });
+    report.flat = { connections: 16, requests: r.requests.total, seconds: r.duration, reqPerSec: r.requests.total / r.duration, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx };
+    // malformed and oversized inputs
+    const big = await sharp({ create: { width: 2500, height: 2500, channels: 3, background: '#777' } }).png().toBuffer();
+    const post = async (what: string, payload: Buffer, type = 'image/jpeg'): Promise<void> => {
+      report.bad.push({ what, status: await postRaw(`${url}/embed`, payload, type) });
+    };
+    await post('garbage bytes', Buffer.from('this is not an image at all'));
+    await post('truncated JPEG', body.subarray(0, body.length >> 1));
+    await post('body over the 4 MiB limit', Buffer.alloc(5 << 20, 7));
+    await post('image over the pixel limit (2500x2500)', big, 'image/png');
+    await post('text/plain body', Buffer.from('hello'), 'text/plain');
+    const ok = await fetch(`${url}/embed`, { method: 'POST', body: new Uint8Array(body), headers: { 'content-type': 'image/jpeg' } });
+    const health = await fetch(`${url}/health`);
+    report.after = [ok.status, health.status];
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  }
+  console.log(`\n## example server load test (${url}, model ${model.includes('qfm-load') || model.includes('qf-load') ? 'mobileface W8A8 PTQ .qfm' : model}, server threads ${threads}, loopback, autocannon in this process)\n`);
+  console.log('| connections | duration s | requests | req/s | p50 ms | p99 ms | errors | timeouts | non-2xx |');
+  console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of [...report.load, ...(report.flat ? [report.flat] : [])])
+    console.log(`| ${r.connections} | ${r.seconds.toFixed(1)} | ${r.requests} | ${r.reqPerSec.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.timeouts} | ${r.non2xx} |`);
+  const rs = report.rss;
+  const first = rs[0]!.rssMb;
+  const peak = Math.max(...rs.map((x) => x.rssMb));
+  const mid = rs.filter((x) => x.requests >= total * 0.25);
+  const lastQ = rs.filter((x) => x.requests >= total * 0.75);
+  console.log(`\nRSS over ${total} requests at 16 connections: start ${first.toFixed(1)} MB, peak ${peak.toFixed(1)} MB, after 25% ${mid[0]?.rssMb.toFixed(1)} MB, last quarter ${Math.min(...lastQ.map((x) => x.rssMb)).toFixed(1)}..${Math.max(...lastQ.map((x) => x.rssMb)).toFixed(1)} MB, end ${rs[rs.length - 1]!.rssMb.toFixed(1)} MB (${rs.length} samples)`);
+  console.log('\nBad requests:');
+  for (const b of report.bad) console.log(`- ${b.what}: HTTP ${b.status}`);
+  console.log(`- afterwards: POST /embed ${report.after[0]}, GET /health ${report.after[1]}`);
+  const dir = join(packageRoot, 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `server-load-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify(report, null, 1));
+  console.log(`\nresults: ${file}`);
+  process.exit(0);
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
