@@ -6,27 +6,37 @@
 //       pack B[pc:pc+kc, jc:jc+nc] into kc x NR column panels (zero padded)
 //       for ir over m in slivers of MR      (A sliver, MR x kc, stays in L1)
 //         for jr over the panels            (packed B block stays in L2)
-//           microkernel: MR x NR tile of C += A sliver * B panel
-// A is never packed: the microkernel broadcasts its elements straight from
-// the caller's matrix (row i of A at a + i*lda, or column i of A^T at
-// a + i). B is packed because its panels are reused across every sliver of A
-// and so that the kernel reads NR contiguous floats per k step.
+//           microkernel: MR x NR tile of C (+)= A sliver * B panel
+// A row-major (no transA) is not packed: the microkernel broadcasts straight
+// from the caller's rows (MR row pointers), and the next sliver is
+// prefetched into L2 while the current one runs. Transposed A is copied
+// sliver by sliver into a compact MR-wide buffer (a plain copy: MR
+// contiguous floats per k). B is always packed: its panels are reused by
+// every sliver of A.
+//
+// Orientation: when m is the small side (e.g. a batch-32 fully connected
+// layer), packing B would cost more than the multiply-adds it feeds, so the
+// problem is solved transposed, C^T = op(B)^T * op(A)^T: the big matrix is
+// then streamed through the broadcast side and the small one is packed; the
+// microkernel writes its tile transposed (16x16 register transposes).
 //
 // Microkernel: MR x NR = 14 x 32 -> 28 zmm accumulators (FMA latency 4 x 2
-// pipes needs >= 8 independent chains), 2 B vectors, broadcasts folded into
-// vfmadd231ps as {1to16} memory operands. Per k step: 28 FMAs, 2 vector loads
-// + 14 broadcast loads. Edge tiles use smaller compile-time MR and masked
-// C loads/stores (packed B is zero padded, so nothing is read out of bounds).
+// pipes needs >= 8 independent chains), 2 B vectors and one broadcast per
+// row per k step (28 FMAs : 16 loads). Edge tiles use a compile-time smaller
+// MR and masked C loads/stores; packed B is zero padded, so nothing outside
+// the caller's matrices is read or written.
 //
-// Threads: the C matrix is cut into a tm x tn grid of rectangles (whole
-// MR/NR tiles), one per pool thread, chosen by a small cost model (compute
-// of the largest rectangle + its B packing). Every element of C is summed in
-// the same order whatever the grid, so results do not depend on the thread
-// count.
+// Threads: C is cut into a tm x tn grid of rectangles (whole tiles), one per
+// pool thread, by a cost model (the slowest thread's multiply-adds + its B
+// packing + its reads of A). Every C element is summed in the same order
+// (k blocks of the same kc, ascending k inside a block, FMA chain) whatever
+// the grid or orientation, so results do not depend on the thread count.
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <utility>
 
 #include "core.h"
@@ -34,6 +44,7 @@
 // GCC 12 warns about the self-initialised _mm512_undefined_ps() inside the
 // permute intrinsics (a false positive).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace qf {
 namespace {
@@ -43,125 +54,230 @@ constexpr int NR = 32;
 constexpr int64_t KC_MAX = 384;
 constexpr int64_t L2_BLOCK_BYTES = 448 * 1024;  // packed B block budget (L2 is 1 MB)
 
-inline __mmask16 tail_mask(int64_t r) { return r >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << r) - 1u); }
+inline __mmask16 tail_mask(int64_t r) {
+  return r >= 16 ? __mmask16(0xFFFF) : (r <= 0 ? __mmask16(0) : __mmask16((1u << r) - 1u));
+}
 
-// C tile update. mode 0: C = alpha*acc; 1: C = alpha*acc + C; 2: C = alpha*acc + beta*C.
-template <int NV>
-inline void store_row(float* c, const __m512* acc, __m512 va, __m512 vb, int mode, __mmask16 mlast) {
-  for (int v = 0; v < NV; v++) {
-    const __mmask16 mk = v == NV - 1 ? mlast : __mmask16(0xFFFF);
-    __m512 r = _mm512_mul_ps(va, acc[v]);
-    if (mode == 1) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(mk, c + 16 * v));
-    else if (mode == 2) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mk, c + 16 * v), r);
-    _mm512_mask_storeu_ps(c + 16 * v, mk, r);
+// In-register 16x16 transpose: r[x] lane y <- r[y] lane x.
+inline void transpose16(__m512* r) {
+  __m512 t[16];
+  for (int j = 0; j < 16; j += 2) {
+    t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
+    t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
+  }
+  for (int j = 0; j < 16; j += 4) {
+    r[j] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[j]), _mm512_castps_pd(t[j + 2])));
+    r[j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[j]), _mm512_castps_pd(t[j + 2])));
+    r[j + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[j + 1]), _mm512_castps_pd(t[j + 3])));
+    r[j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[j + 1]), _mm512_castps_pd(t[j + 3])));
+  }
+  // r[4g + s], 128-bit lane L = column 4L + s, rows 4g..4g+3: transpose the 4x4 grid of lanes.
+  for (int j = 0; j < 4; j++) {
+    t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+    t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+    t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+    t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+  }
+  for (int j = 0; j < 4; j++) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+    r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+    r[4 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);
+    r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xDD);
   }
 }
 
-// M x (16*NV) tile: acc = sum_p A(i, p) * Bpanel[p, :]. TA: A(i,p) = a[p*lda + i], else a[i*lda + p].
-template <int M, int NV, bool TA>
-void ukernel(int64_t kc, const float* __restrict a, int64_t lda, const float* __restrict b, float* c, int64_t ldc,
-             float alpha, float beta, int mode, __mmask16 mlast) {
-  __m512 acc[M][NV];
-  for (int i = 0; i < M; i++)
-    for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
-  for (int i = 0; i < M; i++) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-  if (TA) {
-    for (int64_t p = 0; p < kc; p++) {
-      __m512 bv[NV];
-      for (int v = 0; v < NV; v++) bv[v] = _mm512_load_ps(b + 16 * v);
-      b += NR;
-      const float* ap = a + p * lda;
-      for (int i = 0; i < M; i++) {
-        const __m512 ai = _mm512_set1_ps(ap[i]);
-        for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+// Where and how a tile is written. mode 0: C = alpha*acc; 1: C = alpha*acc + C;
+// 2: C = alpha*acc + beta*C. tc: the tile is stored transposed (tile (r, q) at
+// c[q*ldc + r] instead of c[r*ldc + q]). pfc: a tile to prefetch (the next
+// sliver's), or null.
+struct Out {
+  float* c;
+  const float* pfc;
+  int64_t ldc;
+  float alpha, beta;
+  int mode;
+  bool tc;
+  int nr;  // valid tile columns (1..NR)
+};
+
+inline __m512 update(__m512 acc, const float* c, __mmask16 mk, __m512 va, __m512 vb, int mode) {
+  __m512 r = _mm512_mul_ps(va, acc);
+  if (mode == 1) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(mk, c));
+  else if (mode == 2) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mk, c), r);
+  return r;
+}
+
+template <int M>
+inline void prefetch_tile(const float* c, int64_t ldc, bool tc, int nr) {
+  if (!tc) {
+    for (int i = 0; i < M; i++) {
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + nr - 1), _MM_HINT_T0);
+    }
+  } else {
+    for (int q = 0; q < nr; q++) _mm_prefetch(reinterpret_cast<const char*>(c + q * ldc), _MM_HINT_T0);
+  }
+}
+
+template <int M, int NV>
+inline void store_tile(__m512 (&acc)[M][NV], const Out& o) {
+  const __m512 va = _mm512_set1_ps(o.alpha), vb = _mm512_set1_ps(o.beta);
+  if (!o.tc) {
+    const __mmask16 ml = tail_mask(o.nr - 16 * (NV - 1));
+    for (int i = 0; i < M; i++) {
+      float* c = o.c + i * o.ldc;
+      for (int v = 0; v < NV; v++) {
+        const __mmask16 mk = v == NV - 1 ? ml : __mmask16(0xFFFF);
+        _mm512_mask_storeu_ps(c + 16 * v, mk, update(acc[i][v], c + 16 * v, mk, va, vb, o.mode));
       }
     }
   } else {
-    for (int64_t p = 0; p < kc; p++) {
-      __m512 bv[NV];
-      for (int v = 0; v < NV; v++) bv[v] = _mm512_load_ps(b + 16 * v);
-      b += NR;
-      const float* ap = a + p;
-      for (int i = 0; i < M; i++) {
-        const __m512 ai = _mm512_set1_ps(ap[i * lda]);
-        for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+    const __mmask16 mk = tail_mask(M);
+    for (int v = 0; v < NV; v++) {
+      __m512 r[16];
+      for (int i = 0; i < 16; i++) r[i] = i < M ? acc[i][v] : _mm512_setzero_ps();
+      transpose16(r);  // r[x] = tile column 16v + x, lanes = tile rows
+      const int qn = std::min(16, o.nr - 16 * v);
+      for (int x = 0; x < qn; x++) {
+        float* c = o.c + (16 * v + x) * o.ldc;
+        _mm512_mask_storeu_ps(c, mk, update(r[x], c, mk, va, vb, o.mode));
       }
     }
   }
-  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-  for (int i = 0; i < M; i++) store_row<NV>(c + i * ldc, acc[i], va, vb, mode, mlast);
 }
 
-using UkFn = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, float, float, int, __mmask16);
+// Prefetch work a microkernel spreads over its k loop (null pointers: none).
+// a: the next sliver of row-major A (MR rows, stride lda), into L2.
+// b: b_rows rows (stride b_ld) of b_width floats each: B's source for a later block.
+struct Prefetch {
+  const float* a = nullptr;
+  const float* b = nullptr;
+  int64_t b_ld = 0, b_rows = 0, b_width = 0;
+};
 
-template <bool TA, int NV, int... Ms>
-UkFn pick_impl(int m, std::integer_sequence<int, Ms...>) {
-  UkFn fns[] = {ukernel<Ms + 1, NV, TA>...};
-  return fns[m - 1];
-}
-template <bool TA>
-UkFn pick(int m, int nv) {
-  return nv == 1 ? pick_impl<TA, 1>(m, std::make_integer_sequence<int, MR>{})
-                 : pick_impl<TA, 2>(m, std::make_integer_sequence<int, MR>{});
-}
-
-// Packs B[p0:p0+kc, j0:j0+nc] (op(B) coordinates) into panels of kc x NR, zero padded.
-void pack_b(bool tb, const float* b, int64_t ldb, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float* dst) {
-  for (int64_t jp = 0; jp < nc; jp += NR) {
-    const int64_t w = std::min<int64_t>(NR, nc - jp);
-    float* d = dst + jp * kc;  // panel jp/NR starts at (jp/NR) * kc * NR
-    if (!tb) {
-      // op(B)[p, j] = b[p*ldb + j]: rows of the panel are contiguous in B.
-      const __mmask16 m0 = tail_mask(w), m1 = tail_mask(w - 16 > 0 ? w - 16 : 0);
-      const float* s = b + p0 * ldb + j0 + jp;
-      for (int64_t p = 0; p < kc; p++) {
-        _mm512_store_ps(d + p * NR, _mm512_maskz_loadu_ps(m0, s + p * ldb));
-        _mm512_store_ps(d + p * NR + 16, _mm512_maskz_loadu_ps(m1, s + p * ldb + 16));
+// M x (16*NV) tile: acc = sum_p A(i, p) * B(p, :) over p < kc, then stored per `o`.
+// AROW: A(i, p) = a[i*lda + p] (caller's rows); else A(i, p) = a[p*lda + i].
+// B(p, 16v + x) = b[p*NR + 16v + x] (a packed panel).
+template <int M, int NV, bool AROW>
+void ukernel(int64_t kc, const float* __restrict a, int64_t lda, const float* __restrict b, const Prefetch& pf,
+             const Out& o) {
+  __m512 acc[M][NV];
+  for (int i = 0; i < M; i++)
+    for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
+  prefetch_tile<M>(o.c, o.ldc, o.tc, o.nr);
+  if (o.pfc) prefetch_tile<M>(o.pfc, o.ldc, o.tc, o.nr);
+  const float* pfa = AROW ? pf.a : nullptr;
+  const float* pfb = pf.b;
+  const int64_t pf_per_chunk = pfb ? (pf.b_rows * 16 + kc - 1) / kc : 0;
+  for (int64_t p0 = 0; p0 < kc; p0 += 16) {
+    if (pfa)
+      for (int i = 0; i < M; i++) _mm_prefetch(reinterpret_cast<const char*>(pfa + i * lda + p0), _MM_HINT_T1);
+    if (pfb) {
+      const int64_t r0 = (p0 / 16) * pf_per_chunk, r1 = std::min(pf.b_rows, r0 + pf_per_chunk);
+      for (int64_t r = r0; r < r1; r++) {
+        const float* row = pfb + r * pf.b_ld;
+        // (T0 measured better than T1/T2 here)
+        for (int64_t x = 0; x < pf.b_width; x += 16) _mm_prefetch(reinterpret_cast<const char*>(row + x), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(row + pf.b_width - 1), _MM_HINT_T0);
       }
-    } else {
-      // op(B)[p, j] = b[j*ldb + p]: transpose 16 x 16 blocks (rows j, cols p).
-      for (int64_t jh = 0; jh < NR; jh += 16) {
-        const int64_t jw = std::max<int64_t>(0, std::min<int64_t>(16, w - jh));
-        for (int64_t pb = 0; pb < kc; pb += 16) {
-          const int64_t pw = std::min<int64_t>(16, kc - pb);
-          const __mmask16 pm = tail_mask(pw);
-          __m512 r[16];
-          for (int j = 0; j < 16; j++)
-            r[j] = j < jw ? _mm512_maskz_loadu_ps(pm, b + (j0 + jp + jh + j) * ldb + p0 + pb) : _mm512_setzero_ps();
-          // 16x16 transpose
-          __m512 t[16];
-          for (int j = 0; j < 16; j += 2) {
-            t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
-            t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
-          }
-          for (int j = 0; j < 16; j += 4) {
-            r[j] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[j]), _mm512_castps_pd(t[j + 2])));
-            r[j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[j]), _mm512_castps_pd(t[j + 2])));
-            r[j + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[j + 1]), _mm512_castps_pd(t[j + 3])));
-            r[j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[j + 1]), _mm512_castps_pd(t[j + 3])));
-          }
-          // now r[4g + s], lane L = column 4L + s, rows 4g..4g+3: transpose the 4x4 grid of lanes
-          for (int j = 0; j < 4; j++) {
-            t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
-            t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
-            t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
-            t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
-          }
-          for (int j = 0; j < 4; j++) {
-            r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
-            r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
-            r[4 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);
-            r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xDD);
-          }
-          for (int q = 0; q < pw; q++) _mm512_store_ps(d + (pb + q) * NR + jh, r[q]);
+    }
+    const int64_t pe = std::min<int64_t>(kc, p0 + 16);
+    for (int64_t p = p0; p < pe; p++) {
+      __m512 bv[NV];
+      for (int v = 0; v < NV; v++) bv[v] = _mm512_load_ps(b + 16 * v);
+      b += NR;
+      if (AROW) {
+        const float* ap = a + p;
+        for (int i = 0; i < M; i++) {
+          const __m512 ai = _mm512_set1_ps(ap[i * lda]);
+          for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+        }
+      } else {
+        const float* ap = a + p * lda;
+        for (int i = 0; i < M; i++) {
+          const __m512 ai = _mm512_set1_ps(ap[i]);
+          for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
         }
       }
     }
   }
+  store_tile<M, NV>(acc, o);
 }
 
+using UkFn = void (*)(int64_t, const float*, int64_t, const float*, const Prefetch&, const Out&);
+
+template <bool AROW, int NV, int... Ms>
+UkFn pick_impl(int m, std::integer_sequence<int, Ms...>) {
+  static const UkFn fns[] = {ukernel<Ms + 1, NV, AROW>...};
+  return fns[m - 1];
+}
+UkFn pick(bool arow, int m, int nv) {
+  using S = std::make_integer_sequence<int, MR>;
+  if (arow) return nv == 1 ? pick_impl<true, 1>(m, S{}) : pick_impl<true, 2>(m, S{});
+  return nv == 1 ? pick_impl<false, 1>(m, S{}) : pick_impl<false, 2>(m, S{});
+}
+
+// Packs op(B)[p0:p0+kc, j0:j0+nc] into panels of kc x NR, zero padded. bt: op(B)[p, j] = b[j*ldb + p],
+// else b[p*ldb + j].
+void pack_b(bool bt, const float* b, int64_t ldb, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float* dst) {
+  if (!bt) {
+    // Row by row: each source row segment is contiguous; scatter it over the panels.
+    const int64_t np = (nc + NR - 1) / NR;
+    for (int64_t p = 0; p < kc; p++) {
+      const float* s = b + (p0 + p) * ldb + j0;
+      for (int64_t q = 0; q < np; q++) {
+        const int64_t w = nc - q * NR;
+        float* d = dst + q * kc * NR + p * NR;
+        _mm512_store_ps(d, _mm512_maskz_loadu_ps(tail_mask(w), s + q * NR));
+        _mm512_store_ps(d + 16, _mm512_maskz_loadu_ps(tail_mask(w - 16), s + q * NR + 16));
+      }
+    }
+    return;
+  }
+  // Transposed source: 16 x 16 blocks (16 columns j of op(B) = rows of b, 16 values of p).
+  for (int64_t jp = 0; jp < nc; jp += NR) {
+    const int64_t w = std::min<int64_t>(NR, nc - jp);
+    float* d = dst + jp * kc;
+    for (int64_t jh = 0; jh < NR; jh += 16) {
+      const int64_t jw = std::max<int64_t>(0, std::min<int64_t>(16, w - jh));
+      for (int64_t pb = 0; pb < kc; pb += 16) {
+        const int64_t pw = std::min<int64_t>(16, kc - pb);
+        const __mmask16 pm = tail_mask(pw);
+        __m512 r[16];
+        for (int j = 0; j < 16; j++)
+          r[j] = j < jw ? _mm512_maskz_loadu_ps(pm, b + (j0 + jp + jh + j) * ldb + p0 + pb) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int q = 0; q < pw; q++) _mm512_store_ps(d + (pb + q) * NR + jh, r[q]);
+      }
+    }
+  }
+}
+
+// Packs the A sliver A(i, p) = a[i*lda + p], i < mr, p < kc into dst[p*MR + i]
+// (16 x 16 register transposes).
+void pack_a_rows(const float* a, int64_t lda, int mr, int64_t kc, float* dst) {
+  const __mmask16 im = tail_mask(MR);
+  for (int64_t pb = 0; pb < kc; pb += 16) {
+    const int64_t pw = std::min<int64_t>(16, kc - pb);
+    const __mmask16 pm = tail_mask(pw);
+    __m512 r[16];
+    for (int i = 0; i < 16; i++) r[i] = i < mr ? _mm512_maskz_loadu_ps(pm, a + i * lda + pb) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int q = 0; q < pw; q++) _mm512_mask_storeu_ps(dst + (pb + q) * MR, im, r[q]);
+  }
+}
+
+// Copies the A sliver A(i, p) = a[p*lda + i], i < mr, p < kc into dst[p*MR + i].
+void pack_a_t(const float* a, int64_t lda, int mr, int64_t kc, float* dst) {
+  const __mmask16 mk = tail_mask(mr);
+  for (int64_t p = 0; p < kc; p++) _mm512_mask_storeu_ps(dst + p * MR, mk, _mm512_maskz_loadu_ps(mk, a + p * lda));
+}
+
+// One GEMM in "kernel orientation": C'(i, j) = sum_p A'(i, p) B'(p, j) with
+// A'(i,p) = arow ? a[i*lda + p] : a[p*lda + i], B'(p,j) = bt ? b[j*ldb + p] : b[p*ldb + j],
+// C'(i, j) at tc ? c[j*ldc + i] : c[i*ldc + j].
 struct Problem {
-  bool ta, tb;
+  bool arow, bt, tc;
   int64_t m, n, k;
   float alpha, beta;
   const float* a;
@@ -170,37 +286,141 @@ struct Problem {
   int64_t ldb;
   float* c;
   int64_t ldc;
-  int64_t kc;  // balanced k block
+  int64_t kc;  // k block (balanced)
   int64_t nc;  // n block (multiple of NR)
 };
 
-thread_local AlignedBuf<float> t_pack;
+// Few slivers (a thread's block has at most this many slivers of A): A's
+// slivers are packed once per k block ([p][MR], reused by every panel) and B
+// is packed one panel at a time, panel-outer and sliver-inner. Each panel's
+// source streams from memory once, prefetched while the previous panel is
+// in use, so the copy never waits on DRAM; the slivers' A data stays in L2.
+constexpr int64_t FEW_SLIVERS = 6;
+constexpr int64_t FEW_NC = 256;  // columns per block: the next block's source (kc x FEW_NC) is prefetched into L2
 
-// C[i0:i1, j0:j1] (i0, j0 multiples of MR / NR; i1, j1 tile multiples or the matrix edge).
-void run_block(const Problem& P, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
-  if (i0 >= i1 || j0 >= j1) return;
+thread_local AlignedBuf<float> t_bpack;
+thread_local AlignedBuf<float> t_apack;
+
+Out make_out(const Problem& P, int64_t pc) {
+  Out o;
+  o.c = nullptr;
+  o.pfc = nullptr;
+  o.ldc = P.ldc;
+  o.alpha = P.alpha;
+  o.beta = P.beta;
+  o.mode = pc > 0 ? 1 : (P.beta == 0.f ? 0 : (P.beta == 1.f ? 1 : 2));
+  o.tc = P.tc;
+  o.nr = NR;
+  return o;
+}
+
+float* tile_ptr(const Problem& P, int64_t i, int64_t j) { return P.tc ? P.c + j * P.ldc + i : P.c + i * P.ldc + j; }
+
+// Packed-B path: C'[i0:i1, j0:j1] (i0, j0 multiples of MR / NR; i1, j1 tile multiples or the matrix edge).
+void run_block_packed(const Problem& P, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
   const int64_t kc_max = P.kc, nc_max = P.nc;
-  t_pack.resize(static_cast<size_t>(kc_max * nc_max));
-  float* pk = t_pack.data();
+  t_bpack.resize(static_cast<size_t>(kc_max * nc_max));
+  float* bpk = t_bpack.data();
+  float* apk = nullptr;
+  if (!P.arow) {
+    t_apack.resize(static_cast<size_t>(kc_max * MR));
+    apk = t_apack.data();
+  }
   for (int64_t jc = j0; jc < j1; jc += nc_max) {
     const int64_t nc = std::min(nc_max, j1 - jc);
     for (int64_t pc = 0; pc < P.k; pc += kc_max) {
       const int64_t kc = std::min(kc_max, P.k - pc);
-      pack_b(P.tb, P.b, P.ldb, pc, kc, jc, nc, pk);
-      const int mode = pc > 0 ? 1 : (P.beta == 0.f ? 0 : (P.beta == 1.f ? 1 : 2));
+      pack_b(P.bt, P.b, P.ldb, pc, kc, jc, nc, bpk);
+      Out o = make_out(P, pc);
       for (int64_t ir = i0; ir < i1; ir += MR) {
         const int mr = static_cast<int>(std::min<int64_t>(MR, i1 - ir));
-        const float* a = P.ta ? P.a + pc * P.lda + ir : P.a + ir * P.lda + pc;
+        const bool has_next = ir + MR < i1;
+        const float* a;
+        int64_t lda;
+        const float* pfa = nullptr;
+        if (P.arow) {
+          a = P.a + ir * P.lda + pc;
+          lda = P.lda;
+          if (has_next) pfa = a + MR * P.lda;
+        } else {
+          pack_a_t(P.a + pc * P.lda + ir, P.lda, mr, kc, apk);
+          a = apk;
+          lda = MR;
+        }
         for (int64_t jr = 0; jr < nc; jr += NR) {
-          const int64_t nr = std::min<int64_t>(NR, nc - jr);
-          const int nv = nr > 16 ? 2 : 1;
-          const __mmask16 ml = tail_mask(nr - 16 * (nv - 1));
-          UkFn f = P.ta ? pick<true>(mr, nv) : pick<false>(mr, nv);
-          f(kc, a, P.lda, pk + jr * kc, P.c + ir * P.ldc + jc + jr, P.ldc, P.alpha, P.beta, mode, ml);
+          o.nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+          o.c = tile_ptr(P, ir, jc + jr);
+          o.pfc = has_next ? tile_ptr(P, ir + MR, jc + jr) : nullptr;
+          Prefetch pf;
+          if (jr == 0) pf.a = pfa;
+          pick(P.arow, mr, o.nr > 16 ? 2 : 1)(kc, a, lda, bpk + jr * kc, pf, o);
         }
       }
     }
   }
+}
+
+// Few-slivers path: panel by panel.
+void run_block_panels(const Problem& P, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  const int64_t kc_max = P.kc;
+  const int64_t S = (i1 - i0 + MR - 1) / MR;
+  t_bpack.resize(static_cast<size_t>(kc_max * FEW_NC));
+  float* bpk = t_bpack.data();
+  t_apack.resize(static_cast<size_t>(kc_max * MR * S + 16));
+  float* apk = t_apack.data();
+  // (A transposed source of B, rows of kc contiguous floats, is left to the
+  // hardware prefetcher.)
+  const int64_t nc_max = FEW_NC;
+  for (int64_t jc = j0; jc < j1; jc += nc_max) {
+    const int64_t nc = std::min(nc_max, j1 - jc);
+    for (int64_t pc = 0; pc < P.k; pc += kc_max) {
+      const int64_t kc = std::min(kc_max, P.k - pc);
+      for (int64_t s = 0; s < S; s++) {
+        const int64_t ir = i0 + s * MR;
+        const int mr = static_cast<int>(std::min<int64_t>(MR, i1 - ir));
+        if (P.arow) pack_a_rows(P.a + ir * P.lda + pc, P.lda, mr, kc, apk + s * kc * MR);
+        else pack_a_t(P.a + pc * P.lda + ir, P.lda, mr, kc, apk + s * kc * MR);
+      }
+      // The next block's source (the next k block of these columns, else the first
+      // k block of the next columns), prefetched row by row over this block's calls.
+      int64_t npc = pc + kc, njc = jc, nnc = nc;
+      if (npc >= P.k) {
+        npc = 0;
+        njc = jc + nc;
+        nnc = std::min(nc_max, j1 - njc);
+      }
+      const bool has_next = njc < j1 && !P.bt;
+      const int64_t nkc = std::min(kc_max, P.k - npc);
+      const int64_t calls = (nc + NR - 1) / NR * S;
+      int64_t call = 0;
+      Out o = make_out(P, pc);
+      pack_b(P.bt, P.b, P.ldb, pc, kc, jc, nc, bpk);
+      for (int64_t jr = 0; jr < nc; jr += NR) {
+        o.nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+        for (int64_t s = 0; s < S; s++, call++) {
+          const int64_t ir = i0 + s * MR;
+          const int mr = static_cast<int>(std::min<int64_t>(MR, i1 - ir));
+          Prefetch pf;
+          if (has_next) {
+            const int64_t r0 = nkc * call / calls, r1 = nkc * (call + 1) / calls;
+            pf.b = P.b + (npc + r0) * P.ldb + njc;
+            pf.b_ld = P.ldb;
+            pf.b_rows = r1 - r0;
+            pf.b_width = nnc;
+          }
+          o.c = tile_ptr(P, ir, jc + jr);
+          o.pfc = nullptr;
+          pick(false, mr, o.nr > 16 ? 2 : 1)(kc, apk + s * kc * MR, MR, bpk + jr * kc, pf, o);
+        }
+      }
+    }
+  }
+}
+
+void run_block(const Problem& P, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  if (i0 >= i1 || j0 >= j1) return;
+  if ((i1 - i0 + MR - 1) / MR <= FEW_SLIVERS) run_block_panels(P, i0, i1, j0, j1);
+  else run_block_packed(P, i0, i1, j0, j1);
 }
 
 // C = beta * C (k == 0 or alpha == 0): C not read when beta == 0.
@@ -216,6 +436,38 @@ void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t ldc) {
   }
 }
 
+// Estimated cost (in multiply-add units, 32 per cycle) of the slowest thread
+// for a tm x tn grid: its multiply-adds, packing B (a copy ~2 units per
+// element, a transposing copy ~6, +6 when B is too big for the caches and the
+// copy waits on memory, i.e. unless the few-slivers path prefetches it), reading A
+// (~2 per element per n block; a transposed A copied in strips across rows
+// >= 1 KB apart waits on memory: ~10), and ~2000 per microkernel call.
+double grid_cost(const Problem& P, int tm, int tn) {
+  const int64_t mt = (P.m + MR - 1) / MR, nt = (P.n + NR - 1) / NR;
+  const int64_t slivers = (mt + tm - 1) / tm;
+  const double rows = static_cast<double>(std::min(P.m, slivers * MR));
+  const double cols = static_cast<double>(std::min(P.n, (nt + tn - 1) / tn * NR));
+  const double nblocks = std::ceil(cols / static_cast<double>(P.nc));
+  const double k = static_cast<double>(P.k);
+  const bool few = slivers <= FEW_SLIVERS;  // B copies overlap with compute (prefetched)
+  const bool b_big = static_cast<double>(P.n) * k * 4 > 8e6;
+  const double wb = (P.bt ? 6.0 : 2.0) + (b_big && !few ? 6.0 : 0.0);
+  const double wa = P.arow || P.lda < 256 ? 2.0 : 10.0;
+  return rows * cols * k + wb * cols * k + wa * rows * k * nblocks + 2000.0 * slivers * std::ceil(cols / NR) * std::ceil(k / static_cast<double>(P.kc));
+}
+
+int best_tm(const Problem& P, int T, double* cost) {
+  int best = 1;
+  double bc = 1e300;
+  for (int tm = 1; tm <= T; tm++) {
+    if (T % tm) continue;
+    const double c = grid_cost(P, tm, T / tm);
+    if (c < bc) { bc = c; best = tm; }
+  }
+  if (cost) *cost = bc;
+  return best;
+}
+
 }  // namespace
 
 void sgemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
@@ -225,37 +477,30 @@ void sgemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, f
     scale_c(m, n, beta, c, ldc);
     return;
   }
-  Problem P{trans_a, trans_b, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc, 0, 0};
   const int64_t nkb = (k + KC_MAX - 1) / KC_MAX;
-  P.kc = (k + nkb - 1) / nkb;
-  P.nc = std::max<int64_t>(NR, (L2_BLOCK_BYTES / (P.kc * 4)) / NR * NR);
+  const int64_t kc = (k + nkb - 1) / nkb;
+  const int64_t nc = std::max<int64_t>(NR, (L2_BLOCK_BYTES / (kc * 4)) / NR * NR);
+  // Direct orientation: A' = op(A), B' = op(B). Swapped: A' = op(B)^T, B' = op(A)^T, C' = C^T.
+  const Problem direct{!trans_a, trans_b, false, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc, kc, nc};
+  const Problem swapped{trans_b, !trans_a, true, n, m, k, alpha, beta, b, ldb, a, lda, c, ldc, kc, nc};
 
-  const int64_t mt = (m + MR - 1) / MR, nt = (n + NR - 1) / NR;  // tiles
   const double flops = 2.0 * m * n * k;
-  int want = flops < 2e6 ? 1 : num_threads();
-  want = static_cast<int>(std::min<int64_t>(want, mt * nt));
-  auto body = [&](int t, int T) {
-    // Choose the grid tm x tn (tm * tn = T) minimising the slowest thread's
-    // work: its tiles' multiply-adds + packing of its B columns (weighted ~8
-    // multiply-adds per packed element).
-    int best_tm = T;
-    double best = 1e300;
-    for (int tm = 1; tm <= T; tm++) {
-      if (T % tm) continue;
-      const int tn = T / tm;
-      const double rows = static_cast<double>((mt + tm - 1) / tm) * MR;
-      const double cols = static_cast<double>((nt + tn - 1) / tn) * NR;
-      const double cost = rows * cols * k + 8.0 * cols * k;
-      if (cost < best) { best = cost; best_tm = tm; }
-    }
-    const int tm = best_tm, tn = T / tm;
+  int T = flops < 4e6 ? 1 : num_threads();
+  double cd = 0, cs = 0;
+  best_tm(direct, T, &cd);
+  best_tm(swapped, T, &cs);
+  const Problem& P = cs < 0.97 * cd ? swapped : direct;
+  const int64_t mt = (P.m + MR - 1) / MR, nt = (P.n + NR - 1) / NR;
+  T = static_cast<int>(std::min<int64_t>(T, mt * nt));
+  auto body = [&](int t, int nthreads) {
+    const int tm = best_tm(P, nthreads, nullptr), tn = nthreads / tm;
     const int ti = t / tn, tj = t % tn;
     const int64_t r0 = mt * ti / tm, r1 = mt * (ti + 1) / tm;
     const int64_t c0 = nt * tj / tn, c1 = nt * (tj + 1) / tn;
-    run_block(P, r0 * MR, std::min(m, r1 * MR), c0 * NR, std::min(n, c1 * NR));
+    run_block(P, r0 * MR, std::min(P.m, r1 * MR), c0 * NR, std::min(P.n, c1 * NR));
   };
-  if (want <= 1) body(0, 1);
-  else parallel_run(want, body);
+  if (T <= 1) body(0, 1);
+  else parallel_run(T, body);
 }
 
 }  // namespace qf
