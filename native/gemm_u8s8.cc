@@ -158,8 +158,10 @@ void drive(const GemmU8S8Args& g, const Micro& mk) {
   AlignedBuf<float> fbuf(floaty ? 3 * n_pad : 0);
   float *scale = nullptr, *bias = nullptr, *slope = nullptr;
   if (floaty) {
-    bias = fbuf.data();
-    for (int64_t j = 0; j < n_pad; j++) bias[j] = (ep.bias && j < n) ? ep.bias[j] : 0.f;
+    if (ep.bias) {
+      bias = fbuf.data();
+      for (int64_t j = 0; j < n_pad; j++) bias[j] = j < n ? ep.bias[j] : 0.f;
+    }
     if (ep.scale) {
       scale = fbuf.data() + n_pad;
       for (int64_t j = 0; j < n_pad; j++) scale[j] = j < n ? ep.scale[j] : 1.f;
@@ -214,7 +216,9 @@ void drive(const GemmU8S8Args& g, const Micro& mk) {
     t.ldo = g.ldo;
     for (int64_t mc0 = r0; mc0 < r1; mc0 += P.mc) {
       const int64_t mc1 = std::min(r1, mc0 + P.mc), rows = mc1 - mc0;
-      if (has_wzp) mk.rowsum(g.a + mc0 * g.lda, g.lda, rows, k, rs);
+      // Row sums: for the whole A block when k is split; else per row tile,
+      // just before its first column tile (its rows were prefetched by then).
+      if (has_wzp && P.nk > 1) mk.rowsum(g.a + mc0 * g.lda, g.lda, rows, k, rs);
       const int64_t nrt = (rows + mk.mr - 1) / mk.mr;
       for (int64_t kb = 0; kb < P.nk; kb++) {
         const int64_t q0 = kb * P.kcq;
@@ -231,34 +235,33 @@ void drive(const GemmU8S8Args& g, const Micro& mk) {
             t.rows = static_cast<int>(i1 - i0);
             t.a = g.a + i0 * g.lda + q0 * 4;
             t.rowsum = has_wzp ? rs + (i0 - mc0) : nullptr;
-            for (int64_t j = nc0; j < nc1; j += P.tile_cols) {
-              const int64_t cols = std::min(P.tile_cols, nc1 - j);
-              t.cols = static_cast<int>(cols);
-              t.panels = static_cast<int>((cols + 15) / 16);
-              t.b = W.panels.data() + (j / 16) * t.bstride + q0 * 64;
-              t.part = part + (i0 - mc0) * ldp + (j - c0);
-              // While the first column tile runs, prefetch the next row tile's A.
-              t.pf = nullptr;
-              if (j == nc0 && it + 1 < nrt) {
-                const int64_t i2 = mc0 + rows * (it + 2) / nrt;
-                t.pf = g.a + i1 * g.lda + q0 * 4;
-                t.pf_rows = static_cast<int>(i2 - i1);
-              } else if (j == nc0 && it + 1 == nrt && mc1 < r1 && P.nk == 1) {
-                const int64_t rows2 = std::min(r1, mc1 + P.mc) - mc1;
-                const int64_t nrt2 = (rows2 + mk.mr - 1) / mk.mr;
-                t.pf = g.a + mc1 * g.lda;
-                t.pf_rows = static_cast<int>(rows2 / nrt2);
-              }
-              if (last) {
-                t.corr = corr.data() + j;
-                t.wzp = has_wzp ? wzp.data() + j : nullptr;
-                t.scale = scale ? scale + j : nullptr;
-                t.bias = bias ? bias + j : nullptr;
-                t.slope = slope ? slope + j : nullptr;
-                t.out = static_cast<char*>(g.out) + (i0 * g.ldo + j) * static_cast<int64_t>(esz);
-              }
-              mk.tile(t);
+            if (has_wzp && P.nk == 1 && nc0 == c0) mk.rowsum(g.a + i0 * g.lda, g.lda, i1 - i0, k, rs + (i0 - mc0));
+            // One strip: the row tile times the B block's columns.
+            const int64_t j = nc0;
+            t.cols = static_cast<int>(nc1 - nc0);
+            t.b = W.panels.data() + (j / 16) * t.bstride + q0 * 64;
+            t.part = part + (i0 - mc0) * ldp + (j - c0);
+            // While its first register tile runs, prefetch the next row tile's A.
+            t.pf = nullptr;
+            if (it + 1 < nrt) {
+              const int64_t i2 = mc0 + rows * (it + 2) / nrt;
+              t.pf = g.a + i1 * g.lda + q0 * 4;
+              t.pf_rows = static_cast<int>(i2 - i1);
+            } else if (mc1 < r1 && P.nk == 1) {
+              const int64_t rows2 = std::min(r1, mc1 + P.mc) - mc1;
+              const int64_t nrt2 = (rows2 + mk.mr - 1) / mk.mr;
+              t.pf = g.a + mc1 * g.lda;
+              t.pf_rows = static_cast<int>(rows2 / nrt2);
             }
+            t.corr = corr.data() + j;
+            t.wzp = has_wzp ? wzp.data() + j : nullptr;
+            if (last) {
+              t.scale = scale ? scale + j : nullptr;
+              t.bias = bias ? bias + j : nullptr;
+              t.slope = slope ? slope + j : nullptr;
+              t.out = static_cast<char*>(g.out) + (i0 * g.ldo + j) * static_cast<int64_t>(esz);
+            }
+            mk.tile(t);
           }
         }
       }
@@ -280,6 +283,26 @@ void drive(const GemmU8S8Args& g, const Micro& mk) {
       run_block(0, m, std::min(n, a0 * P.tile_cols), std::min(n, a1 * P.tile_cols), scr);
     }
   });
+}
+
+void for_each_panel(const Tile& t, void (*fn)(const Tile& piece)) {
+  Tile p = t;
+  const int64_t esz = static_cast<int64_t>(out_elem_size(t.type));
+  for (int c0 = 0; c0 < t.cols; c0 += 16) {
+    p.cols = std::min(16, t.cols - c0);
+    p.b = t.b + (c0 / 16) * t.bstride;
+    p.pf = c0 == 0 ? t.pf : nullptr;
+    p.part = t.part ? t.part + c0 : nullptr;
+    p.corr = t.corr + c0;
+    p.wzp = t.wzp ? t.wzp + c0 : nullptr;
+    if (t.final) {
+      p.scale = t.scale ? t.scale + c0 : nullptr;
+      p.bias = t.bias ? t.bias + c0 : nullptr;
+      p.slope = t.slope ? t.slope + c0 : nullptr;
+      p.out = static_cast<char*>(t.out) + c0 * esz;
+    }
+    fn(p);
+  }
 }
 
 }  // namespace gemm8

@@ -103,29 +103,34 @@ void gemm_u8s8s32_ref(const GemmU8S8Args& args);
 // microkernel per register tile through plain function pointers.
 namespace gemm8 {
 
+// A strip: `rows` rows of A times `cols` consecutive output columns (a
+// multiple of 16 columns, but for the last strip of the output), within one
+// k block. A kernel walks it in register tiles.
 struct Tile {
-  const uint8_t* a = nullptr;  // row 0 of the tile, at the k block's first byte
+  const uint8_t* a = nullptr;  // row 0 of the strip, at the k block's first byte
   int64_t lda = 0;
-  const int8_t* b = nullptr;   // panel 0 of the tile, at the k block's first group
+  const int8_t* b = nullptr;   // panel of the strip's first column, at the k block's first group
   int64_t bstride = 0;         // bytes from one panel to the next (k_pad * 16)
   int64_t kq = 0;              // 4-byte k groups in this block (the last one partial when tail > 0)
   int tail = 0;                // 0, or 1..3: valid bytes of the last group (A is not read past them)
   int rows = 0;                // 1..mr
-  int panels = 0;              // 1..np
-  int cols = 0;                // valid columns, 1..16*panels
+  int cols = 0;                // columns of the strip
   bool load_part = false;      // start from the partial sums in part (else from 0)
   bool final = false;          // apply the epilogue and write out (else store partial sums to part)
   const uint8_t* pf = nullptr; // or: A rows (stride lda) to prefetch while this tile runs
   int pf_rows = 0;
-  int32_t* part = nullptr;     // rows x (16*panels) int32 partial sums, row stride ldp
+  int32_t* part = nullptr;     // rows x cols int32 partial sums (kernel-defined content), row stride ldp
   int64_t ldp = 0;
-  // Epilogue inputs (final only), already offset to the tile's first column / row.
-  // All per-column arrays are readable for 16*panels entries (padded).
+  // Epilogue inputs, already offset to the strip's first column / row.
+  // All per-column arrays are readable up to a multiple of 16 entries (padded).
+  // corr, wzp and rowsum are set for every strip: a kernel applies
+  // acc += corr[j] - wzp[j] * rowsum[i] once, either when it starts from 0
+  // (!load_part) or in the epilogue; the rest is for final strips only.
   const int32_t* corr = nullptr;    // k*a_zp*w_zp[j] - a_zp*colsum[j]
   const int32_t* wzp = nullptr;     // null when every w_zp is 0
-  const int32_t* rowsum = nullptr;  // sum_k a[i, k] for the tile's rows (when wzp)
+  const int32_t* rowsum = nullptr;  // sum_k a[i, k] for the strip's rows (when wzp)
   const float* scale = nullptr;     // null = 1
-  const float* bias = nullptr;      // never null (zeros by default)
+  const float* bias = nullptr;      // null = +0 (y + 0: -0 becomes +0)
   const float* slope = nullptr;     // Prelu only
   OutType type = OutType::S32;
   Act act = Act::None;
@@ -135,14 +140,14 @@ struct Tile {
   // the same rne(): |q - rne(q)| < 0.5 - 2^-10 (the two differ by < 2^-10
   // while |q| < 2^12, and both saturate the clamp beyond); other lanes divide.
   float out_recip = 0.f;
-  void* out = nullptr;  // element (row 0, col 0) of the tile
+  void* out = nullptr;  // element (row 0, col 0) of the strip
   int64_t ldo = 0;
 };
 
 struct Micro {
   int mr;  // max rows of a register tile
-  int np;  // max 16-column panels of a register tile
-  void (*tile)(const Tile& t);
+  int np;  // 16-column panels of a register tile (strips are multiples of 16*np columns but the last)
+  void (*tile)(const Tile& t);  // one strip
   // rowsum[r] = sum_{kk<k} a[r*lda + kk] (wrap-around int32), r < rows.
   void (*rowsum)(const uint8_t* a, int64_t lda, int64_t rows, int64_t k, int32_t* out);
   // Cache budgets (bytes) for the blocking: max k block, B block, A block.
@@ -150,6 +155,10 @@ struct Micro {
 };
 
 void drive(const GemmU8S8Args& args, const Micro& micro);
+
+// Calls fn once per 16-column piece of strip t (pointers advanced; pf kept
+// for the first piece only): for kernels whose register tile is one panel.
+void for_each_panel(const Tile& t, void (*fn)(const Tile& piece));
 
 }  // namespace gemm8
 

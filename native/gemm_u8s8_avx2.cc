@@ -67,7 +67,7 @@ __attribute__((always_inline)) inline void epilogue(const Tile& t, __m256i (&acc
   __m256 sc[2], bi[2], sl[2];
   for (int h = 0; h < 2; h++) {
     sc[h] = has_scale ? _mm256_loadu_ps(t.scale + 8 * h) : _mm256_set1_ps(1.f);
-    bi[h] = _mm256_loadu_ps(t.bias + 8 * h);
+    bi[h] = t.bias ? _mm256_loadu_ps(t.bias + 8 * h) : zero;
     sl[h] = act == Act::Prelu ? _mm256_loadu_ps(t.slope + 8 * h) : zero;
   }
   auto affine = [&](int r, int h) -> __m256 {
@@ -167,12 +167,14 @@ void tile_kernel(const Tile& t) {
   epilogue<R>(t, res);
 }
 
-void tile(const Tile& t) {
+void piece(const Tile& t) {
   if (t.rows == 1)
     tile_kernel<1>(t);
   else
     tile_kernel<2>(t);
 }
+
+void tile(const Tile& t) { gemm8::for_each_panel(t, piece); }
 
 void rowsum(const uint8_t* a, int64_t lda, int64_t rows, int64_t k, int32_t* out) {
   const __m256i zero = _mm256_setzero_si256();

@@ -334,6 +334,19 @@ t.test('special float epilogue inputs: NaN/inf bias, zero and negative scales, -
   for (const outType of ['f32', 'u8', 's8'] as const)
     for (const activation of ['none', 'relu', 'prelu'] as const)
       checkCase(tt, { ...base, outType, scale, bias, activation, slope, outScale: outType === 'f32' ? undefined : 0.75 }, `specials ${outType} ${activation}`);
+  // acc = 0 times a negative scale is -0; the (default 0) bias makes it +0
+  const zeroA = { ...base, a: new Uint8Array(base.a.length), aZeroPoint: 0, bias: undefined };
+  const negScale = Float32Array.from({ length: n }, (_, j) => (j % 2 ? -0.5 : 0.5));
+  const z = checkCase(tt, { ...zeroA, outType: 'f32', scale: negScale }, 'f32: 0 * negative scale, no bias');
+  tt.ok(Object.is(z[1], 0), '+0, not -0');
+  checkCase(tt, { ...zeroA, outType: 'f32', scale: negScale, bias: new Float32Array(n).fill(-0) }, 'f32: -0 + -0 = -0');
+  checkCase(tt, { ...zeroA, outType: 'f32' }, 'f32: no scale, no bias');
+  // relu with the clamp range entirely above or below the zero point
+  const plain = { ...base, scale: Float32Array.from({ length: n }, () => 1e-3), bias: undefined };
+  for (const [outType, outZeroPoint, clampMin, clampMax] of [['u8', 20, 0, 15], ['u8', 3, 9, 30], ['s8', -10, -5, 5], ['s8', 7, -20, 2]] as const)
+    for (const activation of ['relu', 'none'] as const)
+      checkCase(tt, { ...plain, outType, activation, outZeroPoint, clampMin, clampMax, outScale: 0.01 },
+        `${outType} ${activation} zp ${outZeroPoint} clamp [${clampMin}, ${clampMax}]`);
   // tiny / huge outScale (the reciprocal shortcut must not be used there)
   for (const outScale of [1e-40, 3e-39, 1e38, 2.5e-38])
     checkCase(tt, { ...base, outType: 'u8', scale, bias: undefined, outScale }, `u8 outScale ${outScale}`);
