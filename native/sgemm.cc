@@ -17,10 +17,13 @@ void sgemm_ref(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64
                int64_t);
 void sgemm_avx512(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
                   float*, int64_t);
+void sgemm_avx2(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
+                float*, int64_t);
 
 QF_KERNEL(sgemm_kernel, SgemmFn, "sgemm",
           {
               {"sgemm_avx512", Isa::Avx512, sgemm_avx512},
+              {"sgemm_avx2", Isa::Avx2, sgemm_avx2},
               {"sgemm_ref", Isa::Scalar, sgemm_ref},
           })
 
