@@ -88,7 +88,7 @@ export interface SgemmOptions {
   m: number;
   n: number;
   k: number;
-  /** Default 1. */
+  /** Default 1. alpha = 0: A and B are not read (C = beta * C). */
   alpha?: number;
   /** op(A) is m x k: A is m x k (lda >= k) or, transposed, k x m (lda >= m). */
   a: Float32Array;
@@ -98,7 +98,10 @@ export interface SgemmOptions {
   ldb?: number;
   /** Default 0: C is then not read (NaN/garbage in C is ignored). */
   beta?: number;
-  /** m x n, ldc >= n. C = alpha * op(A) * op(B) + beta * C */
+  /**
+   * m x n, ldc >= n. C = alpha * op(A) * op(B) + beta * C. Must not overlap a or b
+   * (RangeError). Results are the same whatever the thread count.
+   */
   c: Float32Array;
   ldc?: number;
   variant?: string;
