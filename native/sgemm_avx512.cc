@@ -97,7 +97,8 @@ struct Out {
   float alpha, beta;
   int mode;
   bool tc;
-  int nr;  // valid tile columns (1..NR)
+  bool stream;  // mode 0, C written once and too big to stay cached: non-temporal stores where aligned
+  int nr;       // valid tile columns (1..NR)
 };
 
 inline __m512 update(__m512 acc, const float* c, __mmask16 mk, __m512 va, __m512 vb, int mode) {
@@ -119,29 +120,20 @@ inline void prefetch_tile(const float* c, int64_t ldc, bool tc, int nr) {
   }
 }
 
+// Transposed store from a tile buffer t[M][32] (kept out of line so that the
+// microkernel's accumulators never need an address).
 template <int M, int NV>
-inline void store_tile(__m512 (&acc)[M][NV], const Out& o) {
+__attribute__((noinline)) void store_tile_t(const float* t, const Out& o) {
   const __m512 va = _mm512_set1_ps(o.alpha), vb = _mm512_set1_ps(o.beta);
-  if (!o.tc) {
-    const __mmask16 ml = tail_mask(o.nr - 16 * (NV - 1));
-    for (int i = 0; i < M; i++) {
-      float* c = o.c + i * o.ldc;
-      for (int v = 0; v < NV; v++) {
-        const __mmask16 mk = v == NV - 1 ? ml : __mmask16(0xFFFF);
-        _mm512_mask_storeu_ps(c + 16 * v, mk, update(acc[i][v], c + 16 * v, mk, va, vb, o.mode));
-      }
-    }
-  } else {
-    const __mmask16 mk = tail_mask(M);
-    for (int v = 0; v < NV; v++) {
-      __m512 r[16];
-      for (int i = 0; i < 16; i++) r[i] = i < M ? acc[i][v] : _mm512_setzero_ps();
-      transpose16(r);  // r[x] = tile column 16v + x, lanes = tile rows
-      const int qn = std::min(16, o.nr - 16 * v);
-      for (int x = 0; x < qn; x++) {
-        float* c = o.c + (16 * v + x) * o.ldc;
-        _mm512_mask_storeu_ps(c, mk, update(r[x], c, mk, va, vb, o.mode));
-      }
+  const __mmask16 mk = tail_mask(M);
+  for (int v = 0; v < NV; v++) {
+    __m512 r[16];
+    for (int i = 0; i < 16; i++) r[i] = i < M ? _mm512_load_ps(t + i * NR + 16 * v) : _mm512_setzero_ps();
+    transpose16(r);  // r[x] = tile column 16v + x, lanes = tile rows
+    const int qn = std::min(16, o.nr - 16 * v);
+    for (int x = 0; x < qn; x++) {
+      float* c = o.c + (16 * v + x) * o.ldc;
+      _mm512_mask_storeu_ps(c, mk, update(r[x], c, mk, va, vb, o.mode));
     }
   }
 }
@@ -201,7 +193,25 @@ void ukernel(int64_t kc, const float* __restrict a, int64_t lda, const float* __
       }
     }
   }
-  store_tile<M, NV>(acc, o);
+  if (!o.tc) {
+    const __m512 va = _mm512_set1_ps(o.alpha), vb = _mm512_set1_ps(o.beta);
+    const __mmask16 ml = tail_mask(o.nr - 16 * (NV - 1));
+    for (int i = 0; i < M; i++) {
+      float* c = o.c + i * o.ldc;
+      for (int v = 0; v < NV; v++) {
+        const __mmask16 mk = v == NV - 1 ? ml : __mmask16(0xFFFF);
+        if (o.stream && mk == 0xFFFF && (reinterpret_cast<uintptr_t>(c + 16 * v) & 63) == 0)
+          _mm512_stream_ps(c + 16 * v, _mm512_mul_ps(va, acc[i][v]));
+        else
+          _mm512_mask_storeu_ps(c + 16 * v, mk, update(acc[i][v], c + 16 * v, mk, va, vb, o.mode));
+      }
+    }
+  } else {
+    alignas(64) float t[M * NR];
+    for (int i = 0; i < M; i++)
+      for (int v = 0; v < NV; v++) _mm512_store_ps(t + i * NR + 16 * v, acc[i][v]);
+    store_tile_t<M, NV>(t, o);
+  }
 }
 
 using UkFn = void (*)(int64_t, const float*, int64_t, const float*, const Prefetch&, const Out&);
@@ -301,6 +311,10 @@ constexpr int64_t FEW_NC = 256;  // columns per block: the next block's source (
 thread_local AlignedBuf<float> t_bpack;
 thread_local AlignedBuf<float> t_apack;
 
+// C bigger than this, written once (beta = 0, one k block): non-temporal
+// stores, so the write does not first read every line of C from memory.
+constexpr double STREAM_C_BYTES = 8e6;
+
 Out make_out(const Problem& P, int64_t pc) {
   Out o;
   o.c = nullptr;
@@ -310,6 +324,7 @@ Out make_out(const Problem& P, int64_t pc) {
   o.beta = P.beta;
   o.mode = pc > 0 ? 1 : (P.beta == 0.f ? 0 : (P.beta == 1.f ? 1 : 2));
   o.tc = P.tc;
+  o.stream = o.mode == 0 && P.kc >= P.k && !P.tc && static_cast<double>(P.m) * P.n * 4 > STREAM_C_BYTES;
   o.nr = NR;
   return o;
 }
@@ -421,6 +436,7 @@ void run_block(const Problem& P, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
   if (i0 >= i1 || j0 >= j1) return;
   if ((i1 - i0 + MR - 1) / MR <= FEW_SLIVERS) run_block_panels(P, i0, i1, j0, j1);
   else run_block_packed(P, i0, i1, j0, j1);
+  _mm_sfence();  // order any non-temporal C stores before the caller (or the joining thread) reads C
 }
 
 // C = beta * C (k == 0 or alpha == 0): C not read when beta == 0.
