@@ -21,6 +21,8 @@ const shapes: Shape[] = [
   { name: 'conv1x1 64->128 b32 (NT)', m: 3136 * 32, n: 128, k: 64, ta: false, tb: true },
   { name: 'fc 25088->512 b32 (NT)', m: 32, n: 512, k: 25088, ta: false, tb: true },
   { name: 'fc 25088->512 b32 (NN)', m: 32, n: 512, k: 25088, ta: false, tb: false },
+  { name: 'fc bwd-in (NN, 32x25088x512)', m: 32, n: 25088, k: 512, ta: false, tb: false },
+  { name: 'fc bwd-w (TN, 512x25088x32)', m: 512, n: 25088, k: 32, ta: true, tb: false },
   { name: 'wgrad 3x3 64x576 (TN, k=100352)', m: 64, n: 576, k: 100352, ta: true, tb: false },
   { name: '256^3 NN', m: 256, n: 256, k: 256, ta: false, tb: false },
 ];
