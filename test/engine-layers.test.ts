@@ -172,6 +172,9 @@ t.test('Add, Sequential, Graph (shortcuts and fan-out) gradients', async (tt) =>
   tt.ok(grads[1]!.toArray().every((v) => v === 0), 'unused input gets a zero gradient');
   tt.throws(() => new Graph().add('n', new Add(), ['input']), /takes 2 inputs/, 'arity is checked');
   tt.throws(() => new Graph().add('n', new ReLU(), 'nope'), /neither an input nor an earlier node/, 'unknown inputs are refused');
+  const shared = new ReLU();
+  tt.throws(() => new Graph().add('a', shared).add('b', shared), /reuses a module instance/, 'a module instance is used once');
+  tt.throws(() => new Sequential([shared]).append(shared), /already a child/, 'also in Sequential');
 });
 
 t.test('QuantFaceLoss value and gradient', async (tt) => {

@@ -26,6 +26,7 @@ export class Sequential extends Module {
   append(m: Module, name?: string): this {
     const n = name ?? String(this._children.size);
     if (this._children.has(n)) throw new QuantFaceError('E_ARG', `Sequential: duplicate child name ${n}`);
+    if ([...this._children.values()].includes(m)) throw new QuantFaceError('E_ARG', `Sequential: this module instance is already a child (use a separate instance per layer)`);
     this.setChild(n, m);
     return this;
   }
@@ -109,6 +110,8 @@ export class Graph extends Module {
   /** Adds a node; inputs default to the previous node (or the first graph input). */
   add(name: string, module: Module, inputs?: string | string[]): this {
     if (this._children.has(name) || this.inputNames.includes(name)) throw new QuantFaceError('E_ARG', `Graph: duplicate name ${name}`);
+    if ([...this._children.values()].includes(module))
+      throw new QuantFaceError('E_ARG', `Graph: node ${name} reuses a module instance already in the graph (a module keeps one forward state: use a separate instance)`);
     const ins = inputs === undefined ? [this.nodes.length ? this.nodes[this.nodes.length - 1]!.name : this.inputNames[0]!] : typeof inputs === 'string' ? [inputs] : [...inputs];
     for (const i of ins)
       if (!this.inputNames.includes(i) && !this._children.has(i)) throw new QuantFaceError('E_ARG', `Graph: node ${name} reads ${i}, which is neither an input nor an earlier node`);
