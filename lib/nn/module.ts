@@ -19,6 +19,9 @@
  *   intermediates they own as soon as they are consumed. Callers that are
  *   done with a pooled result may `bufferPool.release()` it (optional).
  * - backward never modifies gradOut.
+ * - Inputs are saved by reference: a tensor passed to forward with gradients
+ *   enabled must stay unchanged (and must not be released to the pool) until
+ *   backward has run, as PyTorch forbids in-place changes to saved tensors.
  */
 import { bufferPool } from './pool.js';
 import {
