@@ -133,8 +133,8 @@ inline __m256 act8(AffAct act, __m256 y, const float* slope, float lo, float hi)
 }
 
 // P pixels x NB vectors of 8 channels from channel j0v (a multiple of 8).
-template <int P, int NB>
-inline void ci8_pixels(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0, int64_t j0v, int64_t ky0, int64_t ky1, bool checkx) {
+template <int P, int NB, bool CHECK>
+inline void ci8_pixels(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0, int64_t j0v, int64_t ky0, int64_t ky1) {
   const ConvGeom& g = A.g;
   const int64_t C = g.c, cpad = A.cpad;
   __m256 acc[P][NB];
@@ -149,7 +149,7 @@ inline void ci8_pixels(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox
       bool ok[P];
       for (int p = 0; p < P; p++) {
         const int64_t ix = (ox0 + p) * g.sw - g.pl + kx * g.dw;
-        ok[p] = !checkx || (ix >= 0 && ix < g.w);
+        ok[p] = !CHECK || (ix >= 0 && ix < g.w);
         px[p] = rowp + ix * C;
       }
       for (int64_t ci = 0; ci < C; ci++) {
@@ -157,7 +157,7 @@ inline void ci8_pixels(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox
         for (int k = 0; k < NB; k++) wv[k] = _mm256_load_ps(wr + ci * cpad + k * 8);
         const float* tab = A.table + ci * 256;
         for (int p = 0; p < P; p++) {
-          if (!ok[p]) continue;
+          if (CHECK && !ok[p]) continue;
           const __m256 v = _mm256_set1_ps(tab[px[p][ci]]);
           for (int k = 0; k < NB; k++) acc[p][k] = _mm256_fmadd_ps(v, wv[k], acc[p][k]);
         }
@@ -200,12 +200,12 @@ inline void ci8_pixels(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox
   }
 }
 
-template <int P>
-inline void ci8_all(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0, int64_t ky0, int64_t ky1, bool checkx) {
+template <int P, bool CHECK>
+inline void ci8_all(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0, int64_t ky0, int64_t ky1) {
   const int64_t nv = (A.g.cout + 7) / 8;
   int64_t v = 0;
-  for (; v + 2 <= nv; v += 2) ci8_pixels<P, 2>(A, n, oy, ox0, v * 8, ky0, ky1, checkx);
-  if (v < nv) ci8_pixels<P, 1>(A, n, oy, ox0, v * 8, ky0, ky1, checkx);
+  for (; v + 2 <= nv; v += 2) ci8_pixels<P, 2, CHECK>(A, n, oy, ox0, v * 8, ky0, ky1);
+  if (v < nv) ci8_pixels<P, 1, CHECK>(A, n, oy, ox0, v * 8, ky0, ky1);
 }
 
 inline int64_t cdiv(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
@@ -228,10 +228,10 @@ void rt_conv_input_avx2(const ConvInputArgs& A, int64_t r0, int64_t r1) {
     ky1 = ky1 > g.kh ? g.kh : ky1;
     if (ky1 < ky0) ky1 = ky0;
     int64_t ox = 0;
-    for (; ox < lo; ox++) ci8_all<1>(A, n, oy, ox, ky0, ky1, true);
-    for (; ox + 4 <= hi; ox += 4) ci8_all<4>(A, n, oy, ox, ky0, ky1, false);
-    for (; ox < hi; ox++) ci8_all<1>(A, n, oy, ox, ky0, ky1, false);
-    for (; ox < g.ow; ox++) ci8_all<1>(A, n, oy, ox, ky0, ky1, true);
+    for (; ox < lo; ox++) ci8_all<1, true>(A, n, oy, ox, ky0, ky1);
+    for (; ox + 4 <= hi; ox += 4) ci8_all<4, false>(A, n, oy, ox, ky0, ky1);
+    for (; ox < hi; ox++) ci8_all<1, false>(A, n, oy, ox, ky0, ky1);
+    for (; ox < g.ow; ox++) ci8_all<1, true>(A, n, oy, ox, ky0, ky1);
   }
 }
 

@@ -111,8 +111,8 @@ inline __m512 act16(const AffAct act, __m512 y, const float* slope, int64_t c, _
 }
 
 // P output pixels (consecutive ox of one row) x NB vectors of 16 output channels from vector v0.
-template <int P, int NB>
-inline void ci_pixels(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0, int64_t v0, int64_t ky0, int64_t ky1, bool checkx) {
+template <int P, int NB, bool CHECK>
+inline void ci_pixels(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0, int64_t v0, int64_t ky0, int64_t ky1) {
   const ConvGeom& g = A.g;
   const int64_t C = g.c, cpad = A.cpad;
   __m512 acc[P][NB];
@@ -127,7 +127,7 @@ inline void ci_pixels(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0
       bool ok[P];
       for (int p = 0; p < P; p++) {
         const int64_t ix = (ox0 + p) * g.sw - g.pl + kx * g.dw;
-        ok[p] = !checkx || (ix >= 0 && ix < g.w);
+        ok[p] = !CHECK || (ix >= 0 && ix < g.w);
         px[p] = rowp + ix * C;
       }
       for (int64_t ci = 0; ci < C; ci++) {
@@ -135,7 +135,7 @@ inline void ci_pixels(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0
         for (int k = 0; k < NB; k++) wv[k] = _mm512_load_ps(wr + ci * cpad + k * 16);
         const float* tab = A.table + ci * 256;
         for (int p = 0; p < P; p++) {
-          if (!ok[p]) continue;
+          if (CHECK && !ok[p]) continue;
           const __m512 v = _mm512_set1_ps(tab[px[p][ci]]);
           for (int k = 0; k < NB; k++) acc[p][k] = _mm512_fmadd_ps(v, wv[k], acc[p][k]);
         }
@@ -159,15 +159,15 @@ inline void ci_pixels(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0
   }
 }
 
-template <int P>
-inline void ci_pixels_all(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0, int64_t ky0, int64_t ky1, bool checkx) {
+template <int P, bool CHECK>
+inline void ci_pixels_all(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0, int64_t ky0, int64_t ky1) {
   const int64_t nv = A.cpad / 16;
   int64_t v = 0;
-  for (; v + 4 <= nv; v += 4) ci_pixels<P, 4>(A, n, oy, ox0, v, ky0, ky1, checkx);
+  for (; v + 4 <= nv; v += 4) ci_pixels<P, 4, CHECK>(A, n, oy, ox0, v, ky0, ky1);
   switch (nv - v) {
-    case 3: ci_pixels<P, 3>(A, n, oy, ox0, v, ky0, ky1, checkx); break;
-    case 2: ci_pixels<P, 2>(A, n, oy, ox0, v, ky0, ky1, checkx); break;
-    case 1: ci_pixels<P, 1>(A, n, oy, ox0, v, ky0, ky1, checkx); break;
+    case 3: ci_pixels<P, 3, CHECK>(A, n, oy, ox0, v, ky0, ky1); break;
+    case 2: ci_pixels<P, 2, CHECK>(A, n, oy, ox0, v, ky0, ky1); break;
+    case 1: ci_pixels<P, 1, CHECK>(A, n, oy, ox0, v, ky0, ky1); break;
     default: break;
   }
 }
@@ -192,10 +192,10 @@ void rt_conv_input_avx512(const ConvInputArgs& A, int64_t r0, int64_t r1) {
     ky1 = ky1 > g.kh ? g.kh : ky1;
     if (ky1 < ky0) ky1 = ky0;
     int64_t ox = 0;
-    for (; ox < lo; ox++) ci_pixels_all<1>(A, n, oy, ox, ky0, ky1, true);
-    for (; ox + 4 <= hi; ox += 4) ci_pixels_all<4>(A, n, oy, ox, ky0, ky1, false);
-    for (; ox < hi; ox++) ci_pixels_all<1>(A, n, oy, ox, ky0, ky1, false);
-    for (; ox < g.ow; ox++) ci_pixels_all<1>(A, n, oy, ox, ky0, ky1, true);
+    for (; ox < lo; ox++) ci_pixels_all<1, true>(A, n, oy, ox, ky0, ky1);
+    for (; ox + 4 <= hi; ox += 4) ci_pixels_all<4, false>(A, n, oy, ox, ky0, ky1);
+    for (; ox < hi; ox++) ci_pixels_all<1, false>(A, n, oy, ox, ky0, ky1);
+    for (; ox < g.ow; ox++) ci_pixels_all<1, true>(A, n, oy, ox, ky0, ky1);
   }
 }
 
