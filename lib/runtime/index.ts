@@ -59,7 +59,7 @@ export interface LoadModelOptions {
   approximateInput?: boolean;
 }
 
-export interface EmbedOptions {
+export interface EmbedCallOptions {
   /** Alignment for this call (default: the model's). */
   align?: AlignInput;
 }
@@ -243,7 +243,7 @@ export class FaceModel {
     });
   }
 
-  private async crops(inputs: readonly EmbedInput[], o: EmbedOptions): Promise<Uint8Array[]> {
+  private async crops(inputs: readonly EmbedInput[], o: EmbedCallOptions): Promise<Uint8Array[]> {
     const align = o.align === undefined ? this.alignSpec : resolveAlign(o.align);
     const opts = { size: this.inputSize, align, limits: this.limits };
     return Promise.all(inputs.map((x, i) => prepareInput(x, opts, inputs.length > 1 ? i : undefined)));
@@ -254,9 +254,9 @@ export class FaceModel {
    * array of embeddings, in order). Rejects with a QuantFaceError for a bad
    * input (E_FORMAT, E_SHAPE, E_IO, E_ARG) or after dispose() (E_CLOSED).
    */
-  embed(input: EmbedInput, o?: EmbedOptions): Promise<Float32Array>;
-  embed(inputs: readonly EmbedInput[], o?: EmbedOptions): Promise<Float32Array[]>;
-  async embed(input: EmbedInput | readonly EmbedInput[], o: EmbedOptions = {}): Promise<Float32Array | Float32Array[]> {
+  embed(input: EmbedInput, o?: EmbedCallOptions): Promise<Float32Array>;
+  embed(inputs: readonly EmbedInput[], o?: EmbedCallOptions): Promise<Float32Array[]>;
+  async embed(input: EmbedInput | readonly EmbedInput[], o: EmbedCallOptions = {}): Promise<Float32Array | Float32Array[]> {
     this.check();
     const many = Array.isArray(input);
     const list = many ? (input as readonly EmbedInput[]) : [input as EmbedInput];
@@ -295,7 +295,7 @@ export class FaceModel {
    * pixels ({ data, width, height }) only (decoding files is asynchronous).
    * Blocks the calling thread while the network runs.
    */
-  embedSync(input: EmbedInput | readonly EmbedInput[], o: EmbedOptions = {}): Float32Array | Float32Array[] {
+  embedSync(input: EmbedInput | readonly EmbedInput[], o: EmbedCallOptions = {}): Float32Array | Float32Array[] {
     this.check();
     const many = Array.isArray(input);
     const list = many ? (input as readonly EmbedInput[]) : [input as EmbedInput];
@@ -329,7 +329,7 @@ export class FaceModel {
   }
 
   /** Embeds two images and verifies them. */
-  async compare(a: EmbedInput, b: EmbedInput, o: EmbedOptions & { threshold?: number } = {}): Promise<VerifyResult> {
+  async compare(a: EmbedInput, b: EmbedInput, o: EmbedCallOptions & { threshold?: number } = {}): Promise<VerifyResult> {
     const [ea, eb] = await this.embed([a, b], o);
     return this.verify(ea!, eb!, o.threshold);
   }
