@@ -7,7 +7,8 @@ import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { compileModel, engineEmbed, loadModel, quantizeModel } from '../lib/runtime/index.js';
+import { addInputQuantizers, compileModel, engineEmbed, loadModel, quantizeModel } from '../lib/runtime/index.js';
+import { toQat } from '../lib/quant/index.js';
 import type { CompiledModel } from '../lib/runtime/index.js';
 import { saveQfm } from '../lib/io/index.js';
 import { MobileFaceNet } from '../lib/models/mobilefacenet.js';
@@ -184,4 +185,26 @@ t.test('.qfm round trip: the loaded student gives the same embeddings', { skip }
     t.ok(c.min > 0.999999, `W${wb}A8: loaded file vs in-memory student, min cosine ${c.min}`);
     await m.dispose();
   }
+});
+
+t.test('addInputQuantizers: where the quantizers go; learned-scale (LSQ) students', { skip }, async (t) => {
+  const crops = await faceCrops(16, 100);
+  const calib = crops.subarray(0, 8 * PER);
+  const test = crops.subarray(8 * PER);
+  const tch = await teacher();
+  const q = toQat(tch, { calibrationSteps: Infinity });
+  const added = addInputQuantizers(q);
+  t.same(added, ['stage1_unit1_conv0_0_quant', 'stage2_unit1_conv0_0_quant', 'stage3_unit1_conv0_0_quant', 'stage4_unit1_conv0_0_quant'], 'after each 1x1 convolution that feeds a depthwise one');
+  t.same(addInputQuantizers(q), [], 'a second call adds nothing');
+  const before = compileModel(toQat(tch, { calibrationSteps: Infinity }));
+  t.equal(before.report.fp32Convs, 5, 'without them the depthwise convolutions run in fp32');
+  t.ok(before.report.fp32Reasons.some((r) => /no activation quantizer/.test(r)), 'and the report says why');
+  // LSQ: learned scales and fixed zero points, W4A4
+  const m = new MobileFaceNet({ widthMultiplier: 0.25, blocks: [1, 1, 1], seed: 7 });
+  const lsq = quantizeModel(m, { images: calib, batchSize: 8, weightBits: 4, actBits: 4, learnableScales: true });
+  const cm = compileModel(lsq);
+  t.equal(cm.report.fp32Convs, 1, 'LSQ student: every convolution but the first in int8');
+  const c = rowCosines(runCompiled(cm, test, 8), engineEmbed(lsq, test, 8), 8, cm.outputDim);
+  t.comment(`LSQ W4A4 MobileFaceNet x0.25: mean cosine ${c.mean.toFixed(7)}`);
+  t.ok(c.mean >= 0.999, `LSQ W4A4: mean cosine ${c.mean} >= 0.999`);
 });

@@ -12,6 +12,7 @@ import { Conv2d, Linear } from '../nn/layers.js';
 import { Sequential, Graph, type GraphNode } from '../nn/containers.js';
 import { bufferPool } from '../nn/pool.js';
 import { ActFakeQuant } from '../quant/fake-quant.js';
+import { LsqActFakeQuant } from '../quant/lsq.js';
 import { actGrid, hasWeightQuantizer } from './quantizers.js';
 import { toQat, type QatOptions } from '../quant/qat.js';
 import { preprocess, type ModelInfo, type Preprocessing } from '../io/model-info.js';
@@ -145,9 +146,10 @@ export interface CalibrateOptions {
 
 /**
  * Observes activation ranges (running min/max) of every activation quantizer
- * that is not frozen, on the given images, with BatchNorm and dropout in
- * eval mode (post-training calibration). Returns the number of quantizers
- * that observed.
+ * that is not frozen (and initialises learned-scale quantizers that have not
+ * seen data yet), on the given images, with BatchNorm and dropout in eval
+ * mode (post-training calibration). Returns the number of quantizers that
+ * observed.
  */
 export function calibrateActivations(model: Module, o: CalibrateOptions): number {
   const info = (model as { info?: ModelInfo }).info;
@@ -162,7 +164,10 @@ export function calibrateActivations(model: Module, o: CalibrateOptions): number
   for (const m of model.modules()) modes.set(m, m.training);
   model.eval();
   const observers = [...model.modules()].filter((m): m is ActFakeQuant => m instanceof ActFakeQuant && m.observerEnabled);
+  // Learned-scale quantizers initialise their scale from the range of their first training-mode forwards.
+  const lsq = [...model.modules()].filter((m): m is LsqActFakeQuant => m instanceof LsqActFakeQuant && m.initializing);
   for (const q of observers) q.training = true;
+  for (const q of lsq) q.training = true;
   try {
     for (let i = 0; i < n; i += bs) {
       const k = Math.min(bs, n - i);
@@ -176,7 +181,7 @@ export function calibrateActivations(model: Module, o: CalibrateOptions): number
     for (const [m, t] of modes) m.training = t;
   }
   if (o.freeze ?? true) for (const q of observers) q.freeze();
-  return observers.length;
+  return observers.length + lsq.length;
 }
 
 export interface QuantizeModelOptions extends Omit<QatOptions, 'calibrationSteps'> {
