@@ -182,6 +182,37 @@ async function tfjsConfigs(jsonPath: string, crops: Uint8Array): Promise<Config[
   return out;
 }
 
+function profileOps(cm: CompiledModel, batch: number, crops: Uint8Array): { total: number; byKind: [string, number][]; top: { name: string; ms: number; gops: number }[] } {
+  binding.setThreads(1);
+  const p = cm.plan(batch);
+  const arena = cm.newArena(p);
+  const view = cm.inputView(p, arena);
+  for (let i = 0; i < batch; i++) view.set(crops.subarray((i % 32) * PER, ((i % 32) + 1) * PER), i * PER);
+  const ops = p.segments.flatMap((s) => (s.kind === 'native' ? s.ops : [s.op]));
+  const best = new Array<number>(ops.length).fill(Infinity);
+  for (let r = 0; r < 6; r++) {
+    const prof: Float64Array[] = [];
+    cm.runSync(p, arena, prof);
+    if (r === 0) continue;
+    let k = 0;
+    for (const s of p.segments) {
+      if (s.kind === 'native') {
+        const a = prof.shift()!;
+        for (let i = 0; i < s.ops.length; i++, k++) best[k] = Math.min(best[k]!, a[i]! * 1e3);
+      } else k++;
+    }
+  }
+  const byKind = new Map<string, number>();
+  const rows = ops.map((o, i) => {
+    const ms = Number.isFinite(best[i]!) ? best[i]! : 0;
+    byKind.set(o.kind, (byKind.get(o.kind) ?? 0) + ms);
+    const macs = 'macs' in o ? o.macs : 0;
+    return { name: `${o.kind} ${o.name}`, ms, gops: macs ? (2 * macs * batch) / (ms * 1e6) : 0 };
+  });
+  const total = rows.reduce((a, r) => a + r.ms, 0);
+  return { total, byKind: [...byKind], top: [...rows].sort((a, b) => b.ms - a.ms).slice(0, 12) };
+}
+
 // ------------------------------------------------------------------ LFW parity (--lfw)
 // The runtime against the fake-quant forward of the same students on LFW
 // (6,000 pairs, lfw-funneled box crop, flip-sum, insightface 10 folds): both
@@ -300,17 +331,25 @@ async function main(): Promise<void> {
   console.log(`\n## ${modelName} (${(macs / 1e6).toFixed(1)} M MACs/image), ${cpus()[0]?.model ?? 'cpu'}, ${availableParallelism()} logical CPUs\n`);
   console.log('| backend | precision | batch | threads | ms/batch (median) | img/s | clean samples |');
   console.log('|---|---|---:|---:|---:|---:|---:|');
-  for (const r of rows) console.log(`| ${r.backend} | ${r.precision} | ${r.batch} | ${r.threads} | ${r.msPerBatch.toFixed(3)}${r.contaminated ? ' (!)' : ''} | ${r.imgPerSec.toFixed(1)} | ${r.clean}/${r.all} |`);
+  for (const r of rows)
+    console.log(r.all === 0 ? `| ${r.backend} | ${r.precision} | ${r.batch} | ${r.threads} | (no sample within the budget) | | 0 |` : `| ${r.backend} | ${r.precision} | ${r.batch} | ${r.threads} | ${r.msPerBatch.toFixed(3)}${r.contaminated ? ' (!)' : ''} | ${r.imgPerSec.toFixed(1)} | ${r.clean}/${r.all} |`);
   console.log('\nRatios (ours W8A8 vs onnxruntime-node on the same model; targets: >= 1.5x int8 QDQ and >= 2x fp32 throughput at batch 32, lower latency at batch 1):\n');
   for (const th of threadList) {
     for (const b of batches) {
       const ours = find('quantface', 'W8A8', b, th);
       const oq = find('onnxruntime', 'int8 QDQ', b, th);
       const of = find('onnxruntime', 'fp32', b, th);
-      if (!ours || !oq || !of) continue;
+      if (!ours || !oq || !of || !(ours.all > 0 && oq.all > 0 && of.all > 0)) continue;
       console.log(`- batch ${b}, ${th} thread${th > 1 ? 's' : ''}: ${ours.imgPerSec.toFixed(1)} img/s (${ours.msPerBatch.toFixed(3)} ms) = ${(ours.imgPerSec / oq.imgPerSec).toFixed(2)}x ORT int8 QDQ, ${(ours.imgPerSec / of.imgPerSec).toFixed(2)}x ORT fp32`);
     }
   }
+  // Where the time goes: per-operation minima over 5 runs, W8A8 at the largest batch, 1 thread.
+  const profile = profileOps(c8, Math.max(...batches), crops);
+  console.log(`\nW8A8 per-operation time, batch ${Math.max(...batches)}, 1 thread (minimum of 5 runs; sum ${profile.total.toFixed(2)} ms):\n`);
+  console.log(profile.byKind.map(([k, v]) => `${k} ${v.toFixed(2)} ms (${((100 * v) / profile.total).toFixed(0)}%)`).join(', '));
+  console.log('\n| operation | ms | GOP/s |');
+  console.log('|---|---:|---:|');
+  for (const o of profile.top) console.log(`| ${o.name} | ${o.ms.toFixed(3)} | ${o.gops ? o.gops.toFixed(0) : ''} |`);
   const dir = join(packageRoot, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `embed-${modelName}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
