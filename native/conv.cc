@@ -268,9 +268,11 @@ void conv2d_backward_input_f32_gemm_with(SgemmFn sg, const ConvGeom& g, const fl
     return;
   }
   const int64_t eh = g.dh * (g.kh - 1), ew = g.dw * (g.kw - 1);
-  if (g.sh == 1 && g.sw == 1 && g.pt <= eh && g.pb <= eh && g.pl <= ew && g.pr <= ew) {
+  if (g.sh == 1 && g.sw == 1 && g.pt <= eh && g.pb <= eh && g.pl <= ew && g.pr <= ew && cg >= 16) {
     // Stride 1: the input gradient is a forward convolution of gout with the
-    // spatially flipped, transposed weights (no scatter, no col2im).
+    // spatially flipped, transposed weights (no scatter, no col2im). Its GEMM
+    // has only c/groups columns, so few input channels (an RGB first layer)
+    // take the col2im path below (kh*kw*c/groups columns) instead.
     ConvGeom t = g;
     t.h = g.oh;
     t.w = g.ow;

@@ -3,6 +3,7 @@
 // reference epilogue vectorised), bit-identical to dw_u8s8_ref.
 // GCC 12 flags the intrinsics' internal _mm*_undefined_* temporaries.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <cstdint>

@@ -5,6 +5,7 @@
 // round-half-even, add zero point, clamp; same NaN handling).
 // GCC 12 flags the intrinsics' internal _mm*_undefined_* temporaries.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <cstdint>

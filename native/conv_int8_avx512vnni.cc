@@ -8,6 +8,7 @@
 // dw_u8s8_ref. Weights whose w - wZeroPoint leaves int8 use dw_u8s8_avx512.
 // GCC 12 flags the intrinsics' internal _mm*_undefined_* temporaries.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <cstdint>

@@ -233,6 +233,9 @@ const fixed: Geom[] = [
   geom({ n: 1, h: 5, w: 30, c: 9, cout: 9, kh: 1, kw: 7, groups: 9, padLeft: 3, padRight: 3, dilationW: 2 }),
   geom({ n: 1, h: 10, w: 10, c: 4, cout: 8, kh: 3, kw: 3, groups: 4, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 }),
   geom({ n: 1, h: 4, w: 4, c: 3, cout: 5, kh: 3, kw: 3, strideH: 1, strideW: 1, padTop: 3, padLeft: 0, padBottom: 0, padRight: 3 }),
+  // >= 16 input channels per group: stride-1 backward input as a flipped forward convolution.
+  geom({ n: 2, h: 6, w: 7, c: 32, cout: 6, kh: 3, kw: 3, groups: 2, padTop: 1, padLeft: 2, padBottom: 0, padRight: 1 }),
+  geom({ n: 1, h: 9, w: 6, c: 16, cout: 5, kh: 5, kw: 3, dilationH: 2, padTop: 2, padLeft: 1, padBottom: 6, padRight: 1 }),
 ];
 const shapes: Geom[] = [...fixed];
 for (let i = 0; i < 14; i++) shapes.push(randomGeom());
