@@ -32,8 +32,8 @@ export type Triple = number | [number, number, number];
 export interface ModelMeta {
   /** Short display name (defaults to the file name). */
   name: string;
-  /** Model format: 'tfjs-graph' (TF.js graph model.json + shards). */
-  format: 'tfjs-graph';
+  /** Model format: 'tfjs-graph' (TF.js graph model.json + shards) or 'qfm' (a quantface model file, run by lib/runtime). */
+  format: 'tfjs-graph' | 'qfm';
   /** Model file (absolute after loading). */
   path: string;
   /** Input side (square), e.g. 112. */
@@ -380,11 +380,60 @@ export class TfjsGraphEmbedder implements Embedder {
 
 /** Loads the embedder for a model argument (see {@link resolveModelMeta}). */
 export async function loadEmbedder(arg: string, options: { backend?: 'wasm' | 'cpu' } = {}): Promise<{ embedder: Embedder; assumed: boolean }> {
+  if (/\.qfm$/i.test(arg)) return { embedder: await RuntimeEmbedder.load(arg), assumed: false };
   const { meta, assumed } = await resolveModelMeta(arg);
   switch (meta.format) {
     case 'tfjs-graph':
       return { embedder: await TfjsGraphEmbedder.load(meta, options), assumed };
     default:
       throw new QuantFaceError('E_UNSUPPORTED_OP', `model format '${String(meta.format)}' is not supported yet`);
+  }
+}
+
+/**
+ * A quantface model file (.qfm: a quantized student or a float model) run by
+ * the integer runtime (lib/runtime), which applies the preprocessing the
+ * file records; crops go in as RGB 0..255 (rounded to bytes).
+ */
+export class RuntimeEmbedder implements Embedder {
+  readonly dim: number;
+  readonly inputSize: number;
+  readonly meta: ModelMeta;
+  private constructor(private readonly model: { dim: number; inputSize: number; embed(x: Float32Array[]): Promise<Float32Array[]>; dispose(): Promise<void> }, meta: ModelMeta) {
+    this.dim = model.dim;
+    this.inputSize = model.inputSize;
+    this.meta = meta;
+  }
+
+  static async load(arg: string): Promise<RuntimeEmbedder> {
+    const path = resolve(arg);
+    const { loadModel } = await import('../runtime/index.js');
+    const model = await loadModel(path);
+    const meta: ModelMeta = {
+      name: basename(path).replace(/\.qfm$/i, ''),
+      format: 'qfm',
+      path,
+      inputSize: model.inputSize,
+      colorOrder: 'RGB',
+      normalize: 'raw',
+      dim: model.dim,
+      source: 'quantface model file (integer runtime)',
+    };
+    return new RuntimeEmbedder(model as unknown as RuntimeEmbedder['model'], meta);
+  }
+
+  async embed(batch: Float32Array, n: number): Promise<Float32Array> {
+    const per = this.inputSize * this.inputSize * 3;
+    if (batch.length < n * per) throw new QuantFaceError('E_SHAPE', `embed: ${n} crops need ${n * per} values, got ${batch.length}`);
+    const crops: Float32Array[] = [];
+    for (let i = 0; i < n; i++) crops.push(batch.subarray(i * per, (i + 1) * per));
+    const outs = n > 0 ? await this.model.embed(crops) : [];
+    const res = new Float32Array(n * this.dim);
+    outs.forEach((e, i) => res.set(e, i * this.dim));
+    return res;
+  }
+
+  dispose(): void {
+    void this.model.dispose();
   }
 }
