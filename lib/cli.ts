@@ -9,9 +9,10 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { QuantFaceError } from './errors.js';
 import { register as registerEval } from './cli/eval.js';
+import { register as registerQuantize } from './cli/quantize.js';
 
 /** Subcommand registrars, in help order. */
-export const SUBCOMMANDS: Array<(program: Command) => void> = [registerEval];
+export const SUBCOMMANDS: Array<(program: Command) => void> = [registerQuantize, registerEval];
 
 function version(): string {
   try {
