@@ -2,7 +2,7 @@
 // (fp32) and conv2dU8S8 (int8), every variant against float64 / integer JS
 // references, adjoint identities, thread-count determinism, async forms and
 // argument validation.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { binding } from '../lib/binding.js';
 import type { Conv2dGeometry, Int8Epilogue, PackedWeights } from '../binding.js';
 
@@ -153,7 +153,7 @@ function checkClose(t: Tap, got: Float32Array, ref: Ref, what: string, prev?: Fl
   }
   t.equal(bad, 0, `${what}${bad ? ': ' + bad + ' mismatches, first ' + first : ''}`);
 }
-type Tap = typeof t;
+type Tap = Test;
 
 function nanF32(len: number): Float32Array {
   return new Float32Array(len).fill(NaN);
@@ -179,7 +179,7 @@ function fp32Variants(t: Tap, op: 'f32' | 'backward_input_f32' | 'backward_weigh
   for (const k of tables)
     for (const v of variantsOf(k)) {
       if (!v.supported) {
-        t.skip(`${v.name}: not supported on this CPU`);
+        t.comment(`skip ${v.name}: not supported on this CPU`);
         continue;
       }
       names.push(v.name);
@@ -536,7 +536,7 @@ function int8Variants(t: Tap, g: Geom): string[] {
   const names: string[] = [];
   for (const v of variantsOf(isDepthwise(g) ? 'conv2d_u8s8_depthwise' : 'gemm_u8s8s32')) {
     if (!v.supported) {
-      t.skip(`${v.name}: not supported on this CPU`);
+      t.comment(`skip ${v.name}: not supported on this CPU`);
       continue;
     }
     names.push(v.name);
