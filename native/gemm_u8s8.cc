@@ -106,7 +106,7 @@ size_t out_elem_size(OutType t) {
 }
 
 struct Plan {
-  int64_t m, n, k, kq_total;
+  int64_t kq_total;
   int tail;
   int64_t kcq, nk;  // k groups per k block, number of k blocks
   int64_t nc, mc;   // columns per B block (multiple of 16*np), rows per A block
@@ -122,9 +122,6 @@ void drive(const GemmU8S8Args& g, const Micro& mk) {
   const Epilogue& ep = g.ep;
 
   Plan P;
-  P.m = m;
-  P.n = n;
-  P.k = k;
   P.kq_total = W.k_pad / 4;
   P.tail = static_cast<int>(k % 4);
   P.tile_cols = 16 * mk.np;
@@ -187,9 +184,9 @@ void drive(const GemmU8S8Args& g, const Micro& mk) {
   }
 
   // Scratch, allocated here (pool tasks must not throw).
-  const int64_t ldp_max = (P.nk > 1) ? ((split_rows || T == 1) ? (n + P.tile_cols - 1) / P.tile_cols * P.tile_cols
-                                                           : ((col_tiles + T - 1) / T + 1) * P.tile_cols)
-                                     : 0;
+  // Partial sums (k split): the full width, whatever share of the columns a
+  // thread gets (nested calls run inline with all of them).
+  const int64_t ldp_max = P.nk > 1 ? col_tiles * P.tile_cols : 0;
   const int64_t rs_len = has_wzp ? P.mc : 0;
   const int64_t per_thread = P.mc * ldp_max + rs_len + 16;
   AlignedBuf<int32_t> scratch(static_cast<size_t>(per_thread * T + 16));

@@ -84,8 +84,12 @@ struct QConst {
 template <Epi E>
 __attribute__((always_inline)) inline void epi_vec(__m512i v, char* dst, __mmask16 m, __m512 sc, bool has_scale,
                                                    __m512 bi, bool add_bias, Act act, __m512 sl, const QConst& qc) {
+  // Whole panels use plain stores (masked stores are slower here).
   if (E == Epi::S32) {
-    _mm512_mask_storeu_epi32(dst, m, v);
+    if (m == 0xFFFF)
+      _mm512_storeu_si512(dst, v);
+    else
+      _mm512_mask_storeu_epi32(dst, m, v);
     return;
   }
   const __m512 zero = _mm512_setzero_ps();
@@ -98,7 +102,10 @@ __attribute__((always_inline)) inline void epi_vec(__m512i v, char* dst, __mmask
   }
   if (E == Epi::F32) {
     if (act == Act::Relu) y = _mm512_max_ps(y, zero);  // y > 0 ? y : +0 (NaN -> 0)
-    _mm512_mask_storeu_ps(dst, m, y);
+    if (m == 0xFFFF)
+      _mm512_storeu_ps(dst, y);
+    else
+      _mm512_mask_storeu_ps(dst, m, y);
     return;
   }
   // u8/s8: q = y / out_scale; out = clamp(rne(q) + zp, lo, hi), computed as
@@ -120,7 +127,11 @@ __attribute__((always_inline)) inline void epi_vec(__m512i v, char* dst, __mmask
   q = _mm512_min_ps(q, qc.hi);
   const __m512i qi =
       _mm512_add_epi32(_mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), qc.zp);
-  _mm512_mask_cvtepi32_storeu_epi8(dst, m, qi);
+  const __m128i b = _mm512_cvtepi32_epi8(qi);  // values are in range: truncation is exact
+  if (m == 0xFFFF)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), b);
+  else
+    _mm_mask_storeu_epi8(dst, m, b);
 }
 
 template <int R, int P>

@@ -235,9 +235,11 @@ t.test('random sizes, every out type, zero points, epilogues: all variants bit-e
   }
 });
 
-t.test('k split into several blocks (k > 2048) and k tails', async (tt) => {
+t.test('k split into several blocks (k > 2048), k tails, several row blocks', async (tt) => {
   binding.setThreads(1);
-  for (const [m, n, k, type] of [[20, 40, 5003, 'u8'], [3, 17, 2049, 's32'], [29, 33, 4097, 'f32'], [15, 48, 6002, 's8']] as const)
+  // (300 x 2000 and 500 x 2100: several blocks of A rows, with and without a k split)
+  for (const [m, n, k, type] of [[20, 40, 5003, 'u8'], [3, 17, 2049, 's32'], [29, 33, 4097, 'f32'], [15, 48, 6002, 's8'],
+    [300, 20, 2000, 'u8'], [500, 24, 2100, 's32']] as const)
     checkCase(tt, randomCase(m, n, k, type));
 });
 
