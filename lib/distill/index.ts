@@ -13,9 +13,11 @@
  * console.log(r.agreement?.meanCosine, r.out?.bytes);
  * ```
  */
+// `QuantizeOptions` is taken at the package root by the native quantize kernel's options (binding.d.ts):
+// the trainer's options are exported as QuantizeRunOptions.
 export {
   quantize,
-  type QuantizeOptions,
+  type QuantizeOptions as QuantizeRunOptions,
   type QuantizeProgress,
   type QuantizePhase,
   type QuantizeResult,
