@@ -22,10 +22,6 @@ const present = new Map<NativeName, boolean>(
   NAMES.map((n) => [n, typeof (binding as unknown as Record<string, unknown>)[n] === 'function'] as const),
 );
 const requireNative = process.env.QUANTFACE_REQUIRE_NATIVE === '1';
-// Creates the native thread pool now, well before the first kernel call: the pool's workers read the job
-// generation only once they start, so a job submitted right after pool creation can wait forever on a worker
-// that has not started yet (native/threadpool.cc startup race, reported to the lead).
-binding.getThreads();
 
 /** Kernel -> 'native' or 'js' (the path float32 data takes). */
 export function kernelSources(): Record<NativeName, 'native' | 'js'> {
