@@ -11,3 +11,8 @@ export * from './io/index.js';
 // Both eval and io define these; the root exports eval's, io's under other names.
 export { preprocess, type Triple } from './eval/index.js';
 export { preprocess as preprocessModelInput, type Triple as ModelTriple } from './io/index.js';
+export * from './tensor.js';
+export * from './nn/index.js';
+export * from './quant/index.js';
+export * from './models/index.js';
+export * from './optim/index.js';
