@@ -20,6 +20,7 @@ const cases: Case[] = [
   { name: 'c1x1 128->64 28x28 b32', g: { n: 32, h: 28, w: 28, c: 128, cout: 64, kh: 1, kw: 1 } },
   { name: 'dw3x3 128 56x56 b32 s2', g: { n: 32, h: 56, w: 56, c: 128, cout: 128, kh: 3, kw: 3, groups: 128, strideH: 2, strideW: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 } },
   { name: 'gdc7x7 512 7x7 b32', g: { n: 32, h: 7, w: 7, c: 512, cout: 512, kh: 7, kw: 7, groups: 512 } },
+  { name: 'c3x3 64->128 56x56 b32 s2', g: { n: 32, h: 56, w: 56, c: 64, cout: 128, kh: 3, kw: 3, strideH: 2, strideW: 2, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 } },
   { name: 'c3x3 3->64 112x112 b32 s1', g: { n: 32, h: 112, w: 112, c: 3, cout: 64, kh: 3, kw: 3, padTop: 1, padLeft: 1, padBottom: 1, padRight: 1 } },
 ];
 type Op = 'fwd' | 'bwdIn' | 'bwdW' | 'int8';
