@@ -129,12 +129,19 @@ export type EpilogueActivation = 'none' | 'relu' | 'prelu';
 
 /**
  * Epilogue shared by the int8 GEMM and the int8 convolutions.
- * acc[i,j] = sum_k (a[i,k] - aZeroPoint) * (w[j,k] - wZeroPoint[j])   (exact, int32)
+ * acc[i,j] = sum_k (a[i,k] - aZeroPoint) * (w[j,k] - wZeroPoint[j])   (exact, int32;
+ *            computed modulo 2^32, which is exact whenever the sum fits int32,
+ *            e.g. always when k * 255 * (128 + |wZeroPoint|) < 2^31)
  * outType 's32': out = acc.
  * otherwise    : y = float(acc) * scale[j] + bias[j]  (a multiply, then an add; no FMA)
- *                activation: relu -> max(y, 0); prelu -> y < 0 ? y * slope[j] : y
+ *                activation: relu -> y > 0 ? y : 0 (NaN -> 0); prelu -> y < 0 ? y * slope[j] : y
  *                'f32': out = y
  *                'u8'/'s8': out = clamp(rne(y / outScale) + outZeroPoint, clampMin, clampMax)
+ *                           (float32 ops; NaN -> clampMin, +-Infinity clamp)
+ * Every variant gives bit-identical results. scale/bias/activation/slope with
+ * 's32', and outScale/outZeroPoint/clampMin/clampMax with 's32'/'f32', are
+ * RangeErrors (they would be ignored). Per-channel arrays must have exactly n
+ * elements.
  */
 export interface Int8Epilogue {
   outType: Int8OutType;
@@ -147,9 +154,9 @@ export interface Int8Epilogue {
   slope?: Float32Array;
   /** Requantisation scale (> 0) for u8/s8 outputs. Default 1. */
   outScale?: number;
-  /** Requantisation zero point for u8/s8 outputs. Default 0. */
+  /** Requantisation zero point for u8/s8 outputs, within the out type's range. Default 0. */
   outZeroPoint?: number;
-  /** Clamp range for u8/s8 outputs (default: the type's full range). */
+  /** Clamp range for u8/s8 outputs, within the type's range, clampMin <= clampMax (default: the full range). */
   clampMin?: number;
   clampMax?: number;
 }
@@ -161,6 +168,9 @@ export interface GemmU8S8S32Options extends Int8Epilogue {
   lda?: number;
   /** Packed weights; the GEMM's k and n are w.k and w.n. */
   w: PackedWeights;
+  /** Optional checks: when given, must equal w.n / w.k (RangeError otherwise). */
+  n?: number;
+  k?: number;
   /** Activation zero point, 0..255. Default 0. */
   aZeroPoint?: number;
   /** Per output channel weight zero points (length n). Default 0. */
@@ -301,6 +311,22 @@ export interface UnpackBitsOptions {
 }
 
 // ----------------------------------------------------------------- convolution
+/**
+ * NHWC convolutions. Every size is an integer >= 1 (pads >= 0); the output
+ * size (oh, ow below) must be >= 1; arrays must hold at least the elements
+ * their shape needs; outputs must not overlap inputs (RangeError).
+ *
+ * `variant`: depthwise geometries (groups = c = cout) run a direct kernel,
+ * conv2d_depthwise_f32 / conv2d_depthwise_backward_input_f32 /
+ * conv2d_depthwise_backward_weight_f32 (avx512, avx2, ref); others run
+ * im2col / col2im + sgemm ('gemm', the default) or direct reference loops
+ * ('ref', tables conv2d_f32 / conv2d_backward_input_f32 /
+ * conv2d_backward_weight_f32); 'gemm' also forces the GEMM path on a
+ * depthwise geometry, and an sgemm variant name ('sgemm_avx2', ...) runs the
+ * GEMM path with that sgemm. fp32 results match a float64 reference within
+ * the usual fp32 summation bound; the weight gradient does not depend on the
+ * thread count.
+ */
 export interface Conv2dGeometry {
   /** Batch, input height, width, channels (NHWC input). */
   n: number;
@@ -352,15 +378,25 @@ export interface Conv2dBackwardWeightOptions extends Conv2dGeometry {
   variant?: string;
 }
 
+/**
+ * Int8 convolution, groups = 1 or depthwise (other groups: RangeError).
+ * acc = sum over taps of (x - xZeroPoint) * (w - wZeroPoint[co]) (int32,
+ * wrapping), then the Int8Epilogue per output channel; bit-identical across
+ * variants. groups = 1 runs im2col + gemmU8S8S32 (`variant` names a
+ * gemm_u8s8s32 variant; 1x1 stride-1 unpadded convolutions read x directly);
+ * depthwise runs conv2d_u8s8_depthwise (avx512vnni, avx512, avx2, ref).
+ */
 export interface Conv2dU8S8Options extends Conv2dGeometry, Int8Epilogue {
   /** NHWC uint8 input; padding reads as xZeroPoint (a real zero). */
   x: Uint8Array;
+  /** 0..255, default 0. */
   xZeroPoint?: number;
   /**
    * groups = 1: PackedWeights with n = cout and k = kh*kw*c (OHWI rows).
    * depthwise (groups = c = cout): Int8Array [c, kh, kw] raw weights.
    */
   weight: PackedWeights | Int8Array;
+  /** Per output channel weight zero points (length cout). Default 0. */
   wZeroPoint?: Int32Array;
   /** [n, oh, ow, cout] of the type outType names. */
   out: Int32Array | Float32Array | Uint8Array | Int8Array;
