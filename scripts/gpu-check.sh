@@ -223,6 +223,8 @@ else
 fi
 BINDINGS=()
 [ -n "$BUILT" ] && BINDINGS+=("$ROOT/$BUILT")
+# The committed prebuild is what npm users get: check it on the GPU too.
+[ -f prebuilds/linux-x64/quantface.node ] && [ "${GPU_CHECK_PREBUILD:-1}" != 0 ] && BINDINGS+=("$ROOT/prebuilds/linux-x64/quantface.node")
 [ -f "$CARRY/quantface.node" ] && BINDINGS+=("$CARRY/quantface.node")
 [ ${#BINDINGS[@]} -eq 0 ] && [ -f build-cuda/Release/quantface.node ] && BINDINGS+=("$ROOT/build-cuda/Release/quantface.node")
 [ ${#BINDINGS[@]} -eq 0 ] && note "no quantface.node to test"
