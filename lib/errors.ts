@@ -16,6 +16,12 @@ export type QuantFaceErrorCode =
   | 'E_IO'
   /** CUDA was asked for but is not available on this machine. */
   | 'E_CUDA_UNAVAILABLE'
+  /** A CUDA or cuBLASLt call failed (the message names it); thrown by the binding's CUDA exports. */
+  | 'E_CUDA'
+  /** Device memory is exhausted; thrown by the binding's CUDA exports. */
+  | 'E_CUDA_OOM'
+  /** A DeviceBuffer was used after free(); thrown by the binding's CUDA exports. */
+  | 'E_CUDA_FREED'
   /** A user-supplied argument or option is invalid. */
   | 'E_ARG'
   /** A dataset holds no usable data (e.g. a folder without one readable image). */
