@@ -16,3 +16,5 @@ export * from './nn/index.js';
 export * from './quant/index.js';
 export * from './models/index.js';
 export * from './optim/index.js';
+export * from './runtime/index.js';
+export * from './distill/index.js';

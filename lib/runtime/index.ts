@@ -3,7 +3,7 @@
  * one) and turn face images into embeddings on the native int8 kernels.
  *
  * ```ts
- * import { loadModel, similarity } from 'quantface/runtime';
+ * import { loadModel, quantize } from 'quantface';
  * const model = await loadModel('student.qfm', { threads: 2, align: 'ffhq' });
  * const [a, b] = await model.embed(['a.jpg', 'b.jpg']);
  * const { similarity, match } = model.verify(a, b);
