@@ -90,3 +90,60 @@ t.test('eval of mobileface on an LFW subset', { skip: !hasLfw() || !hasMobilefac
   t.ok(rep.models[0]!.accuracy! > 0.7, `accuracy on the subset ${rep.models[0]!.accuracy}`);
   t.match(out.text, /mobileface\s+\d+\.\d\d/);
 });
+
+t.test('--save-threshold stores the chosen cosine threshold in a .qfm; loadModel().verify() uses it', async (t) => {
+  const { IResNet } = await import('../lib/models/index.js');
+  const { saveQfm, loadQfm } = await import('../lib/io/index.js');
+  const { loadModel } = await import('../lib/runtime/index.js');
+  const { cosineThreshold } = await import('../lib/cli/eval.js');
+  const dir = tempDir('cli-thr');
+  const m = new IResNet([1, 1, 1, 1], { widths: [8, 16, 16, 32], numFeatures: 32, seed: 5 });
+  m.eval();
+  const qfm = join(dir, 'student.qfm');
+  await saveQfm(m, qfm, { provenance: { notes: { keep: 'me' } } });
+  const before = await loadModel(qfm);
+  t.equal(before.threshold, undefined, 'a fresh file has no threshold');
+  await before.dispose();
+  await makeBin(join(dir, 'set.bin'), 20);
+  writeTinyModel(dir, 5);
+  await t.rejects(evalCommand(opts({ model: [join(dir, 'tiny.json')], bin: join(dir, 'set.bin'), saveThreshold: true }), new Sink(), new Sink()), { code: 'E_ARG', message: /\.qfm/ }, 'no .qfm model: refused before any work');
+  await t.rejects(evalCommand(opts({ model: [qfm], bin: join(dir, 'set.bin'), saveThreshold: true, limit: 10 }), new Sink(), new Sink()), { code: 'E_ARG', message: /--limit/ });
+  const out = new Sink();
+  const paths = await evalCommand(opts({ model: [join(dir, 'tiny.json'), qfm], bin: join(dir, 'set.bin'), saveThreshold: true, out: join(dir, 'report') }), out, new Sink());
+  const rep = JSON.parse(readFileSync(paths.json, 'utf8')) as EvalReport;
+  const want = cosineThreshold(rep.models[1]!.foldThresholds!);
+  t.ok(Number.isFinite(want) && want <= 1, `threshold ${want}`);
+  t.match(out.text, /threshold -?\d\.\d{4} .*saved in .*student\.qfm/);
+  t.notMatch(out.text, /saved in .*tiny\.json/, 'only .qfm files are written');
+  const after = await loadModel(qfm);
+  t.equal(after.threshold, want, 'loadModel reads the stored threshold');
+  const a = new Float32Array(32).fill(1), b = new Float32Array(32).fill(1);
+  t.equal(after.verify(a, b).threshold, want, 'verify() without a threshold uses it');
+  await after.dispose();
+  const loaded = await loadQfm(qfm);
+  const notes = loaded.provenance.notes as Record<string, unknown>;
+  t.equal(notes.keep, 'me', 'other notes are kept');
+  t.match(notes.verifyThresholdFrom, { kind: 'bin', pairs: 20 });
+  // identical embeddings before and after the rewrite
+  const per = 112 * 112 * 3;
+  const crop = Uint8Array.from({ length: per }, (_, i) => (i * 29) % 256);
+  const m1 = await loadModel(m), m2 = await loadModel(qfm);
+  t.same(Array.from(m2.embedSync(crop) as Float32Array), Array.from(m1.embedSync(crop) as Float32Array), 'the rewritten file embeds exactly as the model');
+  await m1.dispose(); await m2.dispose();
+});
+
+t.test('updateQfmProvenance refuses a corrupted file and leaves it as it was', async (t) => {
+  const { IResNet } = await import('../lib/models/index.js');
+  const { saveQfm, updateQfmProvenance } = await import('../lib/io/index.js');
+  const dir = tempDir('cli-thr-bad');
+  const m = new IResNet([1, 1, 1, 1], { widths: [8, 16, 16, 32], numFeatures: 32, seed: 6 });
+  m.eval();
+  const qfm = join(dir, 'bad.qfm');
+  await saveQfm(m, qfm);
+  const bytes = readFileSync(qfm);
+  bytes[bytes.length - 3] ^= 0x40;
+  writeFileSync(qfm, bytes);
+  await t.rejects(updateQfmProvenance(qfm, (p) => ({ ...p, notes: { verifyThreshold: 0.5 } })), { code: 'E_FORMAT', message: /checksum/ });
+  t.same(readFileSync(qfm), bytes, 'file untouched');
+  await t.rejects(updateQfmProvenance(join(dir, 'missing.qfm'), (p) => p), { code: 'E_IO' });
+});

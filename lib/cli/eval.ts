@@ -3,13 +3,14 @@
  * (teacher first, then students) on a pairs folder, an insightface .bin
  * or an IJB-B/C folder; prints a table, writes report.json + report.html.
  */
-import { join, resolve } from 'node:path';
+import { extname, join, resolve } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { saveModelMeta } from '../eval/embedder.js';
 import { formatTable, writeReport } from '../eval/report.js';
 import { ALIGN_OPTIONS, runEval, type AlignOption } from '../eval/run.js';
-import { ioError } from '../errors.js';
+import { QuantFaceError, ioError } from '../errors.js';
+import { updateQfmProvenance } from '../io/qfm.js';
 
 function positiveInt(name: string) {
   return (v: string): number => {
@@ -32,10 +33,28 @@ export interface EvalCliOptions {
   limit?: number;
   backend: 'wasm' | 'cpu';
   quiet?: boolean;
+  /** Store each .qfm model's verification threshold (mean over the folds) in the file. */
+  saveThreshold?: boolean;
+}
+
+/**
+ * The cosine threshold a pairs / .bin evaluation chose for a model: the mean
+ * over the folds of the best squared-distance threshold d, as a cosine
+ * 1 - d / 2 (embeddings are L2-normalised, so d = 2 - 2 cos).
+ */
+export function cosineThreshold(foldThresholds: readonly number[]): number {
+  if (foldThresholds.length === 0) throw new QuantFaceError('E_INTERNAL', 'no fold thresholds to average');
+  return 1 - foldThresholds.reduce((a, b) => a + b, 0) / foldThresholds.length / 2;
 }
 
 /** Runs the eval command with parsed options; returns the paths written. */
 export async function evalCommand(opts: EvalCliOptions, out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): Promise<{ json: string; html: string }> {
+  const qfmModels = opts.model.filter((m) => extname(m).toLowerCase() === '.qfm');
+  if (opts.saveThreshold) {
+    if (opts.ijb !== undefined) throw new QuantFaceError('E_ARG', '--save-threshold needs a pairs folder or a .bin set (IJB reports TAR at FAR, not a threshold)');
+    if (qfmModels.length === 0) throw new QuantFaceError('E_ARG', '--save-threshold writes into .qfm model files: give at least one --model FILE.qfm');
+    if (opts.limit !== undefined) throw new QuantFaceError('E_ARG', '--save-threshold needs the whole set: leave out --limit');
+  }
   const tty = !opts.quiet && (err as NodeJS.WriteStream).isTTY === true;
   let lastPrint = 0;
   const report = await runEval({
@@ -68,6 +87,27 @@ export async function evalCommand(opts: EvalCliOptions, out: NodeJS.WritableStre
   try { await mkdir(metaDir, { recursive: true }); } catch (e) { throw ioError(e, metaDir, 'create'); }
   for (const m of report.models) await saveModelMeta(m.meta, join(metaDir, `${m.name.replace(/[^\w.-]+/g, '_')}.quantface.json`));
   out.write(formatTable(report) + '\n');
+  if (opts.saveThreshold) {
+    // Models are reported in --model order (embedders passed directly come first; the CLI passes none).
+    for (let i = 0; i < opts.model.length; i++) {
+      const path = opts.model[i]!;
+      const m = report.models[i];
+      if (extname(path).toLowerCase() !== '.qfm' || !m?.foldThresholds) continue;
+      const threshold = cosineThreshold(m.foldThresholds);
+      await updateQfmProvenance(path, (p) => {
+        const notes = p.notes && typeof p.notes === 'object' && !Array.isArray(p.notes) ? p.notes : {};
+        return {
+          ...p,
+          notes: {
+            ...notes,
+            verifyThreshold: threshold,
+            verifyThresholdFrom: { dataset: report.dataset.path, kind: report.dataset.kind, align: report.dataset.align, pairs: report.dataset.nPairs, accuracy: m.accuracy ?? null, at: report.created },
+          },
+        };
+      });
+      out.write(`threshold ${threshold.toFixed(4)} (cosine, mean of ${m.foldThresholds.length} folds) saved in ${path}\n`);
+    }
+  }
   out.write(`report: ${paths.html}\njson:   ${paths.json}\n`);
   return paths;
 }
@@ -89,6 +129,7 @@ export function register(program: Command): void {
     .option('--limit <n>', 'evaluate about n pairs only (a quick check; LFW keeps all folds balanced)', positiveInt('--limit'))
     .addOption(new Option('--backend <name>', 'TF.js backend for TF.js models').choices(['wasm', 'cpu']).default('wasm'))
     .option('-q, --quiet', 'no progress output')
+    .option('--save-threshold', 'store each .qfm model\'s verification threshold (cosine, mean over the folds) in the file, for loadModel().verify()')
     .action(async (opts: EvalCliOptions) => {
       await evalCommand(opts);
     });

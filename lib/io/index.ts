@@ -30,6 +30,7 @@ export {
   packBits,
   unpackBits,
   packerSource,
+  updateQfmProvenance,
   QFM_MAGIC,
   QFM_VERSION,
   type SaveQfmOptions,

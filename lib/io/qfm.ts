@@ -679,3 +679,44 @@ export async function loadQfm(path: string): Promise<LoadedQfm> {
   }
   return decodeQfm(buf, p);
 }
+
+/**
+ * Rewrites the provenance of a .qfm file (e.g. to store a verification
+ * threshold chosen on labelled pairs in provenance.notes.verifyThreshold),
+ * keeping graph and tensors byte for byte. The file is checked (header,
+ * checksum, metadata JSON) first and replaced atomically; on any error it is
+ * left as it was. Errors: E_IO, E_FORMAT, E_ARG (update returned a non-object).
+ */
+export async function updateQfmProvenance(path: string, update: (p: Provenance) => Provenance): Promise<Provenance> {
+  const p = resolve(path);
+  let buf: Buffer;
+  try {
+    buf = await readFile(p);
+  } catch (e) {
+    throw ioError(e, p);
+  }
+  const h = readQfmHeader(buf, p);
+  verifyChecksum(buf, p);
+  let meta: unknown;
+  try {
+    meta = JSON.parse(buf.subarray(HEADER, HEADER + h.metaBytes).toString('utf8'));
+  } catch (e) {
+    throw fmtErr(p, `metadata is not valid JSON (${(e as Error).message})`, e);
+  }
+  if (!isObj(meta) || meta.format !== 'quantface-model' || !isObj(meta.provenance)) throw fmtErr(p, 'metadata is not a quantface model description');
+  const provenance = update(structuredClone(meta.provenance) as Provenance);
+  if (!isObj(provenance)) throw new QuantFaceError('E_ARG', 'updateQfmProvenance: the update must return an object');
+  const json = Buffer.from(JSON.stringify({ ...meta, provenance }), 'utf8');
+  const dataOffset = align(HEADER + json.length, DATA_ALIGN);
+  const out = new Uint8Array(dataOffset + h.dataBytes);
+  out.set(buf.subarray(0, HEADER), 0);
+  const dv = new DataView(out.buffer);
+  dv.setBigUint64(16, BigInt(json.length), true);
+  dv.setBigUint64(24, BigInt(dataOffset), true);
+  out.fill(0, CK_OFF, CK_OFF + 32);
+  out.set(json, HEADER);
+  out.set(buf.subarray(h.dataOffset), dataOffset);
+  out.set(createHash('sha256').update(out).digest(), CK_OFF);
+  await writeFileAtomic(p, out);
+  return provenance;
+}
