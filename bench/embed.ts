@@ -233,6 +233,14 @@ async function lfw(): Promise<void> {
   for (const b of arg('bits', '8,6,4').split(',').map(Number)) students.push([`W${b}A${b}`, quantizeModel(fp, { weightBits: b, actBits: b, images: calib, batchSize: 8 })]);
   const meta = { name: 'mobileface', format: 'tfjs-graph' as const, path: tfjs, inputSize: 112, colorOrder: 'RGB' as const, normalize: 'raw' as const };
   const embedders = [];
+  // Every embedding each model produced, in call order (runVerification feeds
+  // every model the same batches), to compare runtime vs fake-quant per image.
+  const outputs = new Map<string, Float32Array[]>();
+  const keep = (name: string, e: Float32Array): Float32Array => {
+    if (!outputs.has(name)) outputs.set(name, []);
+    outputs.get(name)!.push(e.slice());
+    return e;
+  };
   for (const [name, m] of students) {
     const rt = await loadModel(m, { maxBatch: 64 });
     embedders.push({
@@ -242,12 +250,12 @@ async function lfw(): Promise<void> {
         const r = await rt.embedCrops(u8, n);
         const out = new Float32Array(n * rt.dim);
         r.forEach((e, i) => out.set(e, i * rt.dim));
-        return out;
+        return keep(`${name} runtime`, out);
       },
     });
     embedders.push({
       dim: rt.dim, inputSize: 112, meta: { ...meta, name: `${name} engine${name === 'fp32' ? '' : ' fake-quant'}` },
-      embed: async (batch: Float32Array, n: number) => engineEmbed(m, roundCrop(batch, new Uint8Array(n * PER)), n),
+      embed: async (batch: Float32Array, n: number) => keep(`${name} engine`, await engineEmbed(m, roundCrop(batch, new Uint8Array(n * PER)), n)),
     });
   }
   const t0 = Date.now();
@@ -264,6 +272,26 @@ async function lfw(): Promise<void> {
     const a = r.models[i]!;
     const b = r.models[i + 1]!;
     console.log(`- ${a.name} vs ${b.name}: ${(100 * (a.verification.accuracy - b.verification.accuracy)).toFixed(3)} points`);
+  }
+  // Per-image cosine between the runtime's and the engine's embeddings.
+  const dim = embedders[0]!.dim;
+  for (const [name] of students) {
+    const ra = outputs.get(`${name} runtime`) ?? [];
+    const ea = outputs.get(`${name} engine`) ?? [];
+    let sum = 0, min = Infinity, count = 0, identical = 0;
+    for (let b = 0; b < Math.min(ra.length, ea.length); b++) {
+      const x = ra[b]!, y = ea[b]!;
+      for (let i = 0; i + dim <= Math.min(x.length, y.length); i += dim) {
+        let dot = 0, nx = 0, ny = 0, same = true;
+        for (let j = i; j < i + dim; j++) {
+          dot += x[j]! * y[j]!; nx += x[j]! * x[j]!; ny += y[j]! * y[j]!;
+          if (x[j] !== y[j]) same = false;
+        }
+        const c = dot / Math.sqrt(nx * ny);
+        sum += c; min = Math.min(min, c); count++; if (same) identical++;
+      }
+    }
+    console.log(`- ${name}: runtime vs engine cosine over ${count} embeddings: mean ${(sum / count).toFixed(7)}, min ${min.toFixed(7)}, bit-identical ${identical}`);
   }
   process.exit(0);
 }
