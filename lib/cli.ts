@@ -10,9 +10,10 @@ import { Command, CommanderError } from 'commander';
 import { QuantFaceError } from './errors.js';
 import { register as registerEval } from './cli/eval.js';
 import { register as registerQuantize } from './cli/quantize.js';
+import { register as registerEmbed } from './cli/embed.js';
 
 /** Subcommand registrars, in help order. */
-export const SUBCOMMANDS: Array<(program: Command) => void> = [registerQuantize, registerEval];
+export const SUBCOMMANDS: Array<(program: Command) => void> = [registerQuantize, registerEval, registerEmbed];
 
 function version(): string {
   try {

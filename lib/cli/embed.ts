@@ -1,0 +1,185 @@
+/**
+ * `quantface embed`: face embeddings of image files with a model (a .qfm
+ * student on the int8 runtime, or a float TF.js / ONNX model), as JSON
+ * lines; `--compare` prints the similarity of two images instead.
+ *
+ * `quantface info`: what a model file holds (format version, size, bit
+ * widths, parameters, preprocessing, provenance, verification threshold).
+ */
+import { stat } from 'node:fs/promises';
+import { extname, resolve } from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { QuantFaceError, ioError } from '../errors.js';
+import { loadModel, type FaceModel } from '../runtime/index.js';
+import { loadQfm, writeFileAtomic } from '../io/qfm.js';
+import { importTfjsGraphModel } from '../io/tfjs.js';
+import { importOnnxModel } from '../io/onnx.js';
+import { countParams } from '../models/index.js';
+import type { Module } from '../nn/module.js';
+
+function positiveInt(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer.`);
+    return n;
+  };
+}
+
+function finiteNumber(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number.`);
+    return n;
+  };
+}
+
+export interface EmbedCliOptions {
+  model: string;
+  align?: string;
+  threads?: number;
+  threshold?: number;
+  compare?: boolean;
+  out?: string;
+  precision?: 'auto' | 'float';
+}
+
+/** Rounds to 7 significant digits for JSON output (float32 carries ~7). */
+const f7 = (x: number): number => Number(x.toPrecision(7));
+
+/** Runs `quantface embed`; returns what was written (for tests). */
+export async function embedCommand(images: string[], o: EmbedCliOptions, out: NodeJS.WritableStream = process.stdout): Promise<string> {
+  if (images.length === 0) throw new QuantFaceError('E_ARG', 'give at least one image file');
+  if (o.compare && images.length !== 2) throw new QuantFaceError('E_ARG', `--compare takes exactly two images (got ${images.length})`);
+  const model: FaceModel = await loadModel(o.model, {
+    ...(o.threads !== undefined ? { threads: o.threads } : {}),
+    ...(o.align !== undefined ? { align: o.align } : {}),
+    ...(o.threshold !== undefined ? { threshold: o.threshold } : {}),
+    ...(o.precision !== undefined ? { precision: o.precision } : {}),
+  });
+  let text = '';
+  try {
+    const paths = images.map((p) => resolve(p));
+    const embs: Float32Array[] = [];
+    // One call per image, so an unreadable file is named in the error.
+    const all = await Promise.all(paths.map(async (p) => {
+      try {
+        return await model.embed(p) as Float32Array;
+      } catch (e) {
+        if (e instanceof QuantFaceError) throw new QuantFaceError(e.code, e.message.includes(p) ? e.message : `${p}: ${e.message}`, { cause: e, path: p });
+        throw e;
+      }
+    }));
+    embs.push(...all);
+    if (o.compare) {
+      const threshold = model.threshold;
+      const s = model.similarity(embs[0]!, embs[1]!);
+      const r = { a: paths[0], b: paths[1], similarity: f7(s), threshold: threshold ?? null, match: threshold === undefined ? null : s >= threshold };
+      text = JSON.stringify(r) + '\n';
+    } else {
+      text = paths.map((p, i) => JSON.stringify({ image: p, dim: model.dim, embedding: Array.from(embs[i]!, f7) })).join('\n') + '\n';
+    }
+  } finally {
+    await model.dispose();
+  }
+  if (o.out !== undefined) {
+    await writeFileAtomic(resolve(o.out), Buffer.from(text, 'utf8'));
+  } else {
+    out.write(text);
+  }
+  return text;
+}
+
+export interface ModelSummary {
+  path: string;
+  format: 'qfm' | 'tfjs-graph' | 'onnx';
+  bytes: number;
+  parameters: number;
+  version?: string;
+  weightBits?: number[];
+  packedTensors?: number;
+  floatTensors?: number;
+  activationQuantizers?: number;
+  activationBits?: number[];
+  info?: unknown;
+  provenance?: unknown;
+  verifyThreshold?: number | null;
+}
+
+/** What a model file holds. Errors: E_IO, E_FORMAT, E_ARG (unknown extension). */
+export async function summarizeModel(path: string): Promise<ModelSummary> {
+  const p = resolve(path);
+  let bytes: number;
+  try {
+    bytes = (await stat(p)).size;
+  } catch (e) {
+    throw ioError(e, p);
+  }
+  const ext = extname(p).toLowerCase();
+  if (ext === '.qfm') {
+    const q = await loadQfm(p);
+    const packed = q.metadata.tensors.filter((t) => t.storage === 'packed');
+    const notes = q.provenance.notes;
+    const thr = notes && typeof notes === 'object' && !Array.isArray(notes) ? (notes as Record<string, unknown>).verifyThreshold : undefined;
+    return {
+      path: p,
+      format: 'qfm',
+      bytes: q.bytes,
+      parameters: countParams(q.model),
+      version: `${q.version.major}.${q.version.minor}`,
+      weightBits: [...new Set(packed.map((t) => (t as { bits: number }).bits))].sort((a, b) => a - b),
+      packedTensors: packed.length,
+      floatTensors: q.metadata.tensors.length - packed.length,
+      activationQuantizers: q.metadata.activations.length,
+      activationBits: [...new Set(q.metadata.activations.map((a) => a.bits))].sort((a, b) => a - b),
+      ...(q.info ? { info: q.info } : {}),
+      provenance: q.provenance,
+      verifyThreshold: typeof thr === 'number' ? thr : null,
+    };
+  }
+  let m: Module;
+  let format: ModelSummary['format'];
+  if (ext === '.json') { m = await importTfjsGraphModel(p); format = 'tfjs-graph'; }
+  else if (ext === '.onnx') { m = await importOnnxModel(p); format = 'onnx'; }
+  else throw new QuantFaceError('E_ARG', `${p}: unknown model file type '${ext}' (use .qfm, a TF.js model.json or .onnx)`);
+  const info = (m as { info?: unknown }).info;
+  return { path: p, format, bytes, parameters: countParams(m), ...(info ? { info } : {}) };
+}
+
+export function formatSummary(s: ModelSummary): string {
+  const lines = [`${s.path}`, `  format      ${s.format}${s.version ? ` ${s.version}` : ''}, ${s.bytes.toLocaleString('en-US')} bytes`, `  parameters  ${s.parameters.toLocaleString('en-US')}`];
+  if (s.format === 'qfm') {
+    lines.push(`  weights     ${s.weightBits!.length ? `${s.weightBits!.join('/')}-bit packed (${s.packedTensors} tensors)` : 'float'}, ${s.floatTensors} float tensors`);
+    lines.push(`  activations ${s.activationQuantizers ? `${s.activationQuantizers} quantizers, ${s.activationBits!.join('/')}-bit` : 'float'}`);
+    lines.push(`  threshold   ${s.verifyThreshold === null || s.verifyThreshold === undefined ? 'none stored (quantface eval --save-threshold sets one)' : s.verifyThreshold.toFixed(4)}`);
+  }
+  if (s.info) lines.push(`  model info  ${JSON.stringify(s.info)}`);
+  if (s.provenance) lines.push(`  provenance  ${JSON.stringify(s.provenance)}`);
+  return lines.join('\n');
+}
+
+/** Adds the `embed` and `info` subcommands to the program. */
+export function register(program: Command): void {
+  program
+    .command('embed')
+    .description('face embeddings of image files (JSON lines), or the similarity of two with --compare')
+    .argument('<images...>', 'image files (JPEG, PNG, WebP)')
+    .requiredOption('-m, --model <path>', 'model: a .qfm student, a TF.js model.json or an .onnx')
+    .option('--align <preset>', 'face crop of the images: none (already 112x112 crops; default) | ffhq | lfw-funneled | box:x,y,side')
+    .option('--threads <n>', 'native threads', positiveInt('--threads'))
+    .option('--threshold <cosine>', 'verification threshold for --compare (default: the model file\'s)', finiteNumber('--threshold'))
+    .option('--compare', 'print the cosine similarity of the two images (and match, when a threshold is known)')
+    .option('--float', 'run a quantized model with its float weights (fp32) instead of int8')
+    .option('-o, --out <file>', 'write the output to a file (atomically) instead of stdout')
+    .action(async (images: string[], opts: EmbedCliOptions & { float?: boolean }) => {
+      await embedCommand(images, { ...opts, ...(opts.float ? { precision: 'float' as const } : {}) });
+    });
+  program
+    .command('info')
+    .description('what a model file holds: format, size, bit widths, parameters, preprocessing, provenance')
+    .argument('<model>', 'a .qfm, a TF.js model.json or an .onnx')
+    .option('--json', 'print JSON')
+    .action(async (model: string, opts: { json?: boolean }) => {
+      const s = await summarizeModel(model);
+      process.stdout.write((opts.json ? JSON.stringify(s, null, 2) : formatSummary(s)) + '\n');
+    });
+}
