@@ -5,7 +5,7 @@
 // descriptors from its computeFaceDescriptor), on random inputs, GAN faces
 // and real LFW faces; bad manifests give stable error codes.
 import t from 'tap';
-import { readFile, writeFile, mkdtemp, rm, copyFile, readdir } from 'node:fs/promises';
+import { readFile, writeFile, mkdtemp, rm, copyFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 // face-api.node-wasm.js: the CommonJS Node build that requires @tensorflow/tfjs
@@ -18,26 +18,11 @@ import { Tensor, Rng, type FTensor } from '../lib/tensor.js';
 import { noGrad } from '../lib/nn/index.js';
 import { isQuantFaceError } from '../lib/errors.js';
 import * as tfjs from '@tensorflow/tfjs';
-import { shared, tfCpu, loadFaces, compareRows } from './fixtures/io/helpers.js';
+import { shared, tfCpu, loadFaces, loadLfwFaces, compareRows } from './fixtures/io/helpers.js';
 
 const SEED = Number(process.env.QF_TEST_SEED ?? 150);
 const manifest = shared('models', 'faceapi-resnet', 'face_recognition_model-weights_manifest.json');
 const S = 150;
-
-/** n LFW faces (deep-funneled 250x250) cropped with the data README's box and resized to S x S, RGB 0..255. */
-async function loadLfw(n: number, dir: string): Promise<Float32Array> {
-  const sharp = (await import('sharp')).default;
-  const people = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name).sort();
-  const out = new Float32Array(n * S * S * 3);
-  // Spread over the alphabet: one image each of n different people.
-  for (let i = 0; i < n; i++) {
-    const who = people[Math.floor((i * people.length) / n)]!;
-    const file = (await readdir(join(dir, who))).filter((f) => f.endsWith('.jpg')).sort()[0]!;
-    const raw = await sharp(join(dir, who, file)).extract({ left: 59, top: 51, width: 132, height: 132 }).resize(S, S).removeAlpha().raw().toBuffer();
-    for (let k = 0; k < S * S * 3; k++) out[i * S * S * 3 + k] = raw[k]!;
-  }
-  return out;
-}
 
 t.test('structure and shapes (no weights needed)', async (t) => {
   const m = new FaceApiResNet();
@@ -73,7 +58,7 @@ t.test("parity with @vladmandic/face-api's own forward (tfjs cpu)", { skip: mani
   if (shared('data', 'synthetic-faces')) inputs.push(['GAN faces', await loadFaces(2, S), 2]);
   else t.comment('../shared/data/synthetic-faces is absent: GAN-face parity skipped');
   const lfw = shared('data', 'lfw');
-  if (lfw) inputs.push(['LFW faces', await loadLfw(4, lfw), 4]);
+  if (lfw) inputs.push(['LFW faces', await loadLfwFaces(lfw, 4, S), 4]);
   else t.comment('../shared/data/lfw is absent: real-face parity skipped');
   for (const [label, raw, n] of inputs) {
     const x = preprocess(m.info, raw, n);

@@ -11,16 +11,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { Tensor, Rng, type FTensor } from '../lib/tensor.js';
-import { noGrad, BatchNorm, type Module } from '../lib/nn/index.js';
+import { noGrad, BatchNorm, Sequential, Flatten, Linear, WeightTransform, type Module } from '../lib/nn/index.js';
 import { iresnet18, mobilefacenet } from '../lib/models/index.js';
 import { exportOnnx, saveOnnx } from '../lib/io/onnx-export.js';
 import { importOnnxModel } from '../lib/io/onnx.js';
 import { decodeOnnxModel, encodeOnnxModel, DT, type OnnxModel } from '../lib/io/onnx-proto.js';
 import { importTfjsGraphModel } from '../lib/io/tfjs.js';
 import { preprocess } from '../lib/io/model-info.js';
-import { toQat, freezeActRanges } from '../lib/quant/index.js';
+import { toQat, freezeActRanges, quantizers, ActFakeQuant, WeightFakeQuant, LsqActFakeQuant, LsqWeightFakeQuant } from '../lib/quant/index.js';
 import { isQuantFaceError } from '../lib/errors.js';
-import { shared, loadFaces, compareRows } from './fixtures/io/helpers.js';
+import { shared, loadFaces, loadLfwFaces, compareRows } from './fixtures/io/helpers.js';
 import { tinyGraph, tinyQat } from './fixtures/io/models.js';
 
 const SEED = Number(process.env.QF_TEST_SEED ?? 9090);
@@ -43,8 +43,8 @@ function nhwcToNchw(x: Float32Array, n: number, h: number, w: number, c: number)
   return o;
 }
 
-async function ortRun(model: Uint8Array | string, x: Float32Array, shape: [number, number, number, number], io: [string, string] = ['input', 'output']): Promise<Float32Array> {
-  const opts = { executionProviders: ['cpu'], intraOpNumThreads: 1 };
+async function ortRun(model: Uint8Array | string, x: Float32Array, shape: [number, number, number, number], io: [string, string] = ['input', 'output'], graphOptimizationLevel: 'disabled' | 'all' = 'all'): Promise<Float32Array> {
+  const opts = { executionProviders: ['cpu'], intraOpNumThreads: 1, graphOptimizationLevel };
   const s = typeof model === 'string' ? await ort!.InferenceSession.create(model, opts) : await ort!.InferenceSession.create(model, opts);
   const [n, h, w, c] = shape;
   const r = await s.run({ [io[0]]: new ort!.Tensor('float32', nhwcToNchw(x, n, h, w, c), [n, c, h, w]) });
@@ -224,42 +224,196 @@ t.test('PyTorch-style graph: initializers as inputs, Shape/Gather/Concat/Reshape
 });
 
 // ------------------------------------------------------------------ QDQ export
+// Operator semantics first: each quantizer alone, exported and run by
+// onnxruntime, must give our fake-quant values bit for bit (ties, near ties,
+// saturation; 2..8 bits; unsigned, signed, narrow; min/max and LSQ).
+t.test('QDQ quantizers are bit-exact with onnxruntime (every width, ties included)', { skip: ort ? false : 'onnxruntime-node is not installed' }, async (t) => {
+  const K = 64;
+  const N = 48;
+  /** Values around every rounding boundary of (scale, zp) in [qmin, qmax], a few ulps either side, and beyond the range. */
+  const probe = (s: number, z: number, qmin: number, qmax: number): Float32Array => {
+    const out = new Float32Array(N * K);
+    for (let i = 0; i < out.length; i++) {
+      const j = qmin - z - 2 + rng.int(qmax - qmin + 5); // codes (relative to the zero point), a little outside
+      const kind = rng.int(4);
+      let v = Math.fround((j + 0.5) * s); // at a tie (up to float rounding of the product)
+      if (kind === 1) v = Math.fround(v * (1 + (rng.int(7) - 3) * 2 ** -23));
+      else if (kind === 2) v = Math.fround((j + rng.uniform() - 0.5) * s);
+      else if (kind === 3) v = Math.fround(j * s);
+      out[i] = v;
+    }
+    return out;
+  };
+  const cases: { label: string; make: () => Module }[] = [];
+  for (const bits of [2, 3, 4, 5, 6, 7, 8]) {
+    for (const symmetric of [false, true]) {
+      cases.push({
+        label: `ActFakeQuant ${bits}-bit ${symmetric ? 'symmetric' : 'asymmetric'}`,
+        make: () => {
+          const q = new ActFakeQuant({ bits, symmetric, calibrationSteps: 0 }).setRange(-0.37 - rng.uniform(), 1.1 + 3 * rng.uniform());
+          return new Sequential().append(new Flatten(), 'flat').append(q, 'q');
+        },
+      });
+      cases.push({
+        label: `LsqActFakeQuant ${bits}-bit ${symmetric ? 'symmetric' : 'asymmetric'} (learned step)`,
+        make: () => {
+          const q = new LsqActFakeQuant({ bits, symmetric });
+          q.train();
+          q.forward(Tensor.uniform([4, K], rng, -0.8, 2.5) as FTensor);
+          q.scale.data.data[0] = Math.fround(q.scale.data.data[0]! * (1.01 + 0.05 * rng.uniform())); // moved by training
+          return new Sequential().append(new Flatten(), 'flat').append(q.eval(), 'q');
+        },
+      });
+      for (const lsq of [false, true]) {
+        cases.push({
+          label: `${lsq ? 'LsqWeightFakeQuant' : 'WeightFakeQuant'} ${bits}-bit ${symmetric ? 'symmetric' : 'asymmetric'} (Gemm on one-hot rows)`,
+          make: () => {
+            const lin = new Linear(K, 24, { bias: false, rng });
+            if (lsq) {
+              const q = new LsqWeightFakeQuant({ bits, symmetric });
+              q.initFrom(lin.weight.data, 24, K);
+              const sc = q.scale!.data.data;
+              for (let c = 0; c < 24; c++) sc[c] = Math.fround(sc[c]! * (0.97 + 0.06 * rng.uniform()));
+              lin.setChild('weightQuant', q);
+            } else lin.setChild('weightQuant', new WeightFakeQuant({ bits, symmetric }));
+            return new Sequential().append(new Flatten(), 'flat').append(lin, 'fc');
+          },
+        });
+      }
+    }
+  }
+  let worst = 0;
+  for (const c of cases) {
+    const m = c.make().eval();
+    const isWeight = c.label.includes('Weight');
+    let x: Float32Array;
+    if (isWeight) {
+      x = new Float32Array(K * K); // one-hot rows: the Gemm returns the dequantized weights themselves
+      for (let i = 0; i < K; i++) x[i * K + i] = 1;
+    } else {
+      const q = m.getChild('q') as ActFakeQuant | LsqActFakeQuant;
+      const qp = q.qparams();
+      x = probe(qp.scale[0]!, qp.zeroPoint[0]!, qp.quantMin, qp.quantMax);
+    }
+    const n = x.length / K;
+    const ours = run(m, x, [n, 1, 1, K]);
+    const theirs = await ortRun(exportOnnx(m, { mode: 'qdq', inputShape: [1, 1, K] }), x, [n, 1, 1, K]);
+    const d = maxAbs(ours, theirs);
+    worst = Math.max(worst, d);
+    if (d !== 0) t.fail(`${c.label}: onnxruntime differs (max |diff| ${d})`);
+  }
+  t.equal(worst, 0, `${cases.length} quantizer configurations: onnxruntime's QuantizeLinear/DequantizeLinear reproduce our fake quantization exactly`);
+});
+
 t.test('QDQ export of a QAT model agrees with the fake-quant forward', { skip: ort ? false : 'onnxruntime-node is not installed' }, async (t) => {
   const q = tinyQat(4, 6, 21);
   const x = Tensor.randn([3, 12, 12, 3], rng).data as Float32Array;
   const ours = run(q, x, [3, 12, 12, 3]);
   const bytes = exportOnnx(q, { mode: 'qdq' });
   const ops = decodeOnnxModel(bytes).graph!.node!.map((n) => n.op_type);
-  t.ok(ops.filter((o) => o === 'QuantizeLinear').length >= 3 && ops.filter((o) => o === 'DequantizeLinear').length >= 7, `QDQ nodes present (${ops.filter((o) => o === 'QuantizeLinear').length} Q, ${ops.filter((o) => o === 'DequantizeLinear').length} DQ)`);
+  const nAct = quantizers(q).filter((z) => z.kind === 'activation').length;
+  t.equal(ops.filter((o) => o === 'QuantizeLinear').length, nAct, `one QuantizeLinear per activation quantizer (${nAct}: PReLU, ReLU, Add and Clamp outputs)`);
+  t.ok(ops.filter((o) => o === 'DequantizeLinear').length >= nAct + 5, `DequantizeLinear for activations, weights and the PReLU slope (${ops.filter((o) => o === 'DequantizeLinear').length})`);
   const theirs = await ortRun(bytes, x, [3, 12, 12, 3]);
   const r = compareRows(ours, theirs, 3);
   t.comment(`tiny QAT W4/A6: cos ${r.cos.map((c) => c.toFixed(6)).join(' ')}, max |diff| ${r.maxAbs.toExponential(2)}`);
   t.ok(Math.min(...r.cos) >= 0.999, 'tiny QAT model: cosine >= 0.999');
+
+  // LSQ students (learned steps) export their learned steps, not float weights.
+  const l = toQat(tinyGraph(21), { weightBits: 4, actBits: 6, learnableScales: true });
+  l.train();
+  l.forward(Tensor.randn([2, 12, 12, 3], rng) as FTensor);
+  for (const [name, p] of l.namedParameters()) if (name.endsWith('.scale')) for (let i = 0; i < p.data.numel; i++) p.data.data[i] = Math.fround(p.data.data[i]! * (0.95 + 0.1 * rng.uniform()));
+  l.eval();
+  const lo = run(l, x, [3, 12, 12, 3]);
+  const lb = exportOnnx(l, { mode: 'qdq' });
+  const lops = decodeOnnxModel(lb).graph!.node!.map((n) => n.op_type);
+  const lAct = quantizers(l).filter((z) => z.kind === 'activation').length;
+  t.equal(lops.filter((o) => o === 'QuantizeLinear').length, lAct, `LSQ: one QuantizeLinear per activation quantizer (${lAct})`);
+  const lr = compareRows(lo, await ortRun(lb, x, [3, 12, 12, 3]), 3);
+  t.comment(`tiny LSQ W4/A6: cos ${lr.cos.map((c) => c.toFixed(6)).join(' ')}, max |diff| ${lr.maxAbs.toExponential(2)}`);
+  t.ok(Math.min(...lr.cos) >= 0.999, 'tiny LSQ model: cosine >= 0.999');
+  const float = await ortRun(exportOnnx(l, { mode: 'float' }), x, [3, 12, 12, 3]);
+  t.ok(maxAbs(float, lo) > 10 * lr.maxAbs, 'the LSQ export is quantized (the float export differs far more)');
+
+  // A weight transform the export cannot represent is refused, not exported as float.
+  class Doubler extends WeightTransform {
+    transform(w: FTensor): FTensor {
+      return w;
+    }
+    backwardTransform(): void {}
+    get identityGrad(): boolean {
+      return true;
+    }
+  }
+  const odd = tinyQat(4, 6, 21);
+  (odd.getChild('pw') as Module).setChild('weightQuant', new Doubler());
+  let code = '';
+  try {
+    exportOnnx(odd, { mode: 'qdq' });
+  } catch (e) {
+    code = isQuantFaceError(e) ? e.code : String(e);
+  }
+  t.equal(code, 'E_UNSUPPORTED_OP', 'unknown weight transform: E_UNSUPPORTED_OP');
+  t.doesNotThrow(() => exportOnnx(odd, { mode: 'float' }), 'float export ignores weight transforms');
+});
+
+// Whole networks: mobileface students calibrated on 16 GAN faces (min/max
+// PTQ, as `quantize --no-train` starts), run on real faces (LFW + FFHQ).
+// What was measured (../shared students, 256 LFW + 256 FFHQ faces; and PTQ
+// students over 5 calibration sets x 128 LFW faces): onnxruntime's default
+// optimizations give exactly the outputs of optimizations disabled (no QDQ
+// fusion); most faces agree to float precision (cosine 1 - 1e-10); a few
+// per hundred differ because a convolution sum within float noise of a
+// rounding boundary is rounded to the adjacent code by one runtime and not
+// the other (the first layer's sums are accurate to ~8e-8 in both, ours
+// and onnxruntime's alike), and a low-bit network amplifies that flip:
+// per face down to 0.9975 (distilled W4A4) or 0.990 (PTQ W6A6), mean over
+// faces >= 0.9998 everywhere. The operator-level test above is the exact
+// check; here: the typical face (median) agrees to 1e-5, the mean to the
+// issue's 0.999, and no face is catastrophically off.
+t.test('QDQ export of mobileface students: onnxruntime vs the fake-quant forward on real faces', { skip: ort ? false : 'onnxruntime-node is not installed' }, async (t) => {
   const mf = shared('models', 'mobileface', 'mobileface.json');
-  if (!mf || !shared('data', 'synthetic-faces')) {
-    t.comment('../shared mobileface or synthetic-faces absent: real-face QDQ check skipped');
+  const lfw = shared('data', 'lfw');
+  const ffhq = shared('data', 'real-faces-ffhq');
+  if (!mf || !shared('data', 'synthetic-faces') || !(lfw || ffhq)) {
+    t.comment('../shared mobileface, synthetic-faces or real faces (lfw / real-faces-ffhq) absent: real-face QDQ check skipped');
     return;
   }
   const teacher = await importTfjsGraphModel(mf);
-  const faces = await loadFaces(6);
-  // W8/A8 must agree to cosine 0.999. Lower widths are reported (and held to a looser bound): float
-  // noise between two correct implementations flips a few activations by one quantization step at
-  // rounding boundaries, and an uncalibrated low-bit network amplifies those flips layer by layer.
-  for (const [wb, ab, minCos] of [[8, 8, 0.999], [6, 8, 0.999], [4, 8, 0.99]] as const) {
+  const S = 112;
+  const px = S * S * 3;
+  const gan = await loadFaces(16);
+  const parts: Float32Array[] = [];
+  if (lfw) parts.push(await loadLfwFaces(lfw, 16, S));
+  if (ffhq) parts.push(await loadFaces(16, S, ffhq));
+  const n = parts.reduce((a, p) => a + p.length / px, 0);
+  const real = new Float32Array(n * px);
+  parts.reduce((off, p) => (real.set(p, off), off + p.length), 0);
+  const xf = preprocess(teacher.info, real, n).data as Float32Array;
+  for (const [wb, ab] of [[8, 8], [6, 6], [4, 4], [4, 8]] as const) {
     const student = toQat(teacher, { weightBits: wb, actBits: ab, calibrationSteps: 2 });
     student.train();
     noGrad(() => {
-      student.forward(preprocess(teacher.info, faces.subarray(0, 3 * 112 * 112 * 3), 3));
-      student.forward(preprocess(teacher.info, faces.subarray(3 * 112 * 112 * 3), 3));
+      for (let i = 0; i < 16; i += 8) student.forward(preprocess(teacher.info, gan.subarray(i * px, (i + 8) * px), 8));
     });
     freezeActRanges(student);
-    student.eval();
-    const xf = preprocess(teacher.info, faces, 6).data as Float32Array;
-    const a = run(student, xf, [6, 112, 112, 3]);
-    const b = await ortRun(exportOnnx(student, { mode: 'qdq' }), xf, [6, 112, 112, 3]);
-    const rr = compareRows(a, b, 6);
-    t.comment(`mobileface W${wb}/A${ab} on real faces: cos min ${Math.min(...rr.cos).toFixed(6)}, max |diff| ${rr.maxAbs.toExponential(2)}`);
-    t.ok(Math.min(...rr.cos) >= minCos, `mobileface W${wb}/A${ab}: onnxruntime QDQ vs fake-quant forward, cosine >= ${minCos} on real faces`);
+    const a = run(student, xf, [n, S, S, 3]);
+    const bytes = exportOnnx(student, { mode: 'qdq' });
+    const b = await ortRun(bytes, xf, [n, S, S, 3]);
+    const b0 = await ortRun(bytes, xf, [n, S, S, 3], ['input', 'output'], 'disabled');
+    t.equal(maxAbs(b, b0), 0, `W${wb}A${ab}: onnxruntime gives the same values with graph optimizations disabled (nothing fused)`);
+    const rr = compareRows(a, b, n);
+    const cs = [...rr.cos].sort((p, q) => p - q);
+    const mean = cs.reduce((p, q) => p + q, 0) / n;
+    const median = cs[n >> 1]!;
+    t.comment(
+      `mobileface W${wb}A${ab} (PTQ, 16 GAN faces) on ${n} real faces: cos mean ${mean.toFixed(6)}, median ${median.toFixed(9)}, min ${cs[0]!.toFixed(6)}, ` +
+        `${cs.filter((c) => c < 0.999).length} below 0.999, max |diff| ${rr.maxAbs.toExponential(2)}`,
+    );
+    t.ok(median >= 0.99999, `W${wb}A${ab}: the typical face agrees to float precision (median cosine ${median.toFixed(9)} >= 0.99999)`);
+    t.ok(mean >= 0.999, `W${wb}A${ab}: mean cosine ${mean.toFixed(6)} >= 0.999`);
+    t.ok(cs[0]! >= 0.98, `W${wb}A${ab}: every face >= 0.98 (min ${cs[0]!.toFixed(6)})`);
   }
 });
 

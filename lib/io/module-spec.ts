@@ -294,11 +294,9 @@ const DEFS: Record<string, TypeDef> = {
   },
 };
 
-/** The Graph's output node name (the engine keeps it private). */
+/** The Graph's output value name (its input when it has no nodes). */
 function graphOutput(g: Graph): string {
-  const o = (g as unknown as { outputName: string | null }).outputName;
-  const nodes = g.nodeList;
-  return o ?? nodes[nodes.length - 1]?.name ?? g.inputNames[0]!;
+  return g.outputNames[0] ?? g.inputNames[0]!;
 }
 
 function typeOf(m: Module): string {

@@ -7,11 +7,29 @@
  *   Conv / Gemm weights as int8 initializers with per-output-channel
  *   DequantizeLinear (axis 0); PReLU slopes as int8 with a per-tensor
  *   DequantizeLinear; every enabled activation quantizer (outputs of
- *   PReLU, ReLU, Add, Clamp) as Clip to its representable range (when it
- *   is narrower than the 8-bit type) + QuantizeLinear + DequantizeLinear
- *   with its frozen scale and zero point. Widths below 8 bits are stored
- *   in int8 / uint8 with the narrowed range, so the graph computes exactly
- *   the values the fake-quantized model computes (up to float rounding).
+ *   PReLU, ReLU, Add, Clamp, and stand-alone quantizer nodes) as Clip to
+ *   its representable range (when it is narrower than the 8-bit type) +
+ *   QuantizeLinear + DequantizeLinear with its frozen scale and zero point.
+ *   Min/max (WeightFakeQuant, ActFakeQuant) and learned-step (LSQ)
+ *   quantizers export alike. Widths below 8 bits are stored in int8 /
+ *   uint8 with the narrowed range.
+ *
+ *   Semantics match onnxruntime's operator for operator: QuantizeLinear
+ *   divides by the scale and rounds half to even, DequantizeLinear
+ *   computes (q - zero point) * scale in float32, exactly as our fake
+ *   quantizers do (the io-onnx test checks every width bit for bit,
+ *   ties included). onnxruntime fuses none of these QDQ groups (no
+ *   QLinearConv: a Conv is followed by BatchNorm / PReLU in float, not by
+ *   a QuantizeLinear), so its default graph optimization gives the same
+ *   values as optimizations disabled. What remains is float32 summation
+ *   order inside convolutions: where an activation lies within float
+ *   noise of a rounding boundary the two runtimes can pick adjacent codes,
+ *   and a low-bit network can amplify such a flip (measured on mobileface
+ *   students: most faces bit-identical up to 1e-5, rare faces down to
+ *   cosine 0.99).
+ *
+ *   A weight transform or output quantizer of another kind is refused
+ *   (E_UNSUPPORTED_OP) rather than exported as float.
  *
  * The graph input is NCHW [N, C, H, W] float (N symbolic); the output is
  * the embedding [N, D]. The model's ModelInfo is stored in metadata_props
@@ -20,10 +38,11 @@
 import { QuantFaceError } from '../errors.js';
 import type { FTensor } from '../tensor.js';
 import { Module } from '../nn/module.js';
-import { Conv2d, Linear, BatchNorm, PReLU, ReLU, Add, Identity, Flatten, Dropout, L2Normalize } from '../nn/layers.js';
+import { Conv2d, Linear, BatchNorm, PReLU, ReLU, Add, Identity, Flatten, Dropout, L2Normalize, WeightTransform } from '../nn/layers.js';
 import { Sequential, Graph } from '../nn/containers.js';
 import { Pad, Clamp, ChannelAffine, Multiply, Subtract, Abs, Reshape, GlobalAvgPool, MaxPool2d, AvgPool2d, NhwcToNchw } from '../nn/import-ops.js';
 import { WeightFakeQuant, ActFakeQuant } from '../quant/fake-quant.js';
+import { LsqWeightFakeQuant, LsqActFakeQuant } from '../quant/lsq.js';
 import { roundHalfEven, type QParams } from '../quant/qparams.js';
 import { encodeOnnxModel, DT, type OnnxAttribute, type OnnxNode, type OnnxTensor, type OnnxModel } from './onnx-proto.js';
 import { validateModelInfo, type ModelInfo } from './model-info.js';
@@ -116,6 +135,20 @@ function quantizeInts(w: FTensor, qp: QParams, channels: number, inner: number):
   return q;
 }
 
+/**
+ * The quantization parameters a weight transform applies to w (per output
+ * channel; one channel for PReLU slopes), or null when it leaves w as it is
+ * (disabled, or no transform). Throws for a transform the export cannot
+ * represent.
+ */
+function weightQParams(wq: Module | undefined, w: FTensor, channels: number, inner: number, where: string): QParams | null {
+  if (!wq) return null;
+  if (wq instanceof WeightFakeQuant) return wq.fakeQuantEnabled ? wq.qparams(w, channels, inner) : null;
+  if (wq instanceof LsqWeightFakeQuant) return wq.fakeQuantEnabled ? wq.qparams(w, channels, inner) : null;
+  if (wq instanceof WeightTransform) throw unsupported(`weight transform ${wq.constructor.name}`, where);
+  return null;
+}
+
 /** OHWI -> OIHW. */
 function ohwiToOihw(w: ArrayLike<number>, O: number, kh: number, kw: number, I: number): Float32Array {
   const out = new Float32Array(O * I * kh * kw);
@@ -125,11 +158,10 @@ function ohwiToOihw(w: ArrayLike<number>, O: number, kh: number, kw: number, I: 
 
 function weightInput(e: Emitter, m: Conv2d | Linear, base: string, dims: number[], reorder: (w: ArrayLike<number>) => ArrayLike<number>, scaleBy?: Float64Array): string {
   const w = m.weight.data;
-  const wq = m.weightQuant;
   const channels = m instanceof Conv2d ? m.outChannels : m.outFeatures;
-  if (e.mode === 'qdq' && wq instanceof WeightFakeQuant && wq.fakeQuantEnabled) {
-    const inner = w.numel / channels;
-    const qp = wq.qparams(w, channels, inner);
+  const inner = w.numel / channels;
+  const qp = e.mode === 'qdq' ? weightQParams(m.weightQuant, w, channels, inner, base) : null;
+  if (qp) {
     const q = quantizeInts(w, qp, channels, inner);
     const { data, zp } = toInt8(q, qp, base);
     const qi = e.init(`${base}.weight_quantized`, dims, DT.INT8, new Uint8Array(Int8Array.from(reorder(data) as ArrayLike<number>).buffer));
@@ -191,7 +223,7 @@ function channelConst(e: Emitter, base: string, vals: ArrayLike<number>, x: V): 
   return e.init(base, dims, DT.FLOAT, f32(vals));
 }
 
-function actQdq(e: Emitter, q: ActFakeQuant, x: V, base: string): V {
+function actQdq(e: Emitter, q: ActFakeQuant | LsqActFakeQuant, x: V, base: string): V {
   if (e.mode !== 'qdq' || !q.fakeQuantEnabled) return x;
   const qp = q.qparams();
   const s = qp.scale[0]!;
@@ -215,7 +247,9 @@ function actQdq(e: Emitter, q: ActFakeQuant, x: V, base: string): V {
 
 function withOutQuant(e: Emitter, m: Module, v: V, base: string): V {
   const oq = m.getChild('outQuant');
-  return oq instanceof ActFakeQuant ? actQdq(e, oq, v, `${base}.outQuant`) : v;
+  if (oq instanceof ActFakeQuant || oq instanceof LsqActFakeQuant) return actQdq(e, oq, v, `${base}.outQuant`);
+  if (oq && e.mode === 'qdq') throw unsupported(`output quantizer ${oq.constructor.name}`, `${base}.outQuant`);
+  return v;
 }
 
 function emitLeaf(e: Emitter, m: Module, xs: V[], base: string, foldBn?: BatchNorm): V {
@@ -246,8 +280,8 @@ function emitLeaf(e: Emitter, m: Module, xs: V[], base: string, foldBn?: BatchNo
     const sq = m.slopeQuant;
     const C = m.numParameters;
     const dims = C === 1 ? [1] : x.layout === 'nchw' ? [C, 1, 1] : [C];
-    if (e.mode === 'qdq' && sq instanceof WeightFakeQuant && sq.fakeQuantEnabled) {
-      const qp = sq.qparams(m.weight.data, 1, C);
+    const qp = e.mode === 'qdq' ? weightQParams(sq, m.weight.data, 1, C, `${base}.slopeQuant`) : null;
+    if (qp) {
       const { data, zp } = toInt8(quantizeInts(m.weight.data, qp, 1, C), qp, base);
       const qi = e.init(`${base}.weight_quantized`, dims, DT.INT8, new Uint8Array(data.buffer));
       const sc = e.init(`${base}.weight_scale`, [], DT.FLOAT, f32([qp.scale[0]!]));
@@ -313,7 +347,7 @@ function emitLeaf(e: Emitter, m: Module, xs: V[], base: string, foldBn?: BatchNo
     if (x.layout !== 'plain' || x.shape.length !== 2) throw unsupported('L2Normalize of a non-[N, D] tensor', base);
     return same(e.node('LpNormalization', [x.name], base, [A.i('axis', 1), A.i('p', 2)]));
   }
-  if (m instanceof ActFakeQuant) return actQdq(e, m, x, base);
+  if (m instanceof ActFakeQuant || m instanceof LsqActFakeQuant) return actQdq(e, m, x, base);
   throw unsupported(`module ${m.constructor.name}`, base);
 }
 
@@ -323,7 +357,8 @@ function emitModule(e: Emitter, m: Module, xs: V[], path: string): V {
     const nodes = m.nodeList;
     const uses = new Map<string, number>();
     for (const nd of nodes) for (const i of nd.inputs) uses.set(i, (uses.get(i) ?? 0) + 1);
-    const out = (m as unknown as { outputName: string | null }).outputName ?? nodes[nodes.length - 1]!.name;
+    const out = m.outputNames[0];
+    if (out === undefined) throw unsupported('a graph without nodes', path);
     uses.set(out, (uses.get(out) ?? 0) + 1);
     const skip = new Set<string>();
     for (let k = 0; k < nodes.length; k++) {

@@ -660,8 +660,9 @@ function toImported(g: Graph, info: ModelInfo): Graph {
   if (g.inputNames.length !== 1) return g as unknown as ImportedModel;
   const m = new ImportedModel(info, g.inputNames[0]);
   for (const nd of g.nodeList) m.add(nd.name, g.getChild(nd.name)!, nd.inputs);
-  const out = (g as unknown as { outputName: string | null }).outputName;
-  if (out) m.output(out);
+  // Name the output only where it is not the last node (the default), as the graph did.
+  const out = g.outputNames[0];
+  if (out && out !== g.nodeList[g.nodeList.length - 1]?.name) m.output(out);
   return m;
 }
 

@@ -132,6 +132,16 @@ export class Graph extends Module {
     return this.nodes;
   }
 
+  /**
+   * Names of the values the graph returns, as inputNames names what it takes:
+   * one name, the node chosen by output() (a graph input if output() named
+   * one) or else the last node added; empty for a graph without nodes.
+   */
+  get outputNames(): readonly string[] {
+    const o = this.outputName ?? this.nodes[this.nodes.length - 1]?.name;
+    return o === undefined ? [] : [o];
+  }
+
   /** Name of the value the graph returns. */
   get outputNode(): string {
     return this.out;

@@ -21,6 +21,23 @@ export {
   type Pair,
 } from './layers.js';
 export { Sequential, Graph, residual, type GraphNode } from './containers.js';
+export {
+  Pad,
+  Clamp,
+  ChannelAffine,
+  Multiply,
+  Subtract,
+  Abs,
+  Reshape,
+  NhwcToNchw,
+  GlobalAvgPool,
+  MaxPool2d,
+  AvgPool2d,
+  f32Tensor,
+  type PadConfig,
+  type ChannelAffineConfig,
+  type Pool2dConfig,
+} from './import-ops.js';
 export { QuantFaceLoss, MSELoss } from './loss.js';
 export { kernelSources } from './kernels.js';
 export { gradCheck, type GradCheckOptions, type GradCheckResult, type GradCheckEntry } from './gradcheck.js';

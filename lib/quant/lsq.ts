@@ -18,7 +18,7 @@ import { Tensor, QuantFaceError, type FTensor } from '../tensor.js';
 import { Module, Parameter, isGradEnabled, type ShapeInfo } from '../nn/module.js';
 import { WeightTransform } from '../nn/layers.js';
 import * as K from '../nn/kernels.js';
-import { chooseQParams } from './qparams.js';
+import { chooseQParams, type QParams } from './qparams.js';
 
 function checkBits(bits: number, what: string): number {
   if (!Number.isInteger(bits) || bits < 2 || bits > 8) throw new QuantFaceError('E_ARG', `${what}: bits must be an integer in [2, 8], got ${bits}`);
@@ -122,6 +122,29 @@ export class LsqWeightFakeQuant extends WeightTransform {
     this.buffer('initialized').data[0] = 1;
   }
 
+  /**
+   * The parameters transform applies to w (per output channel): the learned
+   * float32 steps (a non-positive step as 1e-8) and the fixed zero points,
+   * or, before initialisation, those initFrom would choose. Changes nothing.
+   */
+  qparams(w: FTensor, channels: number, inner: number): QParams {
+    const { quantMin, quantMax } = this.range();
+    const s = this.scale;
+    if (!s || this.buffer('initialized').data[0] === 0 || s.numel !== channels) {
+      const min = new Float64Array(channels);
+      const max = new Float64Array(channels);
+      if (w.dtype === 'f32') {
+        const a = new Float32Array(channels);
+        const b = new Float32Array(channels);
+        K.minMax(w.data, a, b, channels, inner);
+        min.set(a);
+        max.set(b);
+      } else K.minMax(w.data, min, max, channels, inner);
+      return chooseQParams({ min, max, bits: this.bits, symmetric: this.symmetric, signed: this.symmetric, narrowRange: this.symmetric });
+    }
+    return { scale: Float32Array.from(s.data.data, (v) => (v > 0 ? v : 1e-8)), zeroPoint: Int32Array.from(this.buffer('zero_point').data), quantMin, quantMax };
+  }
+
   transform(w: FTensor, channels: number, inner: number): FTensor {
     if (!this.fakeQuantEnabled) {
       this.ctx = undefined;
@@ -191,6 +214,12 @@ export class LsqActFakeQuant extends Module {
 
   private range(): { quantMin: number; quantMax: number } {
     return this.symmetric ? { quantMin: -(2 ** (this.bits - 1) - 1), quantMax: 2 ** (this.bits - 1) - 1 } : { quantMin: 0, quantMax: 2 ** this.bits - 1 };
+  }
+
+  /** The per-tensor parameters the forward applies now (a non-positive step as 1e-8). */
+  qparams(): QParams {
+    const s = this.scale.data.data[0]!;
+    return { scale: Float32Array.of(s > 0 ? s : 1e-8), zeroPoint: Int32Array.of(this.buffer('zero_point').data[0]!), ...this.range() };
   }
 
   /** True while the range is still being observed (before the scale is learned). */

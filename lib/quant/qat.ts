@@ -7,7 +7,8 @@
  *   (`weightQuant`, weight bits);
  * - every PReLU: its slope fake-quantized per tensor with the activation
  *   width (`slopeQuant`), and its output quantized (`outQuant`);
- * - every ReLU: its output quantized;
+ * - every ReLU and every Clamp (ReLU6 and other clipped activations of
+ *   imported models): its output quantized, as for ReLU;
  * - every residual Add: its output quantized (QuantFace's reference puts
  *   the quantizer after each residual block, i.e. after its addition);
  * - BatchNorm stays float and trainable; the network input is not quantized.
@@ -19,6 +20,7 @@
 import { QuantFaceError } from '../tensor.js';
 import { Module } from '../nn/module.js';
 import { Conv2d, Linear, PReLU, ReLU, Add, WeightTransform } from '../nn/layers.js';
+import { Clamp } from '../nn/import-ops.js';
 import { WeightFakeQuant, ActFakeQuant, type SteMode } from './fake-quant.js';
 import { LsqWeightFakeQuant, LsqActFakeQuant } from './lsq.js';
 
@@ -52,7 +54,7 @@ export interface QatOptions {
   /** LSQ: training forwards whose running range initialises each activation scale. Default 1. */
   lsqInitSteps?: number;
   /**
-   * Per-layer widths by dotted module name (the Conv2d/Linear/PReLU/ReLU/Add
+   * Per-layer widths by dotted module name (the Conv2d/Linear/PReLU/ReLU/Clamp/Add
    * module's name in model.namedModules()): return overrides, or null to keep
    * that layer in float. Unlisted layers (undefined) use the defaults.
    */
@@ -76,7 +78,7 @@ export function toQat<M extends Module>(model: M, opts: QatOptions = {}): M {
   const actBits = opts.actBits ?? 8;
   const ste = opts.ste ?? 'unmasked';
   const q = model.clone();
-  const targets = [...q.namedModules()].filter(([, m]) => m instanceof Conv2d || m instanceof Linear || m instanceof PReLU || m instanceof ReLU || m instanceof Add);
+  const targets = [...q.namedModules()].filter(([, m]) => m instanceof Conv2d || m instanceof Linear || m instanceof PReLU || m instanceof ReLU || m instanceof Clamp || m instanceof Add);
   for (const [name, m] of targets) {
     const ov = opts.layer ? opts.layer(name, m) : undefined;
     if (ov === null) continue;

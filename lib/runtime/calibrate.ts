@@ -57,16 +57,16 @@ function resolveModule(root: Module, path: string): Module {
 
 function insertAfter(container: Module, name: string, qname: string, q: Module): void {
   if (container instanceof Graph) {
-    const gi = container as unknown as { nodes: GraphNode[]; outputName: string | null };
+    const gi = container as unknown as { nodes: GraphNode[] };
     const idx = gi.nodes.findIndex((n) => n.name === name);
     if (idx < 0) throw new QuantFaceError('E_INTERNAL', `addInputQuantizers: graph has no node ${name}`);
-    const outName = gi.outputName ?? gi.nodes[gi.nodes.length - 1]!.name;
+    const outName = container.outputNames[0];
     for (const nd of gi.nodes.slice(idx + 1)) nd.inputs = nd.inputs.map((i) => (i === name ? qname : i));
     gi.nodes.splice(idx + 1, 0, { name: qname, inputs: [name] });
-    if (outName === name) gi.outputName = qname;
     const kids = new Map(container._children);
     container._children.clear();
     for (const nd of gi.nodes) container._children.set(nd.name, nd.name === qname ? q : kids.get(nd.name)!);
+    if (outName === name) container.output(qname);
     return;
   }
   if (container instanceof Sequential) {

@@ -98,7 +98,7 @@ export function flattenModel(model: Module, inputShape: readonly number[]): IrGr
       if (ins.length !== m.inputNames.length) throw new QuantFaceError('E_UNSUPPORTED_OP', `runtime: graph ${path || '(root)'} takes ${m.inputNames.length} inputs`);
       const env = new Map<string, IrValue>(m.inputNames.map((n, i) => [n, ins[i]!]));
       for (const nd of m.nodeList) env.set(nd.name, emit(m.getChild(nd.name)!, join(path, nd.name), nd.inputs.map((i) => env.get(i)!)));
-      const out = (m as unknown as { outputName: string | null }).outputName ?? m.nodeList[m.nodeList.length - 1]?.name;
+      const out = m.outputNames[0];
       if (!out) throw new QuantFaceError('E_UNSUPPORTED_OP', `runtime: graph ${path || '(root)'} has no nodes`);
       return env.get(out)!;
     }
