@@ -108,6 +108,15 @@ const train: Partial<QuantizeOptions> = {
   ...(arg('--layer-bits') ? { layerBits: arg('--layer-bits')! } : {}),
   ...(arg('--weight-decay') ? { weightDecay: Number(arg('--weight-decay')) } : {}),
   ...(arg('--act-range') ? { actRange: arg('--act-range') as 'minmax' | 'mse' | 'learned' } : {}),
+  ...(arg('--weight-range') ? { weightRange: arg('--weight-range') as 'minmax' | 'mse' | 'learned' } : {}),
+  ...(arg('--lr-schedule') ? { lrSchedule: arg('--lr-schedule') as 'step' | 'cosine' } : {}),
+  ...(arg('--range-lr-scale') ? { rangeLrScale: Number(arg('--range-lr-scale')) } : {}),
+};
+// PTQ modes take the calibration length, the per-layer widths and the weight ranges.
+const ptqTrain: Partial<QuantizeOptions> = {
+  ...(train.calibSteps ? { calibSteps: train.calibSteps } : {}),
+  ...(train.layerBits ? { layerBits: train.layerBits } : {}),
+  ...(train.weightRange ? { weightRange: train.weightRange } : {}),
 };
 const tag = arg('--tag') ?? '';
 
@@ -151,7 +160,7 @@ for (const arm of arms) {
         out: file,
         log: file.replace(/\.qfm$/, '.jsonl'),
         ...PRESETS[mode],
-        ...(mode.startsWith('kd') ? train : { ...(train.calibSteps ? { calibSteps: train.calibSteps } : {}), ...(train.layerBits ? { layerBits: train.layerBits } : {}) }),
+        ...(mode.startsWith('kd') ? train : ptqTrain),
         checkpointEvery: 500,
         resume: true,
       };
@@ -171,7 +180,7 @@ for (const arm of arms) {
       const row: Row = {
         key, arm, bits, mode, lfw: m!.acc, lfwStd: m!.std, drop: (teacherAcc - m!.acc) * 100,
         holdoutCosine: r.agreement?.meanCosine ?? null, bytes: r.out!.bytes, trainSeconds, evalSeconds: m!.seconds, steps: r.steps,
-        options: { ...PRESETS[mode], ...(mode.startsWith('kd') ? train : {}), steps: r.steps, totalSteps: r.totalSteps, data: r.data, trainImages: r.trainImages, quantizeSeconds: r.totalSeconds },
+        options: { ...PRESETS[mode], ...(mode.startsWith('kd') ? train : ptqTrain), steps: r.steps, totalSteps: r.totalSteps, data: r.data, trainImages: r.trainImages, quantizeSeconds: r.totalSeconds },
         at: new Date().toISOString(),
       };
       if (limit === undefined) {

@@ -37,6 +37,8 @@ export interface QuantizeCliOptions {
   augment?: string;
   ste?: 'unmasked' | 'clipped';
   actRange?: 'minmax' | 'mse' | 'learned';
+  weightRange?: 'minmax' | 'mse' | 'learned';
+  lrSchedule?: 'step' | 'cosine';
   optimizer?: 'sgd' | 'adamw';
   weightDecay?: number;
   resume?: boolean;
@@ -211,6 +213,8 @@ export async function quantizeCommand(
     ...(augment !== undefined ? { augment } : {}),
     ...(opts.ste !== undefined ? { ste: opts.ste } : {}),
     ...(opts.actRange !== undefined ? { actRange: opts.actRange } : {}),
+    ...(opts.weightRange !== undefined ? { weightRange: opts.weightRange } : {}),
+    ...(opts.lrSchedule !== undefined ? { lrSchedule: opts.lrSchedule } : {}),
     ...(opts.optimizer !== undefined ? { optimizer: opts.optimizer } : {}),
     ...(opts.weightDecay !== undefined ? { weightDecay: opts.weightDecay } : {}),
     ...(opts.resume ? { resume: true } : {}),
@@ -268,6 +272,8 @@ export function register(program: Command): void {
     .option('--augment <list>', 'augmentation: flip (default), noflip, none, scale=X, shift=X, brightness=X, contrast=X, saturation=X, mixup=P')
     .addOption(new Option('--ste <mode>', 'straight-through estimator').choices(['unmasked', 'clipped']))
     .addOption(new Option('--act-range <method>', 'activation ranges after calibration: minmax (the reference), mse (narrowed to the quantization-MSE optimum; default) or learned (mse, then trained with the student)').choices(['minmax', 'mse', 'learned']))
+    .addOption(new Option('--weight-range <method>', 'per-channel weight ranges: minmax (the method; default), mse (clipped to the quantization-MSE optimum) or learned (mse, then trained with the student)').choices(['minmax', 'mse', 'learned']))
+    .addOption(new Option('--lr-schedule <name>', 'learning-rate schedule: step (x0.1 at 75% and 90%; default) or cosine').choices(['step', 'cosine']))
     .addOption(new Option('--optimizer <name>', 'sgd (Nesterov, the method; default) or adamw').choices(['sgd', 'adamw']))
     .option('--weight-decay <x>', 'weight decay (default 5e-4)', floatArg('--weight-decay', false))
     .option('--resume', 'continue from the checkpoint (same options)')

@@ -37,9 +37,10 @@ import { bufferPool } from '../nn/pool.js';
 import { Dropout } from '../nn/layers.js';
 import { QuantFaceLoss } from '../nn/loss.js';
 import { SGD, AdamW, clipGradNorm } from '../optim/optimizers.js';
-import { stepLr } from '../optim/schedules.js';
+import { stepLr, cosineLr, type Schedule } from '../optim/schedules.js';
 import { toQat, quantizers, freezeActRanges } from '../quant/qat.js';
 import { ActFakeQuant, type SteMode } from '../quant/fake-quant.js';
+import { useClippedWeights, bakeClippedWeights, type WeightRangeMode } from '../quant/weight-range.js';
 import { saveQfm, type Provenance } from '../io/qfm.js';
 import { preprocess, type ModelInfo } from '../io/model-info.js';
 import { flipHorizontal } from '../data/align.js';
@@ -55,6 +56,8 @@ import type { GenerateOptions, GenerateProgress } from './generate.js';
 import { loadCheckpoint, saveCheckpoint, type JsonValue } from './checkpoint.js';
 import { JsonLog, type LogRecord } from './log.js';
 import { refineActRanges } from './ranges.js';
+import { recalibrateBatchNorm } from './bn.js';
+import { tapFeatures, type FeatureTaps } from './features.js';
 import { LearnedActQuant, outQuantOwners } from './learned-range.js';
 
 // ====================================================================== options
@@ -102,8 +105,30 @@ export interface QuantizeOptions {
    * LSQ-style; ./learned-range.ts). Default 'mse'.
    */
   actRange?: 'minmax' | 'mse' | 'learned';
-  /** Learning-rate multiplier of the learned activation ranges (actRange 'learned'). Default 10. */
+  /** Learning-rate multiplier of the learned activation ranges and weight clipping ratios ('learned'). Default 10. */
   rangeLrScale?: number;
+  /**
+   * Per-output-channel weight ranges (beyond the paper; ../quant/weight-range.ts): 'minmax' (the
+   * method: each channel's min/max at every forward), 'mse' (that range clipped by per-channel ratios
+   * that minimise the teacher weights' quantization MSE, fixed) or 'learned' ('mse', then the ratios
+   * are trained by the distillation loss). Clipped ranges are baked into min/max form before saving.
+   * Default 'minmax'.
+   */
+  weightRange?: WeightRangeMode;
+  /**
+   * Re-estimate every BatchNorm's running statistics at the end (after calibration in PTQ, after
+   * training otherwise) on up to 512 unaugmented training images through the final student (./bn.ts).
+   * Default false.
+   */
+  bnRecalibrate?: boolean;
+  /**
+   * Weight of an intermediate-feature distillation term added to the QuantFace loss (beyond the paper:
+   * normalised MSE between the student's and the teacher's PReLU / Add outputs, ./features.ts).
+   * Default 0 (the paper's embedding loss only).
+   */
+  featureLoss?: number;
+  /** Learning-rate schedule: 'step' (the method: x lrGamma at lrMilestones) or 'cosine' (to 0 at the last step). Default 'step'. */
+  lrSchedule?: 'step' | 'cosine';
   /** Straight-through estimator: 'unmasked' (reference, default) or 'clipped'. */
   ste?: SteMode;
   /** Seed of everything random (split, order, augmentation). Default 0. */
@@ -352,6 +377,11 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   const actRange = o.actRange ?? 'mse';
   if (actRange !== 'minmax' && actRange !== 'mse' && actRange !== 'learned') throw new QuantFaceError('E_ARG', `actRange must be 'minmax', 'mse' or 'learned' (got ${String(actRange)})`);
   const rangeLrScale = numOpt('rangeLrScale', o.rangeLrScale, 0, 10);
+  const weightRange: WeightRangeMode = o.weightRange ?? 'minmax';
+  if (weightRange !== 'minmax' && weightRange !== 'mse' && weightRange !== 'learned') throw new QuantFaceError('E_ARG', `weightRange must be 'minmax', 'mse' or 'learned' (got ${String(weightRange)})`);
+  const featureLoss = numOpt('featureLoss', o.featureLoss, 0, 0);
+  const lrSchedule = o.lrSchedule ?? 'step';
+  if (lrSchedule !== 'step' && lrSchedule !== 'cosine') throw new QuantFaceError('E_ARG', `lrSchedule must be 'step' or 'cosine' (got ${String(lrSchedule)})`);
   const optimizer = o.optimizer ?? 'sgd';
   if (optimizer !== 'sgd' && optimizer !== 'adamw') throw new QuantFaceError('E_ARG', `optimizer must be 'sgd' or 'adamw' (got ${String(optimizer)})`);
   const ste: SteMode = o.ste ?? 'unmasked';
@@ -403,6 +433,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   }
   const executor: DataExecutor = workers === 0 ? new InlineExecutor() : new WorkerPool(workers);
   const loaders: DataLoader[] = [];
+  let unwrapTaps = (): void => undefined;
   try {
     progress({ phase: 'prepare', step: 0, totalSteps: 0, message: `reading ${opened.description}` });
     let batchSize = intOpt('batchSize', o.batchSize, 1, 64);
@@ -429,19 +460,31 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       if (typeof m !== 'number' || !Number.isFinite(m) || m <= 0) throw new QuantFaceError('E_ARG', `lrMilestones must be positive numbers (fractions < 1 or step numbers), got ${String(m)}`);
       return m < 1 ? Math.round(m * totalSteps) : Math.round(m);
     });
-    const schedule = stepLr(lr, milestones, lrGamma);
+    const schedule: Schedule = lrSchedule === 'cosine' ? cosineLr(lr, totalSteps) : stepLr(lr, milestones, lrGamma);
     const evalEvery = intOpt('evalEvery', o.evalEvery, 0, Math.max(1, Math.round(totalSteps / 10)));
 
     // ---------------------------------------------------------------- student
     const ov = layerOverrides(rules);
     const student = toQat(teacher.model, { weightBits: bits.weightBits, actBits: bits.actBits, ste, calibrationSteps: calibSteps, layer: ov.layer });
     const unusedLayerRules = ov.unused();
+    // Clipped weight ranges replace the min/max weight quantizers before the optimiser collects parameters.
+    const clippedWeights = useClippedWeights(student, noTrain && weightRange === 'learned' ? 'mse' : weightRange);
+    const ratioParams = new Set([...clippedWeights.values()].flatMap((q) => q.ratioParameters()));
+    // Feature taps wrap the student's and the teacher's PReLU / Add nodes for the run (removed before saving).
+    const taps: FeatureTaps | null = featureLoss > 0 && !noTrain ? tapFeatures(student, teacher.model) : null;
+    if (taps) {
+      let done = false;
+      unwrapTaps = (): void => {
+        if (!done) taps.unwrap();
+        done = true;
+      };
+    }
     if (!quantizers(student).length) throw new QuantFaceError('E_UNSUPPORTED_OP', `teacher ${info.name} has no layer quantize can quantize (no Conv2d, Linear, PReLU, ReLU or Add)`);
     const named = [...student.namedParameters()];
     const trainable = named.filter(([, p]) => p.requiresGrad);
     const paramByName = new Map(trainable.map(([n, p]) => [n, p]));
     const nameOfParam = new Map(trainable.map(([n, p]) => [p, n]));
-    const params = trainable.map(([, p]) => p);
+    const params = trainable.map(([, p]) => p).filter((p) => !ratioParams.has(p));
     // Learned ranges: one LearnedActQuant per activation quantizer, swapped in when calibration ends.
     const owners = outQuantOwners(student);
     const learned = new Map<string, LearnedActQuant>();
@@ -455,7 +498,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         paramByName.set(`lrange.${qname}.a`, lm.a);
         paramByName.set(`lrange.${qname}.b`, lm.b);
       }
-    const rangeParams = [...learned.values()].flatMap((m) => [m.a, m.b]);
+    const rangeParams = [...learned.values()].flatMap((m) => [m.a, m.b]).concat([...ratioParams]);
     const groups = [
       { params, lrScale: 1 },
       ...(rangeParams.length ? [{ params: rangeParams, lrScale: rangeLrScale, options: { weightDecay: 0 } }] : []),
@@ -506,6 +549,11 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       calibSteps,
       ste,
       actRange,
+      ...(o.bnRecalibrate ? { bnRecalibrate: true } : {}),
+      ...(featureLoss > 0 ? { featureLoss } : {}),
+      ...(weightRange !== 'minmax' ? { weightRange } : {}),
+      ...(lrSchedule !== 'step' ? { lrSchedule } : {}),
+      ...(rangeLrScale !== 10 ? { rangeLrScale } : {}),
       noTrain,
       augment: { ...augment },
     };
@@ -612,7 +660,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     // a third of the step's work saved.
     let teacherCache: Float32Array | null = null;
     const D = info.outputDim;
-    if (!noTrain && isFlipOnly(augment) && trainImages <= 50000) {
+    if (!noTrain && !taps && isFlipOnly(augment) && trainImages <= 50000) {
       progress({ phase: 'prepare', step: startStep, totalSteps, message: 'teacher embeddings of the training images' });
       teacherCache = new Float32Array(train.length * 2 * D);
       const per = size * size * 3;
@@ -705,12 +753,13 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
               const k = b.ids[i]! * 2 + (b.flipped[i] ? 1 : 0);
               (tEmb.data as Float32Array).set(teacherCache.subarray(k * D, (k + 1) * D), i * D);
             }
-          } else tEmb = forwardCopy(teacher.model, x);
+          } else tEmb = taps ? taps.captureTeacher(() => forwardCopy(teacher.model, x)) : forwardCopy(teacher.model, x);
           const lrNow = schedule(step);
           opt.lr = lrNow;
           dropouts.forEach((d, k) => d.reseed(mix(seed, step, k)));
           const y = student.forward(x);
-          const loss = lossFn.forward(y, tEmb);
+          const embLoss = lossFn.forward(y, tEmb);
+          const loss = taps ? embLoss + taps.compute(featureLoss) : embLoss;
           opt.zeroGrad();
           const g = student.backward(lossFn.backward());
           const gs = Array.isArray(g) ? g : [g];
@@ -726,7 +775,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
           trainSecondsThisRun = (now - tLoop) / 1000;
           const rate = b.n / Math.max(dt, 1e-9);
           emaRate = emaRate === 0 ? rate : 0.9 * emaRate + 0.1 * rate;
-          const rec: LogRecord = { event: 'step', step, epoch: b.epoch, loss, cosine: lossFn.lastMeanCosine, lr: lrNow, gradNorm, imagesPerSec: rate };
+          const rec: LogRecord = { event: 'step', step, epoch: b.epoch, loss, cosine: lossFn.lastMeanCosine, lr: lrNow, gradNorm, imagesPerSec: rate, ...(taps ? { embLoss, featureLoss: taps.lastLoss } : {}) };
           if (step === calibSteps) rec.calibrated = true;
           log.write(rec);
           if (step === calibSteps) {
@@ -758,6 +807,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     trainSecondsThisRun = (performance.now() - tLoop) / 1000;
     if (stopped) {
       if (!noTrain) await writeCheckpoint(step, lastLoss);
+      unwrapTaps();
       swapOut();
       log.write({ event: 'stopped', step });
       progress({ phase: 'done', step, totalSteps, message: 'stopped' });
@@ -768,11 +818,31 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         trainImages, holdoutImages: holdout?.length ?? 0, data: opened.description, ...(resumedFrom !== undefined ? { resumedFrom } : {}), unusedLayerRules,
       };
     }
+    unwrapTaps();
     if (swapped) {
       swapOut();
       lastAgreement = null; // re-measured on the saved form
     }
+    if (clippedWeights.size) {
+      const baked = bakeClippedWeights(student);
+      log.write({ event: 'bake-weights', weightRange, layers: baked.layers, maxError: baked.maxError });
+      lastAgreement = null;
+    }
     freezeActRanges(student);
+    if (o.bnRecalibrate) {
+      progress({ phase: 'calibrate', step, totalSteps, message: 'BatchNorm statistics of the student' });
+      const inputs: FTensor[] = [];
+      let seen = 0;
+      for await (const b of plain.epoch(0)) {
+        if (b.n < 2) continue;
+        inputs.push(preprocess(info, b.data, b.n));
+        seen += b.n;
+        if (seen >= 512) break;
+      }
+      const layers = recalibrateBatchNorm(student, inputs);
+      log.write({ event: 'bn-recalibrate', step, layers, images: seen });
+      lastAgreement = null;
+    }
     if (!lastAgreement || noTrain) {
       progress({ phase: 'evaluate', step, totalSteps, message: 'held-out agreement' });
       lastAgreement = evaluate();
@@ -822,6 +892,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       trainImages, holdoutImages: holdout?.length ?? 0, data: opened.description, ...(resumedFrom !== undefined ? { resumedFrom } : {}), unusedLayerRules,
     };
   } finally {
+    unwrapTaps();
     for (const l of loaders) await l.close().catch(() => undefined);
     await executor.close();
   }
