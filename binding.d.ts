@@ -730,6 +730,100 @@ export interface RtRunOptions {
   singleThread?: boolean;
 }
 
+// ----------------------------------------------------------------- training elementwise (native/train_ew*.cc)
+// Activations are rows x channels (NHWC flattened; channels = the last
+// dimension). Kernels (binding.info().variants): bn_stats, bn_grad_sums,
+// channel_affine, bn_backward_dx, prelu_backward; each has _ref, _avx2 and
+// _avx512 variants, bit-identical, and `variant` ('ref', 'avx2', 'avx512' or
+// a full name) forces one for every kernel of the call. Per-channel sums are
+// float64, taken over a fixed partition of the rows (it depends on the row
+// count only) and added in partition order: results do not depend on the
+// thread count. Outputs may be the input array itself (in place) but must not
+// otherwise overlap an input.
+
+export interface BatchNormForwardOptions {
+  /** rows x channels values. */
+  x: Float32Array;
+  /** >= x.length; may be x. */
+  out: Float32Array;
+  /** >= 1; x.length must be a multiple of it. */
+  channels: number;
+  /**
+   * true (default): normalise with the batch statistics (mean and biased
+   * variance over the rows, needs >= 2 rows) and update runningMean /
+   * runningVar (when given): r = (1 - momentum) r + momentum batch, with the
+   * unbiased variance. false: normalise with runningMean / runningVar (required).
+   */
+  training?: boolean;
+  /** >= 0, default 1e-5: invstd = 1 / sqrt(var + eps). */
+  eps?: number;
+  /** In [0, 1], default 0.1. */
+  momentum?: number;
+  /** Exactly `channels` each; absent: 1 and 0. */
+  weight?: Float32Array;
+  bias?: Float32Array;
+  runningMean?: Float32Array;
+  runningVar?: Float32Array;
+  /** Outputs (exactly `channels` each): the mean and 1/sqrt(var + eps) used, for batchNormBackward. */
+  mean?: Float64Array;
+  invstd?: Float64Array;
+  /**
+   * Fused PReLU on the output (1 shared value or exactly `channels`):
+   * y = y > 0 ? y : y * slope[c].
+   */
+  slope?: Float32Array;
+  variant?: string;
+}
+
+export interface BatchNormBackwardOptions {
+  /** The forward's input, >= gradOut.length. */
+  x: Float32Array;
+  /** rows x channels. */
+  gradOut: Float32Array;
+  /** >= gradOut.length; may be gradOut or x. */
+  gradIn: Float32Array;
+  channels: number;
+  /** The forward's mean and invstd (exactly `channels` each). */
+  mean: Float64Array;
+  invstd: Float64Array;
+  /** The affine weight (absent: 1). */
+  weight?: Float32Array;
+  /**
+   * true (default): the gradient through the batch statistics,
+   * gradIn = w invstd (g - sum(g)/M - xhat sum(g xhat)/M);
+   * false (eval mode): gradIn = w invstd g.
+   */
+  training?: boolean;
+  /** Outputs (exactly `channels`): sum(g xhat) and sum(g) per channel, xhat = (x - mean) invstd. */
+  gradWeight?: Float32Array;
+  gradBias?: Float32Array;
+  /** Add into gradWeight / gradBias instead of overwriting them. Default false. */
+  accumulate?: boolean;
+  variant?: string;
+}
+
+export interface PreluOptions {
+  /** rows x slope.length values. */
+  x: Float32Array;
+  /** >= x.length; may be x. y = x > 0 ? x : x * slope[c]. */
+  out: Float32Array;
+  /** One value per channel (channels = slope.length; 1 = shared). */
+  slope: Float32Array;
+  variant?: string;
+}
+
+export interface PreluBackwardOptions {
+  /** The forward's input, >= gradOut.length. */
+  x: Float32Array;
+  gradOut: Float32Array;
+  /** >= gradOut.length; may be gradOut or x. gradIn = x > 0 ? g : g * slope[c]. */
+  gradIn: Float32Array;
+  slope: Float32Array;
+  /** Output (>= slope.length, overwritten): sum over rows of g * min(x, 0) per channel. */
+  gradSlope?: Float64Array;
+  variant?: string;
+}
+
 // ----------------------------------------------------------------- the addon
 export interface Binding {
   info(): BindingInfo;
@@ -760,6 +854,15 @@ export interface Binding {
   minMaxAsync(o: MinMaxOptions): Promise<void>;
   packBits(o: PackBitsOptions): void;
   unpackBits(o: UnpackBitsOptions): void;
+
+  batchNormForward(o: BatchNormForwardOptions): void;
+  batchNormForwardAsync(o: BatchNormForwardOptions): Promise<void>;
+  batchNormBackward(o: BatchNormBackwardOptions): void;
+  batchNormBackwardAsync(o: BatchNormBackwardOptions): Promise<void>;
+  prelu(o: PreluOptions): void;
+  preluAsync(o: PreluOptions): Promise<void>;
+  preluBackward(o: PreluBackwardOptions): void;
+  preluBackwardAsync(o: PreluBackwardOptions): Promise<void>;
 
   conv2d(o: Conv2dOptions): void;
   conv2dAsync(o: Conv2dOptions): Promise<void>;

@@ -6,9 +6,10 @@
  * 1 and 2 threads. Each configuration runs in its own child process so its
  * peak RSS is its own. Prints the fraction of the FP32 peak reached
  * (FLOPs of the step: 4x the forward's conv/linear FLOPs = teacher forward
- * + student forward + backward input + backward weight).
+ * + student forward + backward input + backward weight) against the FP32 FMA
+ * peak per core measured at start (binding.measurePeak).
  *
- *   flock -x /tmp/qf-cpu.lock node --import tsx bench/train.ts [--models mfn,r50] [--threads 1,2] [--steps 5] [--profile]
+ *   flock -x /tmp/qf-cpu.lock node --import tsx bench/train.ts [--models mfn,r50] [--threads 1,2] [--steps 5] [--profile] [--peak GFLOPS]
  *
  * --profile adds a time breakdown by layer type (forward and backward).
  * Set QUANTFACE_BINDING to test another build. Run it alone on the machine:
@@ -23,8 +24,23 @@ import { toQat } from '../lib/quant/index.js';
 import { mobilefacenet, iresnet50, countFlops } from '../lib/models/index.js';
 import { SGD, clipGradNorm } from '../lib/optim/index.js';
 
-/** Measured FP32 FMA peak per core on this machine (zmm, ~3.45 GHz), GFLOP/s: ../shared/anchors/gemm. */
-const PEAK_PER_CORE = 220;
+/**
+ * Fallback FP32 FMA peak per core, GFLOP/s, when the addon has no measurePeak.
+ * Normally the parent measures it (binding.measurePeak, register-only FMA
+ * loop, 1 thread, median of 5) before the runs: this machine's clock varies
+ * (~3.45 GHz gave 216-224, ~4.2 GHz gives 261-271), so a constant misstates
+ * the fraction. `--peak G` overrides.
+ */
+const FALLBACK_PEAK_PER_CORE = 220;
+
+function measurePeakPerCore(): number {
+  const b = binding as unknown as { measurePeak?: (o: { kind: string; seconds: number; threads: number }) => { opsPerSecond: number } };
+  if (typeof b.measurePeak !== 'function') return FALLBACK_PEAK_PER_CORE;
+  const kind = binding.info().isa.includes('avx512') ? 'fma_zmm' : 'fma_ymm';
+  const v: number[] = [];
+  for (let i = 0; i < 5; i++) v.push(b.measurePeak({ kind, seconds: 0.1, threads: 1 }).opsPerSecond / 1e9);
+  return median(v);
+}
 
 interface Config {
   model: 'mfn' | 'r50';
@@ -32,6 +48,7 @@ interface Config {
   threads: number;
   steps: number;
   profile: boolean;
+  peakPerCore: number;
 }
 
 interface Result {
@@ -128,7 +145,7 @@ function runConfig(c: Config): Result {
     stepMs: times,
     imagesPerSec: (c.batch * 1000) / ms,
     gflopsPerStep,
-    peakFraction: gflopsPerStep / (ms / 1000) / (PEAK_PER_CORE * c.threads),
+    peakFraction: gflopsPerStep / (ms / 1000) / (c.peakPerCore * c.threads),
     maxRssMB: process.resourceUsage().maxRSS / 1024,
     kernels: kernelSources(),
   };
@@ -155,12 +172,14 @@ async function main(): Promise<void> {
   const threads = arg('threads', '1,2').split(',').map(Number);
   const steps = Number(arg('steps', '5'));
   const profile = process.argv.includes('--profile');
+  const peakPerCore = process.argv.includes('--peak') ? Number(arg('peak', String(FALLBACK_PEAK_PER_CORE))) : measurePeakPerCore();
   const self = fileURLToPath(import.meta.url);
   console.log(`quantface training-step benchmark (${new Date().toISOString()}), kernels: ${JSON.stringify(kernelSources())}`);
+  console.log(`FP32 FMA peak per core: ${peakPerCore.toFixed(0)} GFLOP/s (${process.argv.includes('--peak') ? '--peak' : 'measured now'})`);
   console.log('model          batch thr  img/s   step ms (median of ' + steps + ')  GFLOP/step  %FP32 peak  peak RSS MB');
   for (const model of models)
     for (const th of threads) {
-      const cfg: Config = { model, batch: model === 'mfn' ? 64 : 16, threads: th, steps, profile };
+      const cfg: Config = { model, batch: model === 'mfn' ? 64 : 16, threads: th, steps, profile, peakPerCore };
       const r = await new Promise<Result>((resolve, reject) => {
         const child = fork(self, process.argv.slice(2), { env: { ...process.env, QF_BENCH_CHILD: JSON.stringify(cfg) }, execArgv: process.execArgv });
         child.once('message', (m) => resolve(m as Result));

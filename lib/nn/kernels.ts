@@ -15,8 +15,33 @@ import type { ConvGeom, GemmArgs, FakeQuantArgs } from './reference.js';
 export type { ConvGeom, GemmArgs, FakeQuantArgs } from './reference.js';
 export { convOutSize } from './reference.js';
 
-type NativeName = 'sgemm' | 'conv2d' | 'conv2dBackwardInput' | 'conv2dBackwardWeight' | 'fakeQuantize' | 'fakeQuantizeBackward' | 'minMax';
-const NAMES: NativeName[] = ['sgemm', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'fakeQuantize', 'fakeQuantizeBackward', 'minMax'];
+type NativeName =
+  | 'sgemm'
+  | 'conv2d'
+  | 'conv2dBackwardInput'
+  | 'conv2dBackwardWeight'
+  | 'fakeQuantize'
+  | 'fakeQuantizeBackward'
+  | 'minMax'
+  | 'batchNormForward'
+  | 'batchNormBackward'
+  | 'prelu'
+  | 'preluBackward'
+  | 'rtAdd';
+const NAMES: NativeName[] = [
+  'sgemm',
+  'conv2d',
+  'conv2dBackwardInput',
+  'conv2dBackwardWeight',
+  'fakeQuantize',
+  'fakeQuantizeBackward',
+  'minMax',
+  'batchNormForward',
+  'batchNormBackward',
+  'prelu',
+  'preluBackward',
+  'rtAdd',
+];
 
 const present = new Map<NativeName, boolean>(
   NAMES.map((n) => [n, typeof (binding as unknown as Record<string, unknown>)[n] === 'function'] as const),
@@ -36,6 +61,11 @@ function useNative(name: NativeName, ...arrays: (FloatArray | undefined)[]): boo
   if (requireNative)
     throw new QuantFaceError('E_UNSUPPORTED_OP', `native kernel ${name} is missing from the loaded addon (QUANTFACE_REQUIRE_NATIVE=1)`);
   return false;
+}
+
+/** Whether the float32 native path of kernel `name` applies to these arrays (throws under QUANTFACE_REQUIRE_NATIVE=1 when missing). */
+export function nativeApplies(name: NativeName, ...arrays: (FloatArray | undefined)[]): boolean {
+  return useNative(name, ...arrays);
 }
 
 // ------------------------------------------------------------------ GEMM
@@ -130,4 +160,98 @@ export function minMax(x: FloatArray, min: FloatArray, max: FloatArray, channels
     return;
   }
   ref.minMaxRef(x, min, max, channels, inner);
+}
+
+// ------------------------------------------------------------------ elementwise (training step)
+// These return false when the data is not all float32 (or the native kernel is
+// missing): the caller then runs its own JavaScript loops (the float64 path).
+
+export interface BatchNormForwardArgs {
+  x: FloatArray;
+  out: FloatArray;
+  channels: number;
+  training: boolean;
+  eps: number;
+  momentum: number;
+  weight?: FloatArray;
+  bias?: FloatArray;
+  runningMean: FloatArray;
+  runningVar: FloatArray;
+  /** Outputs: the mean and invstd used. */
+  mean: Float64Array;
+  invstd: Float64Array;
+}
+
+/** Native BatchNorm forward (NHWC rows x channels); false if not applicable. */
+export function batchNormForward(o: BatchNormForwardArgs): boolean {
+  if (!useNative('batchNormForward', o.x, o.out, o.weight, o.bias, o.runningMean, o.runningVar)) return false;
+  binding.batchNormForward({
+    x: o.x as Float32Array,
+    out: o.out as Float32Array,
+    channels: o.channels,
+    training: o.training,
+    eps: o.eps,
+    momentum: o.momentum,
+    ...(o.weight ? { weight: o.weight as Float32Array } : {}),
+    ...(o.bias ? { bias: o.bias as Float32Array } : {}),
+    runningMean: o.runningMean as Float32Array,
+    runningVar: o.runningVar as Float32Array,
+    mean: o.mean,
+    invstd: o.invstd,
+  });
+  return true;
+}
+
+export interface BatchNormBackwardArgs {
+  x: FloatArray;
+  gradOut: FloatArray;
+  gradIn: FloatArray;
+  channels: number;
+  mean: Float64Array;
+  invstd: Float64Array;
+  weight?: FloatArray;
+  training: boolean;
+  gradWeight?: FloatArray;
+  gradBias?: FloatArray;
+  accumulate: boolean;
+}
+
+/** Native BatchNorm backward; false if not applicable. */
+export function batchNormBackward(o: BatchNormBackwardArgs): boolean {
+  if (!useNative('batchNormBackward', o.x, o.gradOut, o.gradIn, o.weight, o.gradWeight, o.gradBias)) return false;
+  binding.batchNormBackward({
+    x: o.x as Float32Array,
+    gradOut: o.gradOut as Float32Array,
+    gradIn: o.gradIn as Float32Array,
+    channels: o.channels,
+    mean: o.mean,
+    invstd: o.invstd,
+    training: o.training,
+    accumulate: o.accumulate,
+    ...(o.weight ? { weight: o.weight as Float32Array } : {}),
+    ...(o.gradWeight ? { gradWeight: o.gradWeight as Float32Array } : {}),
+    ...(o.gradBias ? { gradBias: o.gradBias as Float32Array } : {}),
+  });
+  return true;
+}
+
+/** Native PReLU forward (slope per channel, or one shared); false if not applicable. */
+export function prelu(x: FloatArray, slope: FloatArray, out: FloatArray): boolean {
+  if (!useNative('prelu', x, slope, out)) return false;
+  binding.prelu({ x: x as Float32Array, out: out as Float32Array, slope: slope as Float32Array });
+  return true;
+}
+
+/** Native PReLU backward: gradIn, and the per-channel slope gradient into gradSlope (overwritten). */
+export function preluBackward(x: FloatArray, gradOut: FloatArray, slope: FloatArray, gradIn: FloatArray, gradSlope: Float64Array): boolean {
+  if (!useNative('preluBackward', x, gradOut, slope, gradIn)) return false;
+  binding.preluBackward({ x: x as Float32Array, gradOut: gradOut as Float32Array, gradIn: gradIn as Float32Array, slope: slope as Float32Array, gradSlope });
+  return true;
+}
+
+/** Native elementwise sum out = a + b (float32); false if not applicable. */
+export function add(a: FloatArray, b: FloatArray, out: FloatArray): boolean {
+  if (!useNative('rtAdd', a, b, out)) return false;
+  binding.rtAdd({ a: a as Float32Array, b: b as Float32Array, out: out as Float32Array, count: out.length });
+  return true;
 }

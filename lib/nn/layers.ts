@@ -10,9 +10,10 @@
  * - PReLU/ReLU/Add `outQuant`: a unary module applied to the output
  *   (activation fake quantization).
  *
- * Elementwise loops (BatchNorm, PReLU, ReLU, Add, bias) run in JavaScript
- * over the typed arrays; convolution, GEMM and quantization use the native
- * kernels through ./kernels.ts.
+ * Float32 BatchNorm, PReLU and Add run native kernels through ./kernels.ts
+ * (as do convolution, GEMM and quantization); float64 data (gradient checks)
+ * and the remaining elementwise loops (ReLU, Dropout, bias) run in JavaScript
+ * over the typed arrays.
  */
 import { Tensor, Rng, QuantFaceError, shapeStr, assertShape, type FTensor, type FloatArray } from '../tensor.js';
 import { Module, Parameter, isGradEnabled, type ShapeInfo } from './module.js';
@@ -421,8 +422,27 @@ export class BatchNorm extends Module {
     const mean = new Float64Array(C);
     const invstd = new Float64Array(C);
     const batchStats = this.training;
+    if (batchStats && M < 2) throw new QuantFaceError('E_SHAPE', `${this.constructor.name}: training needs more than one value per channel (input ${shapeStr(x.shape)})`);
+    if (
+      K.batchNormForward({
+        x: xd,
+        out: od,
+        channels: C,
+        training: batchStats,
+        eps: this.eps,
+        momentum: this.momentum,
+        ...(this.weight ? { weight: this.weight.data.data } : {}),
+        ...(this.bias ? { bias: this.bias.data.data } : {}),
+        runningMean: this.runningMean.data,
+        runningVar: this.runningVar.data,
+        mean,
+        invstd,
+      })
+    ) {
+      this.ctx = isGradEnabled() ? { x, mean, invstd, batchStats } : undefined;
+      return out;
+    }
     if (batchStats) {
-      if (M < 2) throw new QuantFaceError('E_SHAPE', `${this.constructor.name}: training needs more than one value per channel (input ${shapeStr(x.shape)})`);
       // One pass: sums of d = x - K and d^2 in float64, shifted by the first row K (no cancellation for
       // data far from 0); mean = K + S1/M, M var = S2 - S1^2/M.
       const K0 = new Float64Array(C);
@@ -485,6 +505,31 @@ export class BatchNorm extends Module {
     const M = x.numel / C;
     const xd = x.data;
     const g = gradOut.data;
+    {
+      // Native path: weight and bias gradients must agree on accumulation (they always do in practice).
+      const wp = this.weight && this.weight.requiresGrad ? this.weight : null;
+      const bp = this.bias && this.bias.requiresGrad ? this.bias : null;
+      const acc = (wp ?? bp)?.grad != null;
+      const native = K.nativeApplies('batchNormBackward', xd, g, this.weight?.data.data, wp?.data.data, bp?.data.data);
+      if (native && (!wp || !bp || (wp.grad != null) === (bp.grad != null))) {
+        const gradIn = this.gradBuffer(x.shape, x.dtype);
+        const ok = K.batchNormBackward({
+          x: xd,
+          gradOut: g,
+          gradIn: gradIn.data,
+          channels: C,
+          mean,
+          invstd,
+          ...(this.weight ? { weight: this.weight.data.data } : {}),
+          training: batchStats,
+          ...(wp ? { gradWeight: wp.gradSlot().grad.data } : {}),
+          ...(bp ? { gradBias: bp.gradSlot().grad.data } : {}),
+          accumulate: acc,
+        });
+        if (ok) return gradIn;
+        throw new QuantFaceError('E_UNSUPPORTED_OP', `${this.constructor.name}: native batchNormBackward refused float32 data`);
+      }
+    }
     // Per-channel sums: sg = sum g, sgx = sum g * xhat.
     const sg = new Float64Array(C);
     const sgx = new Float64Array(C);
@@ -588,6 +633,11 @@ export class PReLU extends Module {
     const out = this.outBuffer(x.shape, x.dtype);
     const od = out.data;
     const C = this.numParameters;
+    if (K.prelu(xd, ad, od)) {
+      this.ctx = isGradEnabled() ? { x, a } : undefined;
+      const oq0 = this.outQuant;
+      return oq0 ? oq0.forward(out) : out;
+    }
     // Branchless (activation signs are random: a branch mispredicts half the time, ~4x slower; V8 compiles
     // Math.max/min to branches too): pos = max(v, 0) = (v + |v|) / 2 exactly, v - pos = min(v, 0);
     // y = pos + a * (v - pos). Non-finite inputs give NaN (not +-Infinity): training has diverged then anyway.
@@ -628,15 +678,17 @@ export class PReLU extends Module {
     const C = this.numParameters;
     const M = xd.length / C;
     const ga = new Float64Array(C);
-    for (let r = 0; r < M; r++) {
-      const b = r * C;
-      for (let c = 0; c < C; c++) {
-        // Branchless as in forward: k = [v > 0], neg = min(v, 0) exactly.
-        const v = xd[b + c]!;
-        const gv = g[b + c]!;
-        const k = +(v > 0);
-        gi[b + c] = gv * (k + (1 - k) * ad[c]!);
-        ga[c] += gv * ((v - Math.abs(v)) * 0.5);
+    if (!K.preluBackward(xd, g, ad, gi, ga)) {
+      for (let r = 0; r < M; r++) {
+        const b = r * C;
+        for (let c = 0; c < C; c++) {
+          // Branchless as in forward: k = [v > 0], neg = min(v, 0) exactly.
+          const v = xd[b + c]!;
+          const gv = g[b + c]!;
+          const k = +(v > 0);
+          gi[b + c] = gv * (k + (1 - k) * ad[c]!);
+          ga[c] += gv * ((v - Math.abs(v)) * 0.5);
+        }
       }
     }
     if (this.weight.requiresGrad) {
@@ -723,7 +775,7 @@ export class Add extends Module {
     const o = out.data;
     const ad = a.data;
     const bd = b.data;
-    for (let i = 0; i < o.length; i++) o[i] = ad[i]! + bd[i]!;
+    if (!K.add(ad, bd, o)) for (let i = 0; i < o.length; i++) o[i] = ad[i]! + bd[i]!;
     const oq = this.outQuant;
     return oq ? oq.forward(out) : out;
   }

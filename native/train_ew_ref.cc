@@ -1,0 +1,78 @@
+// Scalar references of the training-step elementwise kernels (train_ew.h).
+#include <cmath>
+
+#include "train_ew.h"
+
+namespace qf {
+namespace tew {
+
+void bn_stats_ref(const float* x, int64_t C, const double* center, int64_t r0, int64_t r1, double* s1, double* s2) {
+  for (int64_t c = 0; c < C; c++) {
+    double a = 0, b = 0;
+    const double k = center[c];
+    for (int64_t r = r0; r < r1; r++) {
+      const double d = static_cast<double>(x[r * C + c]) - k;
+      a = a + d;
+      b = b + d * d;
+    }
+    s1[c] = a;
+    s2[c] = b;
+  }
+}
+
+void bn_grad_sums_ref(const float* x, const float* g, int64_t C, const double* center, int64_t r0, int64_t r1,
+                      double* sg, double* sgx) {
+  for (int64_t c = 0; c < C; c++) {
+    double a = 0, b = 0;
+    const double k = center[c];
+    for (int64_t r = r0; r < r1; r++) {
+      const double gv = static_cast<double>(g[r * C + c]);
+      a = a + gv;
+      b = b + gv * (static_cast<double>(x[r * C + c]) - k);
+    }
+    sg[c] = a;
+    sgx[c] = b;
+  }
+}
+
+void channel_affine_ref(const AffineArgs& A, int64_t r0, int64_t r1) {
+  const int64_t C = A.C;
+  for (int64_t r = r0; r < r1; r++)
+    for (int64_t c = 0; c < C; c++) {
+      const int64_t i = r * C + c;
+      float y = A.a ? std::fma(A.x[i], A.a[c], A.b[c]) : A.x[i];
+      if (A.slope) y = y > 0.f ? y : y * A.slope[c];
+      A.y[i] = y;
+    }
+}
+
+void bn_backward_dx_ref(const DxArgs& A, int64_t r0, int64_t r1) {
+  const int64_t C = A.C;
+  for (int64_t r = r0; r < r1; r++)
+    for (int64_t c = 0; c < C; c++) {
+      const int64_t i = r * C + c;
+      float t = std::fma(A.a[c], A.g[i], A.b[c]);
+      if (A.k) t = std::fma(A.k[c], A.x[i] - A.m[c], t);
+      A.gi[i] = t;
+    }
+}
+
+void prelu_backward_ref(const float* x, const float* g, float* gi, int64_t C, const float* slope, int64_t r0,
+                        int64_t r1, double* sa) {
+  for (int64_t c = 0; c < C; c++) {
+    double a = 0;
+    const float s = slope[c];
+    for (int64_t r = r0; r < r1; r++) {
+      const int64_t i = r * C + c;
+      const float xv = x[i], gv = g[i];
+      const bool pos = xv > 0.f;
+      const float neg = pos ? 0.f : xv;
+      gi[i] = pos ? gv : gv * s;
+      a = a + static_cast<double>(gv) * static_cast<double>(neg);
+    }
+    sa[c] = a;
+  }
+}
+
+}  // namespace tew
+}  // namespace qf
