@@ -258,3 +258,15 @@ t.test('quantize({ featureLoss }): feature terms logged and falling, taps remove
   for (let i = 0; i < a.length; i++) { dot += a[i]! * b[i]!; na += a[i]! ** 2; nb += b[i]! ** 2; }
   tt.ok(dot / Math.sqrt(na * nb) > 0.999, `file vs memory cosine ${(dot / Math.sqrt(na * nb)).toFixed(6)}`);
 });
+
+t.test('quantize: mixup reaches the training batches (it was dropped between the resolved options and the loader)', async (tt) => {
+  const faces = await paintedFaces(10, 5);
+  const run = async (mixup: number): Promise<number[]> => {
+    const dir = tempDir('mix');
+    const logPath = join(dir, 'log.jsonl');
+    await quantize({ teacher: tinyTeacher(), data: faces, bits: 'w8a8', steps: 3, batchSize: 4, calibSteps: 1, holdout: 2, seed: 1, augment: { flip: true, mixup }, log: logPath, workers: 0 });
+    return readFileSync(logPath, 'utf8').trim().split('\n').map((x) => JSON.parse(x) as Record<string, number | string>).filter((e) => e.event === 'step').map((e) => e.loss as number);
+  };
+  const [a, b] = [await run(0), await run(1)];
+  tt.notSame(a, b, `losses differ with mixup (${a[0]} vs ${b[0]})`);
+});

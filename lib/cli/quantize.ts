@@ -39,6 +39,7 @@ export interface QuantizeCliOptions {
   actRange?: 'minmax' | 'mse' | 'learned';
   weightRange?: 'minmax' | 'mse' | 'learned';
   lrSchedule?: 'step' | 'cosine';
+  featureLoss?: number;
   optimizer?: 'sgd' | 'adamw';
   weightDecay?: number;
   resume?: boolean;
@@ -215,6 +216,7 @@ export async function quantizeCommand(
     ...(opts.actRange !== undefined ? { actRange: opts.actRange } : {}),
     ...(opts.weightRange !== undefined ? { weightRange: opts.weightRange } : {}),
     ...(opts.lrSchedule !== undefined ? { lrSchedule: opts.lrSchedule } : {}),
+    ...(opts.featureLoss !== undefined ? { featureLoss: opts.featureLoss } : {}),
     ...(opts.optimizer !== undefined ? { optimizer: opts.optimizer } : {}),
     ...(opts.weightDecay !== undefined ? { weightDecay: opts.weightDecay } : {}),
     ...(opts.resume ? { resume: true } : {}),
@@ -274,6 +276,7 @@ export function register(program: Command): void {
     .addOption(new Option('--act-range <method>', 'activation ranges after calibration: minmax (the reference), mse (narrowed to the quantization-MSE optimum; default) or learned (mse, then trained with the student)').choices(['minmax', 'mse', 'learned']))
     .addOption(new Option('--weight-range <method>', 'per-channel weight ranges: minmax (the method; default), mse (clipped to the quantization-MSE optimum) or learned (mse, then trained with the student)').choices(['minmax', 'mse', 'learned']))
     .addOption(new Option('--lr-schedule <name>', 'learning-rate schedule: step (x0.1 at 75% and 90%; default) or cosine').choices(['step', 'cosine']))
+    .option('--feature-loss <w>', 'weight of an intermediate-feature distillation term (normalised MSE at every PReLU / Add output) added to the embedding loss (default 0: the paper\'s loss only; experimental)', floatArg('--feature-loss', false))
     .addOption(new Option('--optimizer <name>', 'sgd (Nesterov, the method; default) or adamw').choices(['sgd', 'adamw']))
     .option('--weight-decay <x>', 'weight decay (default 5e-4)', floatArg('--weight-decay', false))
     .option('--resume', 'continue from the checkpoint (same options)')
