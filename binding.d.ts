@@ -821,6 +821,12 @@ export interface PreluBackwardOptions {
   slope: Float32Array;
   /** Output (>= slope.length, overwritten): sum over rows of g * min(x, 0) per channel. */
   gradSlope?: Float64Array;
+  /**
+   * >= gradOut.length: the straight-through select of a following fake
+   * quantizer, fused: g is replaced by mask[i] ? g : +0 (as fakeQuantizeBackward)
+   * before the PReLU gradient. Must not overlap gradIn.
+   */
+  mask?: Uint8Array;
   variant?: string;
 }
 

@@ -3,6 +3,8 @@
 // batchNormForward / batchNormBackward / prelu / preluBackward (+Async).
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -75,6 +77,29 @@ void blocked_sums(int64_t M, int64_t C, int nout, double* const* outs, F f) {
       for (int64_t c = 0; c < C; c++) o[c] += p[c];
     }
   }
+}
+
+// Calls whose footprint (bytes read + written) is at least this large write
+// their output with non-temporal stores where a variant supports them (as the
+// quantization kernels do: QUANTFACE_STREAM_BYTES, default 8 MiB, -1 = never).
+int64_t stream_bytes() {
+  static const int64_t v = []() -> int64_t {
+    const char* e = std::getenv("QUANTFACE_STREAM_BYTES");
+    if (e && *e) {
+      char* end = nullptr;
+      const long long x = std::strtoll(e, &end, 10);
+      if (end && *end == 0) return x < 0 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(x);
+    }
+    return int64_t(8) << 20;
+  }();
+  return v;
+}
+
+// A per-channel parameter array extended to C + 16 entries (train_ew.h).
+std::vector<float> extended(const float* p, int64_t C) {
+  std::vector<float> e(static_cast<size_t>(C + 16));
+  for (int64_t j = 0; j < C + 16; j++) e[j] = p[j % C];
+  return e;
 }
 
 template <class F>
@@ -217,19 +242,21 @@ Prepared prep_bn_forward(const Napi::CallbackInfo& info) {
     }
     if (mop) std::copy(mean.begin(), mean.end(), mop);
     if (iop) std::copy(invstd.begin(), invstd.end(), iop);
+    const std::vector<float> ea = extended(scale.data(), C), eb = extended(shift.data(), C);
     AffineArgs A;
     A.x = xp;
     A.y = op;
     A.C = C;
-    A.a = scale.data();
-    A.b = shift.data();
+    A.a = ea.data();
+    A.b = eb.data();
+    A.stream = M * C * 8 >= stream_bytes();
     if (sp) {
       if (shared_slope) {
-        sl.assign(C, sp[0]);
-        A.slope = sl.data();
+        sl.assign(C + 16, sp[0]);
       } else {
-        A.slope = sp;
+        sl = extended(sp, C);
       }
+      A.slope = sl.data();
     }
     rows_parallel(M, C, [&](int64_t r0, int64_t r1) { af(A, r0, r1); });
   };
@@ -304,15 +331,22 @@ Prepared prep_bn_backward(const Napi::CallbackInfo& info) {
         vb[c] = 0.f;
       }
     }
+    const std::vector<float> ea = extended(va.data(), C), eb = extended(vb.data(), C);
+    std::vector<float> ek, em;
+    if (training) {
+      ek = extended(vk.data(), C);
+      em = extended(vm.data(), C);
+    }
     DxArgs A;
     A.x = xp;
     A.g = gp;
     A.gi = gip;
     A.C = C;
-    A.a = va.data();
-    A.b = vb.data();
-    A.k = training ? vk.data() : nullptr;
-    A.m = training ? vm.data() : nullptr;
+    A.a = ea.data();
+    A.b = eb.data();
+    A.k = training ? ek.data() : nullptr;
+    A.m = training ? em.data() : nullptr;
+    A.stream = M * C * (training ? 12 : 8) >= stream_bytes();
     rows_parallel(M, C, [&](int64_t r0, int64_t r1) { dx(A, r0, r1); });
   };
   return p;
@@ -331,12 +365,19 @@ Prepared prep_prelu(const Napi::CallbackInfo& info) {
   disjoint(a, "slope", slope.data, C * 4, "out", out.data, n * 4);
   Prepared p;
   p.keep = {x.value, out.value, slope.value};
-  AffineArgs A;
-  A.x = x.data;
-  A.y = out.data;
-  A.C = C;
-  A.slope = slope.data;
-  p.run = [=]() { rows_parallel(M, C, [&](int64_t r0, int64_t r1) { af(A, r0, r1); }); };
+  const float* xp = x.data;
+  float* op = out.data;
+  const float* sp = slope.data;
+  p.run = [=]() {
+    const std::vector<float> es = extended(sp, C);
+    AffineArgs A;
+    A.x = xp;
+    A.y = op;
+    A.C = C;
+    A.slope = es.data();
+    A.stream = M * C * 8 >= stream_bytes();
+    rows_parallel(M, C, [&](int64_t r0, int64_t r1) { af(A, r0, r1); });
+  };
   return p;
 }
 
@@ -351,11 +392,14 @@ Prepared prep_prelu_backward(const Napi::CallbackInfo& info) {
   Span<float> x = a.array<float>("x", n, "gradOut.length");
   Span<float> gi = a.array<float>("gradIn", n, "gradOut.length");
   Span<double> gs = a.optional_array<double>("gradSlope", C, "slope.length");
+  Span<uint8_t> mask = a.optional_array<uint8_t>("mask", n, "gradOut.length");
   same_or_disjoint(a, "gradOut", g.data, n * 4, "gradIn", gi.data, n * 4);
+  if (mask.present()) disjoint(a, "mask", mask.data, n, "gradIn", gi.data, n * 4);
   same_or_disjoint(a, "x", x.data, n * 4, "gradIn", gi.data, n * 4);
   disjoint(a, "slope", slope.data, C * 4, "gradIn", gi.data, n * 4);
   Prepared p;
-  p.keep = {g.value, x.value, gi.value, slope.value, gs.value};
+  p.keep = {g.value, x.value, gi.value, slope.value, gs.value, mask.value};
+  const uint8_t* mp = mask.present() ? mask.data : nullptr;
   const float* gp = g.data;
   const float* xp = x.data;
   float* gip = gi.data;
@@ -365,7 +409,7 @@ Prepared prep_prelu_backward(const Napi::CallbackInfo& info) {
     std::vector<double> sa(C);
     double* outs[1] = {sa.data()};
     blocked_sums(M, C, 1, outs, [&](int64_t r0, int64_t r1, double* const* part) {
-      fn(xp, gp, gip, C, sp, r0, r1, part[0]);
+      fn(xp, gp, mp, gip, C, sp, r0, r1, part[0]);
     });
     if (gsp) std::copy(sa.begin(), sa.end(), gsp);
   };

@@ -12,9 +12,16 @@
 //   channel_affine  y = fmaf(x, a[c], b[c]) (a null: y = x), then, if slope:
 //                   y = y > 0 ? y : y * slope[c]   (NaN -> NaN * slope = NaN)
 //   bn_backward_dx  t = fmaf(a[c], g, b[c]); if k: t = fmaf(k[c], x - m[c], t)
-//   prelu_backward  gi = x > 0 ? g : g * slope[c];
-//                   sa[c] = sum_r (double)g * (double)(x > 0 ? 0 : x)
+//   prelu_backward  g' = mask ? (mask[i] ? g : +0) : g   (the clipped straight-through
+//                   gradient of a following fake quantizer, fused);
+//                   gi = x > 0 ? g' : g' * slope[c];
+//                   sa[c] = sum_r (double)g' * (double)(x > 0 ? 0 : x)
 // Reductions write (not add) their per-channel outputs for rows [r0, r1).
+// Per-channel parameter arrays of channel_affine and bn_backward_dx are
+// "extended": C + 16 entries, p[C + j] = p[j mod C], so a variant may walk the
+// rows as one flat range and load 16 channels from any channel offset.
+// `stream`: the output is large; a variant may write it with non-temporal
+// stores (then it issues SFENCE before returning). Results are unchanged.
 // train_ew.cc splits rows into a FIXED number of blocks that depends only on
 // the row count, runs blocks on the pool and adds the block partials in block
 // order: results do not depend on the thread count.
@@ -39,6 +46,7 @@ struct AffineArgs {
   const float* a = nullptr;  // null: no affine (y = x)
   const float* b = nullptr;  // with a
   const float* slope = nullptr;  // null: no PReLU
+  bool stream = false;
 };
 using ChannelAffineFn = void (*)(const AffineArgs& A, int64_t r0, int64_t r1);
 struct DxArgs {
@@ -50,10 +58,11 @@ struct DxArgs {
   const float* b = nullptr;
   const float* k = nullptr;  // null: t = fmaf(a, g, b) only (x not read)
   const float* m = nullptr;
+  bool stream = false;
 };
 using BnBackwardDxFn = void (*)(const DxArgs& A, int64_t r0, int64_t r1);
-using PreluBackwardFn = void (*)(const float* x, const float* g, float* gi, int64_t C, const float* slope, int64_t r0,
-                                 int64_t r1, double* sa);
+using PreluBackwardFn = void (*)(const float* x, const float* g, const uint8_t* mask, float* gi, int64_t C,
+                                 const float* slope, int64_t r0, int64_t r1, double* sa);
 
 const Kernel<BnStatsFn>& bn_stats_kernel();
 const Kernel<BnGradSumsFn>& bn_grad_sums_kernel();
@@ -68,8 +77,8 @@ const Kernel<PreluBackwardFn>& prelu_backward_kernel();
                           int64_t r1, double* sg, double* sgx);                                                 \
   void channel_affine_##sfx(const AffineArgs& A, int64_t r0, int64_t r1);                                       \
   void bn_backward_dx_##sfx(const DxArgs& A, int64_t r0, int64_t r1);                                           \
-  void prelu_backward_##sfx(const float* x, const float* g, float* gi, int64_t C, const float* slope, int64_t r0, \
-                            int64_t r1, double* sa);
+  void prelu_backward_##sfx(const float* x, const float* g, const uint8_t* mask, float* gi, int64_t C,           \
+                            const float* slope, int64_t r0, int64_t r1, double* sa);
 QF_TEW_DECL(ref)
 QF_TEW_DECL(avx2)
 QF_TEW_DECL(avx512)

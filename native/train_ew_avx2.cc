@@ -17,6 +17,19 @@ inline __m256i mask_lo64(__m256i m) { return _mm256_cvtepi32_epi64(_mm256_castsi
 inline __m256i mask_hi64(__m256i m) { return _mm256_cvtepi32_epi64(_mm256_extracti128_si256(m, 1)); }
 inline __m256d lo_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
 inline __m256d hi_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
+// All-ones lanes where the byte mask is nonzero (min(n, 8) bytes read).
+inline __m256 mask8(const uint8_t* p, int64_t n) {
+  __m128i b;
+  if (n >= 8) {
+    b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  } else {
+    alignas(16) uint8_t t[16] = {0};
+    for (int64_t i = 0; i < n; i++) t[i] = p[i];
+    b = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+  }
+  const __m256i w = _mm256_cvtepu8_epi32(b);
+  return _mm256_castsi256_ps(_mm256_xor_si256(_mm256_cmpeq_epi32(w, _mm256_setzero_si256()), _mm256_set1_epi32(-1)));
+}
 
 }  // namespace
 
@@ -113,8 +126,8 @@ void bn_backward_dx_avx2(const DxArgs& A, int64_t r0, int64_t r1) {
   }
 }
 
-void prelu_backward_avx2(const float* x, const float* g, float* gi, int64_t C, const float* slope, int64_t r0,
-                         int64_t r1, double* sa) {
+void prelu_backward_avx2(const float* x, const float* g, const uint8_t* mask, float* gi, int64_t C,
+                         const float* slope, int64_t r0, int64_t r1, double* sa) {
   const __m256 zero = _mm256_setzero_ps();
   for (int64_t c0 = 0; c0 < C; c0 += 8) {
     const __m256i m = tail_mask(C - c0), ml = mask_lo64(m), mh = mask_hi64(m);
@@ -123,7 +136,8 @@ void prelu_backward_avx2(const float* x, const float* g, float* gi, int64_t C, c
     int64_t o = r0 * C + c0;
     for (int64_t r = r0; r < r1; r++, o += C) {
       const __m256 xv = _mm256_maskload_ps(x + o, m);
-      const __m256 gv = _mm256_maskload_ps(g + o, m);
+      __m256 gv = _mm256_maskload_ps(g + o, m);
+      if (mask) gv = _mm256_and_ps(gv, mask8(mask + o, C - c0));
       const __m256 pos = _mm256_cmp_ps(xv, zero, _CMP_GT_OQ);
       const __m256 neg = _mm256_blendv_ps(xv, zero, pos);
       _mm256_maskstore_ps(gi + o, m, _mm256_blendv_ps(_mm256_mul_ps(gv, s), gv, pos));

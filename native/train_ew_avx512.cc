@@ -4,6 +4,9 @@
 // each channel is summed in row order as in train_ew_ref.cc (bit-identical).
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include "train_ew.h"
@@ -101,8 +104,8 @@ void bn_grad_sums_group(const float* x, const float* g, int64_t C, int64_t c0, c
 }
 
 template <int NV>
-void prelu_backward_group(const float* x, const float* g, float* gi, int64_t C, int64_t c0, const float* slope,
-                          int64_t r0, int64_t r1, double* sa) {
+void prelu_backward_group(const float* x, const float* g, const uint8_t* mask, float* gi, int64_t C, int64_t c0,
+                          const float* slope, int64_t r0, int64_t r1, double* sa) {
   const __m512 zero = _mm512_setzero_ps();
   __mmask16 m[NV];
   __m512 s[NV];
@@ -116,7 +119,11 @@ void prelu_backward_group(const float* x, const float* g, float* gi, int64_t C, 
   for (int64_t r = r0; r < r1; r++, o += C) {
     for (int v = 0; v < NV; v++) {
       const __m512 xv = ld(m[v], x + o + 16 * v);
-      const __m512 gv = ld(m[v], g + o + 16 * v);
+      __m512 gv = ld(m[v], g + o + 16 * v);
+      if (mask) {
+        const __m128i mb = _mm_maskz_loadu_epi8(m[v], mask + o + 16 * v);
+        gv = _mm512_maskz_mov_ps(_mm_test_epi8_mask(mb, mb), gv);
+      }
       const __mmask16 pos = _mm512_cmp_ps_mask(xv, zero, _CMP_GT_OQ);
       const __m512 neg = _mm512_mask_blend_ps(pos, xv, zero);
       st(m[v], gi + o + 16 * v, _mm512_mask_blend_ps(pos, _mm512_mul_ps(gv, s[v]), gv));
@@ -159,9 +166,55 @@ void bn_grad_sums_avx512(const float* x, const float* g, int64_t C, const double
   }
 }
 
+namespace {
+
+// Flat walk over elements [i0, i1) (i0 at a row start) with 16-lane vectors:
+// a masked head up to the output's 64-byte alignment, whole vectors written
+// with non-temporal stores, a masked tail. c = channel of the first lane; the
+// extended parameter arrays (train_ew.h) make loads at any c < C valid.
+template <class Op>
+inline void flat_stream(float* out, int64_t C, int64_t i0, int64_t i1, Op op) {
+  int64_t i = i0, c = 0;
+  auto advance = [&](int64_t n) {
+    i += n;
+    c += n;
+    while (c >= C) c -= C;
+  };
+  const int64_t mis = static_cast<int64_t>((reinterpret_cast<uintptr_t>(out + i) & 63) / 4);
+  if (mis != 0 && i < i1) {
+    const int64_t n = std::min<int64_t>(16 - mis, i1 - i);
+    const __mmask16 m = tail_mask(n);
+    _mm512_mask_storeu_ps(out + i, m, op(i, c, m));
+    advance(n);
+  }
+  for (; i + 16 <= i1;) {
+    _mm512_stream_ps(out + i, op(i, c, __mmask16(0xFFFF)));
+    advance(16);
+  }
+  if (i < i1) {
+    const __mmask16 m = tail_mask(i1 - i);
+    _mm512_mask_storeu_ps(out + i, m, op(i, c, m));
+  }
+  _mm_sfence();
+}
+
+}  // namespace
+
 void channel_affine_avx512(const AffineArgs& A, int64_t r0, int64_t r1) {
   const int64_t C = A.C;
   const __m512 zero = _mm512_setzero_ps();
+  if (A.stream) {
+    flat_stream(A.y, C, r0 * C, r1 * C, [&](int64_t i, int64_t c, __mmask16 m) {
+      __m512 y = ld(m, A.x + i);
+      if (A.a) y = _mm512_fmadd_ps(y, _mm512_loadu_ps(A.a + c), _mm512_loadu_ps(A.b + c));
+      if (A.slope) {
+        const __mmask16 pos = _mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ);
+        y = _mm512_mask_blend_ps(pos, _mm512_mul_ps(y, _mm512_loadu_ps(A.slope + c)), y);
+      }
+      return y;
+    });
+    return;
+  }
   for (int64_t r = r0; r < r1; r++) {
     const float* px = A.x + r * C;
     float* py = A.y + r * C;
@@ -180,12 +233,22 @@ void channel_affine_avx512(const AffineArgs& A, int64_t r0, int64_t r1) {
 
 void bn_backward_dx_avx512(const DxArgs& A, int64_t r0, int64_t r1) {
   const int64_t C = A.C;
+  if (A.stream) {
+    flat_stream(A.gi, C, r0 * C, r1 * C, [&](int64_t i, int64_t c, __mmask16 m) {
+      __m512 t = _mm512_fmadd_ps(_mm512_loadu_ps(A.a + c), ld(m, A.g + i), _mm512_loadu_ps(A.b + c));
+      if (A.k) {
+        const __m512 xm = _mm512_sub_ps(ld(m, A.x + i), _mm512_loadu_ps(A.m + c));
+        t = _mm512_fmadd_ps(_mm512_loadu_ps(A.k + c), xm, t);
+      }
+      return t;
+    });
+    return;
+  }
   for (int64_t r = r0; r < r1; r++) {
     const int64_t o = r * C;
     for (int64_t c = 0; c < C; c += 16) {
       const __mmask16 m = tail_mask(C - c);
-      __m512 t = _mm512_fmadd_ps(ld(m, A.a + c), ld(m, A.g + o + c),
-                                 ld(m, A.b + c));
+      __m512 t = _mm512_fmadd_ps(ld(m, A.a + c), ld(m, A.g + o + c), ld(m, A.b + c));
       if (A.k) {
         const __m512 xm = _mm512_sub_ps(ld(m, A.x + o + c), ld(m, A.m + c));
         t = _mm512_fmadd_ps(ld(m, A.k + c), xm, t);
@@ -195,14 +258,14 @@ void bn_backward_dx_avx512(const DxArgs& A, int64_t r0, int64_t r1) {
   }
 }
 
-void prelu_backward_avx512(const float* x, const float* g, float* gi, int64_t C, const float* slope, int64_t r0,
-                           int64_t r1, double* sa) {
+void prelu_backward_avx512(const float* x, const float* g, const uint8_t* mask, float* gi, int64_t C,
+                           const float* slope, int64_t r0, int64_t r1, double* sa) {
   for (int64_t c0 = 0; c0 < C; c0 += 64) {
     switch (group_vectors(C - c0)) {
-      case 4: prelu_backward_group<4>(x, g, gi, C, c0, slope, r0, r1, sa); break;
-      case 3: prelu_backward_group<3>(x, g, gi, C, c0, slope, r0, r1, sa); break;
-      case 2: prelu_backward_group<2>(x, g, gi, C, c0, slope, r0, r1, sa); break;
-      default: prelu_backward_group<1>(x, g, gi, C, c0, slope, r0, r1, sa); break;
+      case 4: prelu_backward_group<4>(x, g, mask, gi, C, c0, slope, r0, r1, sa); break;
+      case 3: prelu_backward_group<3>(x, g, mask, gi, C, c0, slope, r0, r1, sa); break;
+      case 2: prelu_backward_group<2>(x, g, mask, gi, C, c0, slope, r0, r1, sa); break;
+      default: prelu_backward_group<1>(x, g, mask, gi, C, c0, slope, r0, r1, sa); break;
     }
   }
 }

@@ -57,14 +57,14 @@ void bn_backward_dx_ref(const DxArgs& A, int64_t r0, int64_t r1) {
     }
 }
 
-void prelu_backward_ref(const float* x, const float* g, float* gi, int64_t C, const float* slope, int64_t r0,
-                        int64_t r1, double* sa) {
+void prelu_backward_ref(const float* x, const float* g, const uint8_t* mask, float* gi, int64_t C,
+                        const float* slope, int64_t r0, int64_t r1, double* sa) {
   for (int64_t c = 0; c < C; c++) {
     double a = 0;
     const float s = slope[c];
     for (int64_t r = r0; r < r1; r++) {
       const int64_t i = r * C + c;
-      const float xv = x[i], gv = g[i];
+      const float xv = x[i], gv = (mask && mask[i] == 0) ? 0.f : g[i];
       const bool pos = xv > 0.f;
       const float neg = pos ? 0.f : xv;
       gi[i] = pos ? gv : gv * s;

@@ -6,6 +6,11 @@
 import t from 'tap';
 import { binding } from '../lib/binding.js';
 
+// Outputs of at least 1 MB (footprint) take the non-temporal-store paths: the
+// larger shapes below exercise them, the smaller ones the plain paths. (Read
+// by the addon at its first streaming decision, i.e. the first call below.)
+process.env.QUANTFACE_STREAM_BYTES = '1000000';
+
 const SEED = Number(process.env.QF_TEST_SEED ?? (Date.now() % 2147483647));
 t.comment(`seed ${SEED} (rerun with QF_TEST_SEED=${SEED})`);
 function mulberry32(a: number): () => number {
@@ -32,7 +37,7 @@ const ALL = variants('bn_stats');
 /** Shapes: odd channel and row counts, and one large enough for several reduction blocks. */
 function shapes(): [number, number][] {
   const out: [number, number][] = [
-    [1, 1], [2, 1], [7, 1], [2, 7], [63, 63], [129, 129], [7, 129], [129, 7], [5000, 3],
+    [1, 1], [2, 1], [7, 1], [2, 7], [63, 63], [129, 129], [7, 129], [129, 7], [5000, 3], [1100, 129],
   ];
   for (let i = 0; i < 4; i++) out.push([randInt(2, 300), randInt(1, 140)]);
   out.push([randInt(4000, 9000), 64]);
@@ -250,6 +255,27 @@ t.test('prelu and preluBackward vs reference', async (t) => {
           t.equal(badA, -1, `${variant} t${threads}: gradSlope`);
           if (!first) first = ga;
           else t.equal(bitsEqual(ga, first), -1, `${variant} t${threads}: gradSlope bit-identical to ref t1`);
+          // Fused straight-through mask of a following fake quantizer: g' = mask ? g : +0 (NaN gradients dropped).
+          const mask = Uint8Array.from({ length: rows * C }, () => (rand() < 0.3 ? 0 : randInt(1, 255)));
+          const gn = Float32Array.from(g);
+          if (gn.length > 2) gn[2] = NaN;
+          if (mask.length > 2) mask[2] = 0;
+          const gm = nanF32(rows * C), gam = nanF64(C), wantGam = new Float64Array(C), absGam = new Float64Array(C);
+          binding.preluBackward({ x, gradOut: gn, gradIn: gm, slope: s, gradSlope: gam, mask, variant });
+          bad = -1;
+          for (let i = 0; i < gm.length; i++) {
+            const c = i % C;
+            const gv = mask[i] ? gn[i]! : 0;
+            const want = x[i]! > 0 ? gv : Math.fround(gv * s[c]!);
+            const neg = x[i]! > 0 ? 0 : x[i]!;
+            wantGam[c] += gv * neg;
+            absGam[c] += Math.abs(gv * neg);
+            if (bad < 0 && !(gm[i] === want)) bad = i;
+          }
+          t.equal(bad, -1, `${variant} t${threads} rows=${rows} C=${C}: masked gradIn exact`);
+          badA = -1;
+          for (let c = 0; c < C; c++) if (!(Math.abs(gam[c]! - wantGam[c]!) <= 1e-12 * (absGam[c]! + 1e-300))) badA = c;
+          t.equal(badA, -1, `${variant} t${threads}: masked gradSlope`);
         }
     }
   }
@@ -322,4 +348,42 @@ t.test('bad arguments', async (t) => {
   t.throws(() => prb({ x, gradOut: x, gradIn: out, slope: f32(3), gradSlope: new Float64Array(2) }), { name: 'RangeError', message: /preluBackward: gradSlope has 2 elements/ });
   t.throws(() => prb({ x: f32(3), gradOut: x, gradIn: out, slope: f32(3) }), { name: 'RangeError', message: /preluBackward: x has 3 elements/ });
   t.throws(() => prb({ x, gradOut: x, slope: f32(3) }), { name: 'TypeError', message: /preluBackward: gradIn is required/ });
+  t.throws(() => prb({ x, gradOut: x, gradIn: out, slope: f32(3), mask: new Uint8Array(5) }), { name: 'RangeError', message: /preluBackward: mask has 5 elements/ });
+  t.throws(() => prb({ x, gradOut: x, gradIn: out, slope: f32(3), mask: new Int8Array(12) }), { name: 'TypeError', message: /preluBackward: mask must be a Uint8Array/ });
+  const gbuf = new Float32Array(12);
+  t.throws(() => prb({ x, gradOut: x, gradIn: gbuf, slope: f32(3), mask: new Uint8Array(gbuf.buffer, 0, 12) }), { name: 'RangeError', message: /preluBackward: mask and gradIn must not overlap/ });
+});
+
+t.test('PReLU fuses a following ActFakeQuant straight-through backward (clipped and unmasked)', async (t) => {
+  const { PReLU } = await import('../lib/nn/layers.js');
+  const { ActFakeQuant } = await import('../lib/quant/index.js');
+  const { Tensor } = await import('../lib/tensor.js');
+  for (const ste of ['clipped', 'unmasked'] as const) {
+    const C = 7, M = 129;
+    const p = new PReLU(C);
+    p.weight.data.data.set(f32(C, -0.5, 0.5));
+    const fq = new ActFakeQuant({ bits: 4, ste, calibrationSteps: 0 }).setRange(-0.5, 0.8);
+    p.setChild('outQuant', fq);
+    p.train();
+    const xt = Tensor.from(f32(M * C, -2, 2), [M, C]) as import("../lib/tensor.js").FTensor;
+    const g = f32(M * C);
+    const y = p.forward(xt);
+    t.ok(y.data.every(Number.isFinite), `${ste}: forward`);
+    const mask = fq.straightThroughMask();
+    t.equal(mask === null, ste === 'unmasked', `${ste}: mask ${mask ? 'present' : 'null'}`);
+    const gi = p.backward(Tensor.from(Float32Array.from(g), [M, C])).data;
+    const xd = xt.data, s = p.weight.data.data;
+    let bad = -1;
+    const ga = new Float64Array(C);
+    for (let i = 0; i < M * C; i++) {
+      const c = i % C;
+      const gv = mask && !mask[i] ? 0 : g[i]!;
+      const want = xd[i]! > 0 ? gv : Math.fround(gv * s[c]!);
+      ga[c] += gv * Math.min(xd[i]!, 0);
+      if (bad < 0 && gi[i] !== want) bad = i;
+    }
+    t.equal(bad, -1, `${ste}: gradIn equals the unfused chain`);
+    const gw = p.weight.grad!.data;
+    t.ok(Array.from(gw).every((v, c) => Math.abs(v - ga[c]!) <= 1e-6 * (1 + Math.abs(ga[c]!))), `${ste}: slope gradient`);
+  }
 });

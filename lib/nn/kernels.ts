@@ -242,10 +242,27 @@ export function prelu(x: FloatArray, slope: FloatArray, out: FloatArray): boolea
   return true;
 }
 
-/** Native PReLU backward: gradIn, and the per-channel slope gradient into gradSlope (overwritten). */
-export function preluBackward(x: FloatArray, gradOut: FloatArray, slope: FloatArray, gradIn: FloatArray, gradSlope: Float64Array): boolean {
+/**
+ * Native PReLU backward: gradIn, and the per-channel slope gradient into gradSlope (overwritten).
+ * mask: a following fake quantizer's straight-through select (gradOut where mask[i] != 0, else 0), fused.
+ */
+export function preluBackward(
+  x: FloatArray,
+  gradOut: FloatArray,
+  slope: FloatArray,
+  gradIn: FloatArray,
+  gradSlope: Float64Array,
+  mask?: Uint8Array,
+): boolean {
   if (!useNative('preluBackward', x, gradOut, slope, gradIn)) return false;
-  binding.preluBackward({ x: x as Float32Array, gradOut: gradOut as Float32Array, gradIn: gradIn as Float32Array, slope: slope as Float32Array, gradSlope });
+  binding.preluBackward({
+    x: x as Float32Array,
+    gradOut: gradOut as Float32Array,
+    gradIn: gradIn as Float32Array,
+    slope: slope as Float32Array,
+    gradSlope,
+    ...(mask ? { mask } : {}),
+  });
   return true;
 }
 

@@ -668,17 +668,20 @@ export class PReLU extends Module {
     const ctx = this.ctx;
     if (!ctx) throw new QuantFaceError('E_ARG', 'PReLU.backward called without a forward pass with gradients enabled');
     const oq = this.outQuant;
-    const gq = oq ? unaryBackward(oq, gradOut) : gradOut;
-    const g = gq.data;
     const { x, a } = ctx;
     const xd = x.data;
     const ad = a.data;
+    // An output fake quantizer whose backward is a straight-through select is fused into the native kernel.
+    const stm = (oq as { straightThroughMask?: () => Uint8Array | null } | undefined)?.straightThroughMask;
+    const fuse = oq !== undefined && typeof stm === 'function' && K.nativeApplies('preluBackward', xd, gradOut.data, ad);
+    const gq = oq && !fuse ? unaryBackward(oq, gradOut) : gradOut;
+    const g = gq.data;
     const gradIn = this.gradBuffer(x.shape, x.dtype);
     const gi = gradIn.data;
     const C = this.numParameters;
     const M = xd.length / C;
     const ga = new Float64Array(C);
-    if (!K.preluBackward(xd, g, ad, gi, ga)) {
+    if (!K.preluBackward(xd, g, ad, gi, ga, fuse ? (stm!.call(oq) ?? undefined) : undefined)) {
       for (let r = 0; r < M; r++) {
         const b = r * C;
         for (let c = 0; c < C; c++) {

@@ -232,6 +232,18 @@ export class ActFakeQuant extends Module {
     return gradIn;
   }
 
+  /**
+   * The input gradient of the last forward as a select, for a producing layer
+   * that fuses it into its own backward (PReLU): gradIn = mask[i] ? gradOut : +0
+   * for the returned mask, or gradIn = gradOut for null. The producer then does
+   * not call backward(). A subclass that changes backward() must override this.
+   */
+  straightThroughMask(): Uint8Array | null {
+    const ctx = this.ctx;
+    if (!ctx) throw new QuantFaceError('E_ARG', 'ActFakeQuant.straightThroughMask called before forward');
+    return ctx.bypass || !ctx.mask ? null : ctx.mask;
+  }
+
   describe(): string {
     return (
       `ActFakeQuant(bits=${this.bits}, range=[${this.min.toPrecision(4)}, ${this.max.toPrecision(4)}], ` +
