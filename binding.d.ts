@@ -733,7 +733,7 @@ export interface RtRunOptions {
 // ----------------------------------------------------------------- training elementwise (native/train_ew*.cc)
 // Activations are rows x channels (NHWC flattened; channels = the last
 // dimension). Kernels (binding.info().variants): bn_stats, bn_grad_sums,
-// channel_affine, bn_backward_dx, prelu_backward; each has _ref, _avx2 and
+// channel_affine, bn_backward_dx, prelu_backward, bn_prelu_sums; each has _ref, _avx2 and
 // _avx512 variants, bit-identical, and `variant` ('ref', 'avx2', 'avx512' or
 // a full name) forces one for every kernel of the call. Per-channel sums are
 // float64, taken over a fixed partition of the rows (it depends on the row
@@ -799,6 +799,19 @@ export interface BatchNormBackwardOptions {
   gradBias?: Float32Array;
   /** Add into gradWeight / gradBias instead of overwriting them. Default false. */
   accumulate?: boolean;
+  /**
+   * Fused PReLU after the BatchNorm (exactly `channels`): gradOut is then the
+   * gradient at PReLU(BN(x)) (batchNormForward with `slope`); BN(x) is
+   * recomputed from x, mean, invstd, weight and `bias` as the forward did.
+   * gradIn must not overlap x then.
+   */
+  slope?: Float32Array;
+  /** The affine bias of the forward (absent: 0); with slope only. */
+  bias?: Float32Array;
+  /** gradOut.length bytes: a following fake quantizer's straight-through select (gradOut where nonzero, else 0); with slope only. */
+  mask?: Uint8Array;
+  /** Output (exactly `channels`): sum(g' min(BN(x), 0)) per channel, the slope gradient; with slope only. */
+  gradSlope?: Float64Array;
   variant?: string;
 }
 

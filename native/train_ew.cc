@@ -44,6 +44,12 @@ QF_KERNEL(prelu_backward_kernel, PreluBackwardFn, "prelu_backward",
               {"prelu_backward_avx2", Isa::Avx2, prelu_backward_avx2},
               {"prelu_backward_ref", Isa::Scalar, prelu_backward_ref},
           })
+QF_KERNEL(bn_prelu_sums_kernel, BnPreluSumsFn, "bn_prelu_sums",
+          {
+              {"bn_prelu_sums_avx512", Isa::Avx512, bn_prelu_sums_avx512},
+              {"bn_prelu_sums_avx2", Isa::Avx2, bn_prelu_sums_avx2},
+              {"bn_prelu_sums_ref", Isa::Scalar, bn_prelu_sums_ref},
+          })
 
 namespace {
 
@@ -58,7 +64,7 @@ void blocked_sums(int64_t M, int64_t C, int nout, double* const* outs, F f) {
   const int64_t nb = num_blocks(M);
   std::vector<double> part(static_cast<size_t>(nb * nout * C));
   auto run_block = [&](int64_t b) {
-    double* p[2];
+    double* p[3];
     for (int k = 0; k < nout; k++) p[k] = part.data() + (b * nout + k) * C;
     f(M * b / nb, M * (b + 1) / nb, p);
   };
@@ -268,6 +274,7 @@ Prepared prep_bn_backward(const Napi::CallbackInfo& info) {
   const std::string want = a.string("variant", "");
   const BnGradSumsFn gs = pick(a, bn_grad_sums_kernel(), want);
   const BnBackwardDxFn dx = pick(a, bn_backward_dx_kernel(), want);
+  const BnPreluSumsFn ps = pick(a, bn_prelu_sums_kernel(), want);
   Span<float> g = a.array<float>("gradOut", 0);
   const int64_t n = static_cast<int64_t>(g.length);
   const int64_t C = a.integer("channels", 1, kMax);
@@ -281,6 +288,20 @@ Prepared prep_bn_backward(const Napi::CallbackInfo& info) {
   Span<float> gw = per_channel<float>(a, "gradWeight", C, false);
   Span<float> gb = per_channel<float>(a, "gradBias", C, false);
   const bool acc = a.boolean("accumulate", false);
+  // Fused PReLU (slope present): gradOut is the gradient of PReLU(BN(x)), the BN output recomputed from x with
+  // bias; mask: a following fake quantizer's straight-through select; gradSlope: the slope gradient (output).
+  Span<float> slope = per_channel<float>(a, "slope", C, false);
+  const bool fused = slope.present();
+  Span<float> bias = per_channel<float>(a, "bias", C, false);
+  Span<uint8_t> mask = a.optional_array<uint8_t>("mask", n, "gradOut.length");
+  Span<double> gsl = per_channel<double>(a, "gradSlope", C, false);
+  if (!fused && (bias.present() || mask.present() || gsl.present()))
+    throw_type(a.env(), std::string(a.fn()) + ": bias, mask and gradSlope need slope (the fused PReLU)");
+  if (fused) {
+    disjoint(a, "x", x.data, n * 4, "gradIn", gi.data, n * 4);
+    if (mask.present()) disjoint(a, "mask", mask.data, n, "gradIn", gi.data, n * 4);
+    disjoint(a, "slope", slope.data, C * 4, "gradIn", gi.data, n * 4);
+  }
   if (training && M < 1) throw_range(a.env(), a.where("gradOut") + ": training needs at least 1 row");
   same_or_disjoint(a, "gradOut", g.data, n * 4, "gradIn", gi.data, n * 4);
   same_or_disjoint(a, "x", x.data, n * 4, "gradIn", gi.data, n * 4);
@@ -288,7 +309,12 @@ Prepared prep_bn_backward(const Napi::CallbackInfo& info) {
   if (gb.present()) disjoint(a, "gradBias", gb.data, C * 4, "gradIn", gi.data, n * 4);
   if (gw.present() && gb.present()) disjoint(a, "gradWeight", gw.data, C * 4, "gradBias", gb.data, C * 4);
   Prepared p;
-  p.keep = {g.value, x.value, gi.value, mean.value, invstd.value, w.value, gw.value, gb.value};
+  p.keep = {g.value,  x.value,  gi.value,    mean.value,  invstd.value, w.value,
+            gw.value, gb.value, slope.value, bias.value, mask.value,   gsl.value};
+  const float* slp = fused ? slope.data : nullptr;
+  const float* biasp = bias.present() ? bias.data : nullptr;
+  const uint8_t* maskp = mask.present() ? mask.data : nullptr;
+  double* gslp = gsl.present() ? gsl.data : nullptr;
   const float* gp = g.data;
   const float* xp = x.data;
   float* gip = gi.data;
@@ -299,11 +325,41 @@ Prepared prep_bn_backward(const Napi::CallbackInfo& info) {
   float* gbp = gb.present() ? gb.data : nullptr;
   p.run = [=]() {
     std::vector<double> sg(C), sgx(C);
-    if (training || gwp || gbp) {
-      double* outs[2] = {sg.data(), sgx.data()};
-      blocked_sums(M, C, 2, outs, [&](int64_t r0, int64_t r1, double* const* part) {
-        gs(xp, gp, C, mp, r0, r1, part[0], part[1]);
+    const float* gsrc = gp;  // the gradient at the BN output
+    if (slp) {
+      // Pass 1: gy (the gradient at the BN output) into gradIn, and the sums.
+      std::vector<float> sc(C), sh(C);
+      for (int64_t c = 0; c < C; c++) {  // as batchNormForward computes its affine
+        const double s = ip[c] * (wp ? static_cast<double>(wp[c]) : 1.0);
+        sc[c] = static_cast<float>(s);
+        sh[c] = static_cast<float>((biasp ? static_cast<double>(biasp[c]) : 0.0) - mp[c] * s);
+      }
+      const std::vector<float> ea = extended(sc.data(), C), eb = extended(sh.data(), C), es = extended(slp, C);
+      BnPreluArgs B;
+      B.x = xp;
+      B.g = gp;
+      B.mask = maskp;
+      B.gy = gip;
+      B.C = C;
+      B.a = ea.data();
+      B.b = eb.data();
+      B.slope = es.data();
+      B.center = mp;
+      std::vector<double> sa(C);
+      double* outs[3] = {sg.data(), sgx.data(), sa.data()};
+      blocked_sums(M, C, 3, outs, [&](int64_t r0, int64_t r1, double* const* part) {
+        ps(B, r0, r1, part[0], part[1], part[2]);
       });
+      if (gslp) std::copy(sa.begin(), sa.end(), gslp);
+      gsrc = gip;
+    }
+    if (slp || training || gwp || gbp) {
+      if (!slp) {
+        double* outs[2] = {sg.data(), sgx.data()};
+        blocked_sums(M, C, 2, outs, [&](int64_t r0, int64_t r1, double* const* part) {
+          gs(xp, gp, C, mp, r0, r1, part[0], part[1]);
+        });
+      }
       for (int64_t c = 0; c < C; c++) sgx[c] *= ip[c];
       for (int64_t c = 0; c < C; c++) {
         if (gwp) gwp[c] = static_cast<float>((acc ? static_cast<double>(gwp[c]) : 0.0) + sgx[c]);
@@ -339,7 +395,7 @@ Prepared prep_bn_backward(const Napi::CallbackInfo& info) {
     }
     DxArgs A;
     A.x = xp;
-    A.g = gp;
+    A.g = gsrc;
     A.gi = gip;
     A.C = C;
     A.a = ea.data();

@@ -16,6 +16,12 @@
 //                   gradient of a following fake quantizer, fused);
 //                   gi = x > 0 ? g' : g' * slope[c];
 //                   sa[c] = sum_r (double)g' * (double)(x > 0 ? 0 : x)
+//   bn_prelu_sums   BatchNorm backward through a following PReLU (fused; the PReLU input
+//                   y is recomputed from the BatchNorm input): y = fmaf(x, a[c], b[c]),
+//                   g' = mask ? (mask[i] ? g : +0) : g, gy = y > 0 ? g' : g' * slope[c] (written),
+//                   sg[c] = sum_r (double)gy, sgx[c] = sum_r (double)gy * ((double)x - center[c]),
+//                   sa[c] = sum_r (double)g' * (double)(y > 0 ? 0 : y): the same values as
+//                   channel_affine + prelu_backward + bn_grad_sums (bit-identical)
 // Reductions write (not add) their per-channel outputs for rows [r0, r1).
 // Per-channel parameter arrays of channel_affine and bn_backward_dx are
 // "extended": C + 16 entries, p[C + j] = p[j mod C], so a variant may walk the
@@ -61,6 +67,18 @@ struct DxArgs {
   bool stream = false;
 };
 using BnBackwardDxFn = void (*)(const DxArgs& A, int64_t r0, int64_t r1);
+struct BnPreluArgs {
+  const float* x = nullptr;
+  const float* g = nullptr;
+  const uint8_t* mask = nullptr;  // null: g' = g
+  float* gy = nullptr;            // may be g (in place), not x
+  int64_t C = 1;
+  const float* a = nullptr;  // extended
+  const float* b = nullptr;  // extended
+  const float* slope = nullptr;  // extended
+  const double* center = nullptr;  // C entries
+};
+using BnPreluSumsFn = void (*)(const BnPreluArgs& A, int64_t r0, int64_t r1, double* sg, double* sgx, double* sa);
 using PreluBackwardFn = void (*)(const float* x, const float* g, const uint8_t* mask, float* gi, int64_t C,
                                  const float* slope, int64_t r0, int64_t r1, double* sa);
 
@@ -69,6 +87,7 @@ const Kernel<BnGradSumsFn>& bn_grad_sums_kernel();
 const Kernel<ChannelAffineFn>& channel_affine_kernel();
 const Kernel<BnBackwardDxFn>& bn_backward_dx_kernel();
 const Kernel<PreluBackwardFn>& prelu_backward_kernel();
+const Kernel<BnPreluSumsFn>& bn_prelu_sums_kernel();
 
 #define QF_TEW_DECL(sfx)                                                                                        \
   void bn_stats_##sfx(const float* x, int64_t C, const double* center, int64_t r0, int64_t r1, double* s1,      \
@@ -78,7 +97,8 @@ const Kernel<PreluBackwardFn>& prelu_backward_kernel();
   void channel_affine_##sfx(const AffineArgs& A, int64_t r0, int64_t r1);                                       \
   void bn_backward_dx_##sfx(const DxArgs& A, int64_t r0, int64_t r1);                                           \
   void prelu_backward_##sfx(const float* x, const float* g, const uint8_t* mask, float* gi, int64_t C,           \
-                            const float* slope, int64_t r0, int64_t r1, double* sa);
+                            const float* slope, int64_t r0, int64_t r1, double* sa);                     \
+  void bn_prelu_sums_##sfx(const BnPreluArgs& A, int64_t r0, int64_t r1, double* sg, double* sgx, double* sa);
 QF_TEW_DECL(ref)
 QF_TEW_DECL(avx2)
 QF_TEW_DECL(avx512)

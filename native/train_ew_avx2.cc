@@ -149,5 +149,41 @@ void prelu_backward_avx2(const float* x, const float* g, const uint8_t* mask, fl
   }
 }
 
+void bn_prelu_sums_avx2(const BnPreluArgs& A, int64_t r0, int64_t r1, double* sg, double* sgx, double* sa) {
+  const int64_t C = A.C;
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t c0 = 0; c0 < C; c0 += 8) {
+    const __m256i m = tail_mask(C - c0), ml = mask_lo64(m), mh = mask_hi64(m);
+    const __m256d k0 = _mm256_maskload_pd(A.center + c0, ml), k1 = _mm256_maskload_pd(A.center + c0 + 4, mh);
+    const __m256 va = _mm256_maskload_ps(A.a + c0, m), vb = _mm256_maskload_ps(A.b + c0, m);
+    const __m256 s = _mm256_maskload_ps(A.slope + c0, m);
+    __m256d a0 = _mm256_setzero_pd(), a1 = a0, b0 = a0, b1 = a0, e0 = a0, e1 = a0;
+    int64_t o = r0 * C + c0;
+    for (int64_t r = r0; r < r1; r++, o += C) {
+      const __m256 xv = _mm256_maskload_ps(A.x + o, m);
+      __m256 gv = _mm256_maskload_ps(A.g + o, m);
+      if (A.mask) gv = _mm256_and_ps(gv, mask8(A.mask + o, C - c0));
+      const __m256 y = _mm256_fmadd_ps(xv, va, vb);
+      const __m256 pos = _mm256_cmp_ps(y, zero, _CMP_GT_OQ);
+      const __m256 neg = _mm256_blendv_ps(y, zero, pos);
+      const __m256 gy = _mm256_blendv_ps(_mm256_mul_ps(gv, s), gv, pos);
+      _mm256_maskstore_ps(A.gy + o, m, gy);
+      const __m256d g0 = lo_pd(gy), g1 = hi_pd(gy);
+      a0 = _mm256_add_pd(a0, g0);
+      a1 = _mm256_add_pd(a1, g1);
+      b0 = _mm256_add_pd(b0, _mm256_mul_pd(g0, _mm256_sub_pd(lo_pd(xv), k0)));
+      b1 = _mm256_add_pd(b1, _mm256_mul_pd(g1, _mm256_sub_pd(hi_pd(xv), k1)));
+      e0 = _mm256_add_pd(e0, _mm256_mul_pd(lo_pd(gv), lo_pd(neg)));
+      e1 = _mm256_add_pd(e1, _mm256_mul_pd(hi_pd(gv), hi_pd(neg)));
+    }
+    _mm256_maskstore_pd(sg + c0, ml, a0);
+    _mm256_maskstore_pd(sg + c0 + 4, mh, a1);
+    _mm256_maskstore_pd(sgx + c0, ml, b0);
+    _mm256_maskstore_pd(sgx + c0 + 4, mh, b1);
+    _mm256_maskstore_pd(sa + c0, ml, e0);
+    _mm256_maskstore_pd(sa + c0 + 4, mh, e1);
+  }
+}
+
 }  // namespace tew
 }  // namespace qf

@@ -138,6 +138,60 @@ void prelu_backward_group(const float* x, const float* g, const uint8_t* mask, f
   }
 }
 
+// Three double sums per channel: groups of up to 2 vectors (12 accumulators) stay in registers.
+template <int NV>
+void bn_prelu_sums_group(const BnPreluArgs& A, int64_t c0, int64_t r0, int64_t r1, double* sg, double* sgx,
+                         double* sa) {
+  const int64_t C = A.C;
+  const __m512 zero = _mm512_setzero_ps();
+  __mmask16 m[NV];
+  __m512 va[NV], vb[NV], s[NV];
+  __m512d k[2 * NV], a[2 * NV], b[2 * NV], e[2 * NV];
+  for (int v = 0; v < NV; v++) {
+    m[v] = tail_mask(C - c0 - 16 * v);
+    const __mmask8 ml = static_cast<__mmask8>(m[v] & 0xFF), mh = static_cast<__mmask8>(m[v] >> 8);
+    k[2 * v] = _mm512_maskz_loadu_pd(ml, A.center + c0 + 16 * v);
+    k[2 * v + 1] = _mm512_maskz_loadu_pd(mh, A.center + c0 + 16 * v + 8);
+    va[v] = ld(m[v], A.a + c0 + 16 * v);
+    vb[v] = ld(m[v], A.b + c0 + 16 * v);
+    s[v] = ld(m[v], A.slope + c0 + 16 * v);
+    a[2 * v] = a[2 * v + 1] = b[2 * v] = b[2 * v + 1] = e[2 * v] = e[2 * v + 1] = _mm512_setzero_pd();
+  }
+  int64_t o = r0 * C + c0;
+  for (int64_t r = r0; r < r1; r++, o += C) {
+    for (int v = 0; v < NV; v++) {
+      const __m512 xv = ld(m[v], A.x + o + 16 * v);
+      __m512 gv = ld(m[v], A.g + o + 16 * v);
+      if (A.mask) {
+        const __m128i mb = _mm_maskz_loadu_epi8(m[v], A.mask + o + 16 * v);
+        gv = _mm512_maskz_mov_ps(_mm_test_epi8_mask(mb, mb), gv);
+      }
+      const __m512 y = _mm512_fmadd_ps(xv, va[v], vb[v]);
+      const __mmask16 pos = _mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ);
+      const __m512 neg = _mm512_mask_blend_ps(pos, y, zero);
+      const __m512 gy = _mm512_mask_blend_ps(pos, _mm512_mul_ps(gv, s[v]), gv);
+      st(m[v], A.gy + o + 16 * v, gy);
+      const __m512d g0 = lo_pd(gy), g1 = hi_pd(gy);
+      a[2 * v] = _mm512_add_pd(a[2 * v], g0);
+      a[2 * v + 1] = _mm512_add_pd(a[2 * v + 1], g1);
+      b[2 * v] = _mm512_add_pd(b[2 * v], _mm512_mul_pd(g0, _mm512_sub_pd(lo_pd(xv), k[2 * v])));
+      b[2 * v + 1] = _mm512_add_pd(b[2 * v + 1], _mm512_mul_pd(g1, _mm512_sub_pd(hi_pd(xv), k[2 * v + 1])));
+      e[2 * v] = _mm512_add_pd(e[2 * v], _mm512_mul_pd(lo_pd(gv), lo_pd(neg)));
+      e[2 * v + 1] = _mm512_add_pd(e[2 * v + 1], _mm512_mul_pd(hi_pd(gv), hi_pd(neg)));
+    }
+  }
+  for (int v = 0; v < NV; v++) {
+    const __mmask8 ml = static_cast<__mmask8>(m[v] & 0xFF), mh = static_cast<__mmask8>(m[v] >> 8);
+    const int64_t c = c0 + 16 * v;
+    _mm512_mask_storeu_pd(sg + c, ml, a[2 * v]);
+    _mm512_mask_storeu_pd(sg + c + 8, mh, a[2 * v + 1]);
+    _mm512_mask_storeu_pd(sgx + c, ml, b[2 * v]);
+    _mm512_mask_storeu_pd(sgx + c + 8, mh, b[2 * v + 1]);
+    _mm512_mask_storeu_pd(sa + c, ml, e[2 * v]);
+    _mm512_mask_storeu_pd(sa + c + 8, mh, e[2 * v + 1]);
+  }
+}
+
 inline int group_vectors(int64_t rest) { return rest > 48 ? 4 : rest > 32 ? 3 : rest > 16 ? 2 : 1; }
 
 }  // namespace
@@ -267,6 +321,15 @@ void prelu_backward_avx512(const float* x, const float* g, const uint8_t* mask, 
       case 2: prelu_backward_group<2>(x, g, mask, gi, C, c0, slope, r0, r1, sa); break;
       default: prelu_backward_group<1>(x, g, mask, gi, C, c0, slope, r0, r1, sa); break;
     }
+  }
+}
+
+void bn_prelu_sums_avx512(const BnPreluArgs& A, int64_t r0, int64_t r1, double* sg, double* sgx, double* sa) {
+  for (int64_t c0 = 0; c0 < A.C; c0 += 32) {
+    if (A.C - c0 > 16)
+      bn_prelu_sums_group<2>(A, c0, r0, r1, sg, sgx, sa);
+    else
+      bn_prelu_sums_group<1>(A, c0, r0, r1, sg, sgx, sa);
   }
 }
 

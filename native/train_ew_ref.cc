@@ -74,5 +74,30 @@ void prelu_backward_ref(const float* x, const float* g, const uint8_t* mask, flo
   }
 }
 
+void bn_prelu_sums_ref(const BnPreluArgs& A, int64_t r0, int64_t r1, double* sg, double* sgx, double* sa) {
+  const int64_t C = A.C;
+  for (int64_t c = 0; c < C; c++) {
+    double s0 = 0, s1 = 0, s2 = 0;
+    const double k = A.center[c];
+    const float a = A.a[c], b = A.b[c], s = A.slope[c];
+    for (int64_t r = r0; r < r1; r++) {
+      const int64_t i = r * C + c;
+      const float xv = A.x[i];
+      const float y = std::fma(xv, a, b);
+      const float gv = (A.mask && A.mask[i] == 0) ? 0.f : A.g[i];
+      const bool pos = y > 0.f;
+      const float neg = pos ? 0.f : y;
+      const float gy = pos ? gv : gv * s;
+      A.gy[i] = gy;
+      s0 = s0 + static_cast<double>(gy);
+      s1 = s1 + static_cast<double>(gy) * (static_cast<double>(xv) - k);
+      s2 = s2 + static_cast<double>(gv) * static_cast<double>(neg);
+    }
+    sg[c] = s0;
+    sgx[c] = s1;
+    sa[c] = s2;
+  }
+}
+
 }  // namespace tew
 }  // namespace qf

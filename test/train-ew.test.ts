@@ -75,7 +75,7 @@ function bnForwardRef(x: Float32Array, M: number, C: number, w: Float32Array, b:
 }
 
 t.test('variants listed', async (t) => {
-  for (const k of ['bn_stats', 'bn_grad_sums', 'channel_affine', 'bn_backward_dx', 'prelu_backward']) {
+  for (const k of ['bn_stats', 'bn_grad_sums', 'channel_affine', 'bn_backward_dx', 'prelu_backward', 'bn_prelu_sums']) {
     const vs = binding.info().variants[k];
     t.ok(vs && vs[vs.length - 1]!.name === `${k}_ref`, `${k}: ref last`);
     t.ok(typeof binding.info().kernels[k] === 'string', `${k}: chosen ${binding.info().kernels[k]}`);

@@ -6,7 +6,7 @@
  */
 import { QuantFaceError, shapeStr, type FTensor } from '../tensor.js';
 import { Module, isGradEnabled, type ShapeInfo } from './module.js';
-import { Add, Identity } from './layers.js';
+import { Add, Identity, BatchNorm, PReLU } from './layers.js';
 import { bufferPool, sameBuffer } from './pool.js';
 
 function single(m: Module, r: FTensor | FTensor[]): FTensor {
@@ -55,8 +55,14 @@ export class Sequential extends Module {
   forward(x: FTensor): FTensor {
     const input = x;
     const release = !isGradEnabled();
-    for (const m of this._children.values()) {
-      const y = m.forward(x);
+    const ms = [...this._children.values()];
+    for (let i = 0; i < ms.length; i++) {
+      const m = ms[i]!;
+      const next = ms[i + 1];
+      // BatchNorm directly followed by PReLU: one pass when it applies (the PReLU's backward then covers both).
+      let y = m instanceof BatchNorm && next instanceof PReLU ? next.forwardAfter(m, x) : null;
+      if (y) i++;
+      else y = m.forward(x);
       // Under noGrad, intermediates are pooled and dead once consumed (the caller owns `input`).
       if (release && !sameBuffer(x, input) && !sameBuffer(x, y)) bufferPool.release(x);
       x = y;
@@ -68,7 +74,9 @@ export class Sequential extends Module {
     const ms = [...this._children.values()];
     let g = gradOut;
     for (let i = ms.length - 1; i >= 0; i--) {
-      const gi = single(ms[i]!, ms[i]!.backward(g));
+      const m = ms[i]!;
+      const gi = single(m, m.backward(g));
+      if (m instanceof PReLU && i > 0 && m.fusedBatchNorm !== undefined && m.fusedBatchNorm === ms[i - 1]) i--;
       if (!sameBuffer(g, gradOut) && !sameBuffer(g, gi)) bufferPool.release(g);
       g = gi;
     }

@@ -180,11 +180,13 @@ export interface BatchNormForwardArgs {
   /** Outputs: the mean and invstd used. */
   mean: Float64Array;
   invstd: Float64Array;
+  /** Fused PReLU on the output (exactly `channels` slopes): out = PReLU(BN(x)). */
+  slope?: FloatArray;
 }
 
 /** Native BatchNorm forward (NHWC rows x channels); false if not applicable. */
 export function batchNormForward(o: BatchNormForwardArgs): boolean {
-  if (!useNative('batchNormForward', o.x, o.out, o.weight, o.bias, o.runningMean, o.runningVar)) return false;
+  if (!useNative('batchNormForward', o.x, o.out, o.weight, o.bias, o.runningMean, o.runningVar, o.slope)) return false;
   binding.batchNormForward({
     x: o.x as Float32Array,
     out: o.out as Float32Array,
@@ -198,6 +200,7 @@ export function batchNormForward(o: BatchNormForwardArgs): boolean {
     runningVar: o.runningVar as Float32Array,
     mean: o.mean,
     invstd: o.invstd,
+    ...(o.slope ? { slope: o.slope as Float32Array } : {}),
   });
   return true;
 }
@@ -214,6 +217,15 @@ export interface BatchNormBackwardArgs {
   gradWeight?: FloatArray;
   gradBias?: FloatArray;
   accumulate: boolean;
+  /**
+   * Fused PReLU (exactly `channels` slopes): gradOut is the gradient at PReLU(BN(x)); BN(x) is recomputed from x
+   * with `bias` (as the forward's affine). mask: a following fake quantizer's straight-through select.
+   * gradSlope: the slope gradient (overwritten).
+   */
+  slope?: FloatArray;
+  bias?: FloatArray;
+  mask?: Uint8Array;
+  gradSlope?: Float64Array;
 }
 
 /** Native BatchNorm backward; false if not applicable. */
@@ -231,6 +243,10 @@ export function batchNormBackward(o: BatchNormBackwardArgs): boolean {
     ...(o.weight ? { weight: o.weight as Float32Array } : {}),
     ...(o.gradWeight ? { gradWeight: o.gradWeight as Float32Array } : {}),
     ...(o.gradBias ? { gradBias: o.gradBias as Float32Array } : {}),
+    ...(o.slope ? { slope: o.slope as Float32Array } : {}),
+    ...(o.bias ? { bias: o.bias as Float32Array } : {}),
+    ...(o.mask ? { mask: o.mask } : {}),
+    ...(o.gradSlope ? { gradSlope: o.gradSlope } : {}),
   });
   return true;
 }

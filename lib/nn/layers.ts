@@ -367,6 +367,18 @@ export interface BatchNormConfig {
  * running averages (unbiased variance); eval mode uses the running ones.
  * Freeze the affine weight with `bn.weight.requiresGrad = false`.
  */
+let bnPreluFusion = process.env.QUANTFACE_FUSE_BN_PRELU !== '0';
+/**
+ * Whether Sequential runs a BatchNorm directly followed by a PReLU as one fused native pass (float32; default
+ * on, QUANTFACE_FUSE_BN_PRELU=0 turns it off). Results are the same either way (bit-identical on the native
+ * kernels); returns the previous setting.
+ */
+export function setBnPreluFusion(on: boolean): boolean {
+  const prev = bnPreluFusion;
+  bnPreluFusion = on;
+  return prev;
+}
+
 export class BatchNorm extends Module {
   readonly numFeatures: number;
   readonly eps: number;
@@ -374,7 +386,7 @@ export class BatchNorm extends Module {
   readonly weight: Parameter | null;
   readonly bias: Parameter | null;
   protected readonly rank: number | null = null;
-  private ctx: { x: FTensor; mean: Float64Array; invstd: Float64Array; batchStats: boolean } | undefined;
+  private ctx: { x: FTensor; mean: Float64Array; invstd: Float64Array; batchStats: boolean; fused?: boolean } | undefined;
 
   constructor(numFeatures: number, cfg: BatchNormConfig = {}) {
     super();
@@ -500,6 +512,7 @@ export class BatchNorm extends Module {
   backward(gradOut: FTensor): FTensor {
     const ctx = this.ctx;
     if (!ctx) throw new QuantFaceError('E_ARG', `${this.constructor.name}.backward called without a forward pass with gradients enabled`);
+    if (ctx.fused) throw new QuantFaceError('E_ARG', `${this.constructor.name}.backward: the last forward was fused with the following PReLU (its backward covers both)`);
     const { x, mean, invstd, batchStats } = ctx;
     const C = this.numFeatures;
     const M = x.numel / C;
@@ -583,6 +596,90 @@ export class BatchNorm extends Module {
     return gradIn;
   }
 
+  /**
+   * @internal BatchNorm followed by PReLU(`slope`) in one native pass (float32; Sequential runs a BatchNorm
+   * directly followed by a PReLU this way): returns PReLU(BN(x)) (this module's output buffer); BN(x) itself is
+   * never written. The backward is backwardPrelu (through PReLU.backward). Call only when fusablePrelu holds.
+   */
+  forwardPrelu(x: FTensor, slope: FTensor): FTensor {
+    const C = this.numFeatures;
+    const out = this.outBuffer(x.shape, x.dtype);
+    const mean = new Float64Array(C);
+    const invstd = new Float64Array(C);
+    const batchStats = this.training;
+    const ok = K.batchNormForward({
+      x: x.data,
+      out: out.data,
+      channels: C,
+      training: batchStats,
+      eps: this.eps,
+      momentum: this.momentum,
+      ...(this.weight ? { weight: this.weight.data.data } : {}),
+      ...(this.bias ? { bias: this.bias.data.data } : {}),
+      runningMean: this.runningMean.data,
+      runningVar: this.runningVar.data,
+      mean,
+      invstd,
+      slope: slope.data,
+    });
+    if (!ok) throw new QuantFaceError('E_UNSUPPORTED_OP', `${this.constructor.name}: native batchNormForward refused the fused PReLU`);
+    this.ctx = isGradEnabled() ? { x, mean, invstd, batchStats, fused: true } : undefined;
+    return out;
+  }
+
+  /** @internal Whether forwardPrelu applies to input x and a PReLU with per-channel slopes `slope`. */
+  fusablePrelu(x: FTensor, slope: FTensor): boolean {
+    this.inferShape(x.shape as number[]);
+    const C = this.numFeatures;
+    if (slope.numel !== C || (this.training && x.numel / C < 2)) return false;
+    return K.nativeApplies('batchNormForward', x.data, this.weight?.data.data, this.bias?.data.data, this.runningMean.data, this.runningVar.data, slope.data);
+  }
+
+  /**
+   * @internal Backward of forwardPrelu: gradOut is the gradient at the PReLU output, mask a following fake
+   * quantizer's straight-through select; writes the slope gradient into gradSlope and returns the gradient at x
+   * (BN weight / bias gradients as backward does).
+   */
+  backwardPrelu(gradOut: FTensor, slope: FTensor, gradSlope: Float64Array, mask?: Uint8Array): FTensor {
+    const ctx = this.ctx;
+    if (!ctx || !ctx.fused) throw new QuantFaceError('E_ARG', `${this.constructor.name}.backwardPrelu called without a fused forward pass with gradients enabled`);
+    const { x, mean, invstd, batchStats } = ctx;
+    const C = this.numFeatures;
+    const wp = this.weight && this.weight.requiresGrad ? this.weight : null;
+    const bp = this.bias && this.bias.requiresGrad ? this.bias : null;
+    const same = !wp || !bp || (wp.grad != null) === (bp.grad != null);
+    const acc = (wp ?? bp)?.grad != null;
+    // Weight and bias slots that disagree on accumulation: sums into temporaries, added here.
+    const tw = !same && wp ? new Float32Array(C) : undefined;
+    const tb = !same && bp ? new Float32Array(C) : undefined;
+    const gradIn = this.gradBuffer(x.shape, x.dtype);
+    const ok = K.batchNormBackward({
+      x: x.data,
+      gradOut: gradOut.data,
+      gradIn: gradIn.data,
+      channels: C,
+      mean,
+      invstd,
+      ...(this.weight ? { weight: this.weight.data.data } : {}),
+      ...(this.bias ? { bias: this.bias.data.data } : {}),
+      training: batchStats,
+      ...(wp ? { gradWeight: tw ?? wp.gradSlot().grad.data } : {}),
+      ...(bp ? { gradBias: tb ?? bp.gradSlot().grad.data } : {}),
+      accumulate: same && acc,
+      slope: slope.data,
+      gradSlope,
+      ...(mask ? { mask } : {}),
+    });
+    if (!ok) throw new QuantFaceError('E_UNSUPPORTED_OP', `${this.constructor.name}: native batchNormBackward refused the fused PReLU`);
+    for (const [p, t] of [[wp, tw], [bp, tb]] as const) {
+      if (!p || !t) continue;
+      const { grad, accumulate } = p.gradSlot();
+      const d = grad.data;
+      for (let c = 0; c < C; c++) d[c] = (accumulate ? d[c]! : 0) + t[c]!;
+    }
+    return gradIn;
+  }
+
   describe(): string {
     return `${this.constructor.name}(${this.numFeatures}, eps=${this.eps}, momentum=${this.momentum}${this.weight ? '' : ', affine=false'})`;
   }
@@ -603,7 +700,7 @@ export class BatchNorm1d extends BatchNorm {
 export class PReLU extends Module {
   readonly numParameters: number;
   readonly weight: Parameter;
-  private ctx: { x: FTensor; a: FTensor } | undefined;
+  private ctx: { x: FTensor; a: FTensor; bn?: BatchNorm } | undefined;
 
   constructor(numParameters = 1, initSlope = 0.25) {
     super();
@@ -664,10 +761,32 @@ export class PReLU extends Module {
     return oq ? oq.forward(out) : out;
   }
 
+  /**
+   * @internal Runs `bn` and then this PReLU as one pass (float32, native; per-channel slopes matching bn's
+   * channels), or returns null (nothing run) when that does not apply. After a fused forward with gradients,
+   * backward takes the gradient at this PReLU's output and returns the gradient at bn's INPUT (it runs bn's
+   * backward too): the caller skips bn (Sequential does).
+   */
+  forwardAfter(bn: BatchNorm, x: FTensor): FTensor | null {
+    if (!bnPreluFusion || this.numParameters !== bn.numFeatures || !bn.fusablePrelu(x, this.weight.data)) return null;
+    const sq = this.slopeQuant;
+    const a = sq ? sq.transform(this.weight.data, 1, this.numParameters) : this.weight.data;
+    const out = bn.forwardPrelu(x, a);
+    this.ctx = isGradEnabled() ? { x: out, a, bn } : undefined;
+    const oq = this.outQuant;
+    return oq ? oq.forward(out) : out;
+  }
+
+  /** @internal The BatchNorm whose forward was fused into this PReLU's last forward (backward covers both). */
+  get fusedBatchNorm(): BatchNorm | undefined {
+    return this.ctx?.bn;
+  }
+
   backward(gradOut: FTensor): FTensor {
     const ctx = this.ctx;
     if (!ctx) throw new QuantFaceError('E_ARG', 'PReLU.backward called without a forward pass with gradients enabled');
     const oq = this.outQuant;
+    if (ctx.bn) return this.backwardFused(ctx.bn, ctx.a, gradOut);
     const { x, a } = ctx;
     const xd = x.data;
     const ad = a.data;
@@ -694,20 +813,37 @@ export class PReLU extends Module {
         }
       }
     }
-    if (this.weight.requiresGrad) {
-      const slot = this.weight.gradSlot();
-      const sq = this.slopeQuant;
-      if (sq && !sq.identityGrad) {
-        const t = this.scratch('gradA', [C], x.dtype) as FTensor;
-        t.data.set(ga);
-        sq.backwardTransform(t, slot.grad, slot.accumulate);
-      } else {
-        const d = slot.grad.data;
-        for (let c = 0; c < C; c++) d[c] = (slot.accumulate ? d[c]! : 0) + ga[c]!;
-      }
-    }
+    this.slopeGrad(ga, x.dtype);
     if (!sameBuffer(gq, gradOut)) bufferPool.release(gq);
     return gradIn;
+  }
+
+  private backwardFused(bn: BatchNorm, a: FTensor, gradOut: FTensor): FTensor {
+    const oq = this.outQuant;
+    const stm = (oq as { straightThroughMask?: () => Uint8Array | null } | undefined)?.straightThroughMask;
+    const fuse = oq !== undefined && typeof stm === 'function';
+    const gq = oq && !fuse ? unaryBackward(oq, gradOut) : gradOut;
+    const ga = new Float64Array(this.numParameters);
+    const mask = fuse ? (stm!.call(oq) ?? undefined) : undefined;
+    const gradIn = bn.backwardPrelu(gq, a, ga, mask);
+    this.slopeGrad(ga, a.dtype);
+    if (!sameBuffer(gq, gradOut)) bufferPool.release(gq);
+    return gradIn;
+  }
+
+  private slopeGrad(ga: Float64Array, dtype: FTensor['dtype']): void {
+    if (!this.weight.requiresGrad) return;
+    const C = this.numParameters;
+    const slot = this.weight.gradSlot();
+    const sq = this.slopeQuant;
+    if (sq && !sq.identityGrad) {
+      const t = this.scratch('gradA', [C], dtype) as FTensor;
+      t.data.set(ga);
+      sq.backwardTransform(t, slot.grad, slot.accumulate);
+    } else {
+      const d = slot.grad.data;
+      for (let c = 0; c < C; c++) d[c] = (slot.accumulate ? d[c]! : 0) + ga[c]!;
+    }
   }
 
   describe(): string {
