@@ -27,10 +27,14 @@
  * - ptq-minmax: calibration only, running min/max ranges (the reference's PTQ);
  * - ptq-wmse: ptq with per-channel MSE-clipped weight ranges too (the
  *   strongest PTQ here, the fair baseline for distillation);
- * - kd: distillation as recommended here (KD_PRESET below);
- * - kd-v1: the previous recommendation (AdamW lr 1e-4 without weight decay,
- *   learned activation ranges after MSE calibration, flip, scale 0.1 /
- *   shift 0.05 jitter, colour 0.2, mixup 0.5, 1200 steps of 64);
+ * - kd: distillation as recommended here (KD_PRESET below, and what else
+ *   was tried): AdamW lr 1e-4 without weight decay, learned activation
+ *   ranges after MSE calibration (100 steps), flip, scale 0.1 / shift 0.05
+ *   jitter, colour 0.2, 1200 steps of 64. The CLI runs the same with
+ *   `quantface quantize --optimizer adamw --lr 1e-4 --weight-decay 0
+ *   --act-range learned --calib-steps 100 --steps 1200 --batch 64
+ *   --augment flip,scale=0.1,shift=0.05,brightness=0.2,contrast=0.2,saturation=0.2`;
+ * - kd-aug: kd with stronger augmentation (scale 0.25, shift 0.1, colour 0.3);
  * - kd-sgd: distillation with the method's defaults (SGD Nesterov 0.9, wd
  *   5e-4, lr 0.1 x 64/512, min/max ranges frozen after 300 steps, flip only).
  *
@@ -104,29 +108,33 @@ const save = (): void => writeFileSync(resultsPath, JSON.stringify(results, null
 
 const arms = list('--arms', 'synthetic,real');
 const bitsList = list('--bits', 'w8a8,w6a6,w4a4');
-type Mode = 'ptq' | 'ptq-minmax' | 'ptq-wmse' | 'kd' | 'kd-v1' | 'kd-sgd';
+type Mode = 'ptq' | 'ptq-minmax' | 'ptq-wmse' | 'kd' | 'kd-aug' | 'kd-sgd';
 /**
- * The recommended distillation (issue 5): kd-v1 with stronger geometric and colour augmentation (LFW's
- * box crops are framed less tightly and less regularly than the aligned training faces; with 208
- * training faces the student fits them far better than unseen faces, so what it learns off them is
- * what carries to LFW). Measured on mobileface W4A4, 1200 steps, teacher-student cosine on 512 LFW
- * images: kd-v1 0.818; this augmentation 0.825; lr 3e-4 cosine 0.816 (better fit of the training
- * faces, not of LFW); + featureLoss 0.02 0.777; learned weight clipping no better than min/max
- * after 240 steps (distillation moves the weights to their grid anyway).
+ * Distillation presets (issue 5). `kd`, the recommendation: AdamW lr 1e-4 without weight decay,
+ * learned activation ranges after MSE calibration (100 steps), flip, scale 0.1 / shift 0.05 jitter,
+ * colour 0.2, 1200 steps of 64. This is what the earlier kd rows measured:
+ * their preset also asked for mixup 0.5, which the trainer dropped until it was fixed, so mixup is
+ * left out here to keep the rows reproducible.
+ *
+ * Tried on mobileface W4A4 and kept as options, not in the preset (teacher-student cosine on 512 LFW
+ * images, kd 0.818): stronger augmentation (scale 0.25 / shift 0.1 / colour 0.3, mode kd-aug) 0.825
+ * but LFW accuracy no better (W4A4 drop 4.02 vs 3.13, W6A6 0.50 vs 0.27; both within the 10-fold
+ * spread); lr 3e-4 cosine 0.816 (better fit of the training faces, not of LFW); kd-aug + mixup 0.5 (now
+ * applied) 0.823; kd-aug + featureLoss 0.02 0.777; learned per-channel weight clipping no better than
+ * min/max after 240 steps (distillation moves the weights to their grid anyway; it helps PTQ: W4A8
+ * PTQ held-out cosine 0.786 -> 0.812); 2400 steps instead of 1200 (row synthetic/w4a4/kd/s2400):
+ * LFW drop 3.15 vs 3.13, LFW cosine 0.814 vs 0.819.
  */
 const KD_PRESET: Partial<QuantizeOptions> = {
   optimizer: 'adamw', lr: 1e-4, weightDecay: 0, actRange: 'learned', steps: 1200, batchSize: 64, calibSteps: 100,
-  augment: { flip: true, scale: 0.25, shift: 0.1, brightness: 0.3, contrast: 0.3, saturation: 0.3, mixup: 0.5 },
+  augment: { flip: true, scale: 0.1, shift: 0.05, brightness: 0.2, contrast: 0.2, saturation: 0.2 },
 };
 const PRESETS: Record<Mode, Partial<QuantizeOptions>> = {
   ptq: { noTrain: true, actRange: 'mse' },
   'ptq-minmax': { noTrain: true, actRange: 'minmax' },
   'ptq-wmse': { noTrain: true, actRange: 'mse', weightRange: 'mse' },
   kd: KD_PRESET,
-  'kd-v1': {
-    optimizer: 'adamw', lr: 1e-4, weightDecay: 0, actRange: 'learned', steps: 1200, batchSize: 64, calibSteps: 100,
-    augment: { flip: true, scale: 0.1, shift: 0.05, brightness: 0.2, contrast: 0.2, saturation: 0.2, mixup: 0.5 },
-  },
+  'kd-aug': { ...KD_PRESET, augment: { flip: true, scale: 0.25, shift: 0.1, brightness: 0.3, contrast: 0.3, saturation: 0.3 } },
   'kd-sgd': { optimizer: 'sgd', actRange: 'minmax', steps: 1200, batchSize: 64 },
 };
 const modes = list('--modes', 'ptq,ptq-minmax,kd') as Mode[];
