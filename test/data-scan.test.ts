@@ -89,7 +89,9 @@ t.test('a truncated JPEG and a non-square image under "none" are skipped with re
   await ld.ready();
   t.equal(ld.length, 1);
   const r = Object.fromEntries(ld.skipped.map((s) => [s.path, s.reason]));
-  t.match(r['trunc.jpg'], /cannot decode.*premature end/i);
+  // libvips words a truncated JPEG as 'premature end' or, depending on how far
+  // its reader got before the end, 'corrupt header': both are the decoder's.
+  t.match(r['trunc.jpg'], /cannot decode: .*(premature end|corrupt header)/i);
   t.match(r['wide.png'], /cannot align.*square/);
   await ld.close();
   await t.rejects(ds.read(ds.files.indexOf('trunc.jpg')), { code: 'E_FORMAT' }, 'read() of a bad image throws');
