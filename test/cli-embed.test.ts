@@ -107,7 +107,7 @@ t.test('embed: bad input gets clear errors', async (t) => {
     t.match(err, /error E_ARG: --compare takes exactly two images/);
     err = '';
     t.not(await main(['node', 'quantface', 'embed', '-m', path, '--threads', '0', a]), 0);
-    t.match(err, /--threads must be a positive integer/);
+    t.match(err, /--threads must be an integer >= 1/);
   } finally {
     process.stderr.write = errWrite;
   }

@@ -48,7 +48,7 @@ t.test('argument errors', async (t) => {
     t.match(err, /error E_ARG: give exactly one dataset/);
     err = '';
     t.not(await main(['node', 'quantface', 'eval', '-m', 'm.json', '--bin', 'b', '--batch', '0']), 0);
-    t.match(err, /--batch must be a positive integer/);
+    t.match(err, /--batch must be an integer >= 1/);
     err = '';
     t.not(await main(['node', 'quantface', 'eval', '-m', 'm.json', '--bin', 'b', '--align', 'crooked']), 0);
     t.match(err, /Allowed choices are lfw-funneled, ffhq, none, landmarks/);

@@ -8,30 +8,15 @@
  */
 import { stat } from 'node:fs/promises';
 import { extname, resolve } from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { intArg, numberArg } from './args.js';
 import { QuantFaceError, ioError } from '../errors.js';
-import { loadModel, type FaceModel } from '../runtime/index.js';
+import { loadModel, storedThreshold, type FaceModel } from '../runtime/index.js';
 import { loadQfm, writeFileAtomic } from '../io/qfm.js';
 import { importTfjsGraphModel } from '../io/tfjs.js';
 import { importOnnxModel } from '../io/onnx.js';
 import { countParams } from '../models/index.js';
 import type { Module } from '../nn/module.js';
-
-function positiveInt(name: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer.`);
-    return n;
-  };
-}
-
-function finiteNumber(name: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number.`);
-    return n;
-  };
-}
 
 export interface EmbedCliOptions {
   model: string;
@@ -59,9 +44,8 @@ export async function embedCommand(images: string[], o: EmbedCliOptions, out: No
   let text = '';
   try {
     const paths = images.map((p) => resolve(p));
-    const embs: Float32Array[] = [];
-    // One call per image, so an unreadable file is named in the error.
-    const all = await Promise.all(paths.map(async (p) => {
+    // One call per image (the model's queue batches them), so an unreadable file is named in the error.
+    const embs = await Promise.all(paths.map(async (p) => {
       try {
         return await model.embed(p) as Float32Array;
       } catch (e) {
@@ -69,7 +53,6 @@ export async function embedCommand(images: string[], o: EmbedCliOptions, out: No
         throw e;
       }
     }));
-    embs.push(...all);
     if (o.compare) {
       const threshold = model.threshold;
       const s = model.similarity(embs[0]!, embs[1]!);
@@ -118,8 +101,6 @@ export async function summarizeModel(path: string): Promise<ModelSummary> {
   if (ext === '.qfm') {
     const q = await loadQfm(p);
     const packed = q.metadata.tensors.filter((t) => t.storage === 'packed');
-    const notes = q.provenance.notes;
-    const thr = notes && typeof notes === 'object' && !Array.isArray(notes) ? (notes as Record<string, unknown>).verifyThreshold : undefined;
     return {
       path: p,
       format: 'qfm',
@@ -133,7 +114,7 @@ export async function summarizeModel(path: string): Promise<ModelSummary> {
       activationBits: [...new Set(q.metadata.activations.map((a) => a.bits))].sort((a, b) => a - b),
       ...(q.info ? { info: q.info } : {}),
       provenance: q.provenance,
-      verifyThreshold: typeof thr === 'number' ? thr : null,
+      verifyThreshold: storedThreshold(q.provenance) ?? null,
     };
   }
   let m: Module;
@@ -165,8 +146,8 @@ export function register(program: Command): void {
     .argument('<images...>', 'image files (JPEG, PNG, WebP)')
     .requiredOption('-m, --model <path>', 'model: a .qfm student, a TF.js model.json or an .onnx')
     .option('--align <preset>', 'face crop of the images: none (already 112x112 crops; default) | ffhq | lfw-funneled | box:x,y,side')
-    .option('--threads <n>', 'native threads', positiveInt('--threads'))
-    .option('--threshold <cosine>', 'verification threshold for --compare (default: the model file\'s)', finiteNumber('--threshold'))
+    .option('--threads <n>', 'native threads', intArg('--threads', 1))
+    .option('--threshold <cosine>', 'verification threshold for --compare (default: the model file\'s)', numberArg('--threshold'))
     .option('--compare', 'print the cosine similarity of the two images (and match, when a threshold is known)')
     .option('--float', 'run a quantized model with its float weights (fp32) instead of int8')
     .option('-o, --out <file>', 'write the output to a file (atomically) instead of stdout')

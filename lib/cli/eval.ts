@@ -5,20 +5,13 @@
  */
 import { extname, join, resolve } from 'node:path';
 import { mkdir } from 'node:fs/promises';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
+import { intArg } from './args.js';
 import { saveModelMeta } from '../eval/embedder.js';
 import { formatTable, writeReport } from '../eval/report.js';
 import { ALIGN_OPTIONS, runEval, type AlignOption } from '../eval/run.js';
 import { QuantFaceError, ioError } from '../errors.js';
 import { updateQfmProvenance } from '../io/qfm.js';
-
-function positiveInt(name: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer.`);
-    return n;
-  };
-}
 
 export interface EvalCliOptions {
   model: string[];
@@ -125,8 +118,8 @@ export function register(program: Command): void {
     .addOption(new Option('--align <preset>', 'crop: lfw-funneled | ffhq | none | landmarks (default: pairs lfw-funneled, bin none, ijb landmarks)').choices([...ALIGN_OPTIONS]))
     .option('--landmarks <file>', '5-point landmarks for --align landmarks on a pairs folder (default landmarks-5pt.txt beside pairs.txt)')
     .option('-o, --out <dir>', 'output folder for report.json / report.html', 'quantface-eval')
-    .option('-b, --batch <n>', 'images per batch (each with its mirror image)', positiveInt('--batch'), 32)
-    .option('--limit <n>', 'evaluate about n pairs only (a quick check; LFW keeps all folds balanced)', positiveInt('--limit'))
+    .option('-b, --batch <n>', 'images per batch (each with its mirror image)', intArg('--batch', 1), 32)
+    .option('--limit <n>', 'evaluate about n pairs only (a quick check; LFW keeps all folds balanced)', intArg('--limit', 1))
     .addOption(new Option('--backend <name>', 'TF.js backend for TF.js models').choices(['wasm', 'cpu']).default('wasm'))
     .option('-q, --quiet', 'no progress output')
     .option('--save-threshold', 'store each .qfm model\'s verification threshold (cosine, mean over the folds) in the file, for loadModel().verify()')

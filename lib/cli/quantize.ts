@@ -9,7 +9,8 @@
  * short run, ./quantface-student.qfm.
  */
 import { resolve } from 'node:path';
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
+import { intArg, numberArg } from './args.js';
 import { QuantFaceError } from '../errors.js';
 // The trainer loads the native addon: imported when the command runs, so other subcommands start without it.
 import type { QuantizeOptions, QuantizeProgress, QuantizeResult } from '../distill/trainer.js';
@@ -51,22 +52,6 @@ export interface QuantizeCliOptions {
 
 /** Zero-configuration data when --data is absent: data-free generated faces. */
 export const ZERO_CONFIG = { data: 'generated:96', steps: 150, batch: 32, calibSteps: 50, generateIters: 40 } as const;
-
-function intArg(name: string, min: number) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}.`);
-    return n;
-  };
-}
-
-function floatArg(name: string, positive: boolean) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isFinite(n) || n < 0 || (positive && n === 0)) throw new InvalidArgumentError(`${name} must be a ${positive ? 'positive' : 'non-negative'} number.`);
-    return n;
-  };
-}
 
 /**
  * Parses `--augment`: comma-separated `flip`, `noflip`, `scale=X`,
@@ -264,21 +249,21 @@ export function register(program: Command): void {
     .option('--epochs <n>', 'passes over the training images', intArg('--epochs', 1))
     .option('--steps <n>', 'optimiser steps (instead of --epochs; default 1500)', intArg('--steps', 1))
     .option('--batch <n>', 'images per step (default 64)', intArg('--batch', 1))
-    .option('--lr <x>', 'learning rate (default 0.1 x batch / 512)', floatArg('--lr', true))
+    .option('--lr <x>', 'learning rate (default 0.1 x batch / 512)', numberArg('--lr', 'positive'))
     .option('--calib-steps <n>', 'batches that calibrate the activation ranges before they freeze (default 300)', intArg('--calib-steps', 1))
     .option('--seed <n>', 'seed of the split, order and augmentation', intArg('--seed', 0), 0)
     .option('--threads <n>', 'compute threads (default: physical cores)', intArg('--threads', 1))
     .option('--workers <n>', 'image decoding threads (default 1; 0 = main thread)', intArg('--workers', 0))
     .option('--no-train', 'post-training quantization only: calibrate the ranges and save (no distillation)')
-    .option('--holdout <x>', 'held-out share for the agreement metric (fraction, count, or 0)', floatArg('--holdout', false))
+    .option('--holdout <x>', 'held-out share for the agreement metric (fraction, count, or 0)', numberArg('--holdout', 'non-negative'))
     .option('--augment <list>', 'augmentation: flip (default), noflip, none, scale=X, shift=X, brightness=X, contrast=X, saturation=X, mixup=P')
     .addOption(new Option('--ste <mode>', 'straight-through estimator').choices(['unmasked', 'clipped']))
     .addOption(new Option('--act-range <method>', 'activation ranges after calibration: minmax (the reference), mse (narrowed to the quantization-MSE optimum; default) or learned (mse, then trained with the student)').choices(['minmax', 'mse', 'learned']))
     .addOption(new Option('--weight-range <method>', 'per-channel weight ranges: minmax (the method; default), mse (clipped to the quantization-MSE optimum) or learned (mse, then trained with the student)').choices(['minmax', 'mse', 'learned']))
     .addOption(new Option('--lr-schedule <name>', 'learning-rate schedule: step (x0.1 at 75% and 90%; default) or cosine').choices(['step', 'cosine']))
-    .option('--feature-loss <w>', 'weight of an intermediate-feature distillation term (normalised MSE at every PReLU / Add output) added to the embedding loss (default 0: the paper\'s loss only; experimental)', floatArg('--feature-loss', false))
+    .option('--feature-loss <w>', 'weight of an intermediate-feature distillation term (normalised MSE at every PReLU / Add output) added to the embedding loss (default 0: the paper\'s loss only; experimental)', numberArg('--feature-loss', 'non-negative'))
     .addOption(new Option('--optimizer <name>', 'sgd (Nesterov, the method; default) or adamw').choices(['sgd', 'adamw']))
-    .option('--weight-decay <x>', 'weight decay (default 5e-4)', floatArg('--weight-decay', false))
+    .option('--weight-decay <x>', 'weight decay (default 5e-4)', numberArg('--weight-decay', 'non-negative'))
     .option('--resume', 'continue from the checkpoint (same options)')
     .option('--checkpoint <file>', 'checkpoint file (default <out>.ckpt)')
     .option('--checkpoint-every <n>', 'steps between checkpoints (default 200; 0 = only on Ctrl-C)', intArg('--checkpoint-every', 0))

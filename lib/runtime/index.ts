@@ -114,7 +114,8 @@ interface Pending {
 
 const BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256];
 
-function thresholdFrom(p: Provenance | undefined): number | undefined {
+/** The verification threshold stored in a model file's provenance (notes.verifyThreshold), if any. */
+export function storedThreshold(p: Provenance | undefined): number | undefined {
   const notes = p?.notes;
   if (notes && typeof notes === 'object' && !Array.isArray(notes)) {
     const t = (notes as Record<string, unknown>).verifyThreshold;
@@ -157,7 +158,7 @@ export class FaceModel {
     this.alignSpec = resolveAlign(o.align);
     this.limits = resolveLimits(o.limits);
     if (o.threshold !== undefined && !Number.isFinite(o.threshold)) throw new QuantFaceError('E_ARG', `threshold must be a finite number (got ${String(o.threshold)})`);
-    this.thresholdValue = o.threshold ?? thresholdFrom(provenance);
+    this.thresholdValue = o.threshold ?? storedThreshold(provenance);
     this.bgr = compiled.preprocessing.colorOrder === 'BGR';
   }
 
