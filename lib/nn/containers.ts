@@ -146,17 +146,21 @@ export class Graph extends Module {
    * one) or else the last node added; empty for a graph without nodes.
    */
   get outputNames(): readonly string[] {
-    const o = this.outputName ?? this.nodes[this.nodes.length - 1]?.name;
+    const o = this.outputOrUndefined();
     return o === undefined ? [] : [o];
   }
 
-  /** Name of the value the graph returns. */
+  /** Name of the value the graph returns (throws E_ARG for a graph without nodes). */
   get outputNode(): string {
     return this.out;
   }
 
+  private outputOrUndefined(): string | undefined {
+    return this.outputName ?? this.nodes[this.nodes.length - 1]?.name;
+  }
+
   private get out(): string {
-    const o = this.outputName ?? this.nodes[this.nodes.length - 1]?.name;
+    const o = this.outputOrUndefined();
     if (!o) throw new QuantFaceError('E_ARG', 'Graph: no nodes');
     return o;
   }
