@@ -18,7 +18,7 @@ import { loadQfm } from '../lib/io/qfm.js';
 import { exportOnnx } from '../lib/io/onnx-export.js';
 import { preprocess } from '../lib/io/model-info.js';
 import { noGrad } from '../lib/nn/index.js';
-import { loadFaces, loadLfwFaces, compareRows } from '../test/fixtures/io/helpers.js';
+import { loadFaces, loadLfwFaces, compareRows } from './lib/faces.js';
 
 type Ort = typeof import('onnxruntime-node');
 const ort = createRequire(import.meta.url)('onnxruntime-node') as Ort;

@@ -143,13 +143,20 @@ function postRaw(url: string, payload: Buffer, type: string): Promise<number> {
 async function main(): Promise<void> {
   let model = arg('model', '');
   let tmp: string | undefined;
-  if (!model) {
-    tmp = mkdtempSync(join(tmpdir(), 'qf-load-'));
-    const s = student(await teacher(), (await faceCrops(16)).subarray(0, 16 * PER));
-    model = join(tmp, 'mobileface-w8a8.qfm');
-    await saveQfm(s, model);
+  let server: Awaited<ReturnType<typeof startServer>>;
+  try {
+    if (!model) {
+      tmp = mkdtempSync(join(tmpdir(), 'qf-load-'));
+      const s = student(await teacher(), (await faceCrops(16)).subarray(0, 16 * PER));
+      model = join(tmp, 'mobileface-w8a8.qfm');
+      await saveQfm(s, model);
+    }
+    server = await startServer(model);
+  } catch (e) {
+    if (tmp) rmSync(tmp, { recursive: true, force: true }); // removed in the finally below once the server runs
+    throw e;
   }
-  const { child, url } = await startServer(model);
+  const { child, url } = server;
   const pid = child.pid!;
   const body = readFileSync(faceFiles(1)[0]!);
   const report: { load: Load[]; rss: { requests: number; rssMb: number }[]; flat?: Load; bad: { what: string; status: number }[]; after: number[] } = { load: [], rss: [], bad: [], after: [] };

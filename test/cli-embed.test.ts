@@ -1,8 +1,7 @@
 // quantface embed / info: embeddings of image files from the command line,
 // and what a model file holds.
 import t from 'tap';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import sharp from 'sharp';
@@ -11,14 +10,14 @@ import { embedCommand, summarizeModel, formatSummary } from '../lib/cli/embed.js
 import { IResNet, countParams } from '../lib/models/index.js';
 import { saveQfm } from '../lib/io/index.js';
 import { loadModel, quantizeModel } from '../lib/runtime/index.js';
+import { tempDir } from './fixtures/tmp.js';
 
 class Sink extends Writable {
   text = '';
   override _write(chunk: Buffer, _enc: string, cb: () => void): void { this.text += chunk.toString(); cb(); }
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'qf-cli-embed-'));
-t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir(t, 'qf-cli-embed-');
 
 let seed = 11;
 const rnd = (): number => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);

@@ -22,9 +22,9 @@ class Sink extends Writable {
   }
 }
 
-const facesP = paintedFaces(12, 31);
+const facesP = paintedFaces(t, 12, 31);
 const teacherP = (async () => {
-  const p = join(tempDir('teacher'), 'tiny-teacher.qfm');
+  const p = join(tempDir(t, 'teacher'), 'tiny-teacher.qfm');
   await saveQfm(tinyTeacher(), p, { weightBits: 'float' });
   return p;
 })();
@@ -58,7 +58,7 @@ t.test('registered, with help', async (t) => {
 t.test('argument errors: exit != 0, a message naming the problem, nothing written', async (t) => {
   const faces = await facesP;
   const teacher = await teacherP;
-  const dir = tempDir('args');
+  const dir = tempDir(t, 'args');
   const out = join(dir, 'student.qfm');
   const base = ['--teacher', teacher, '--data', faces, '--out', out, '--steps', '2', '--batch', '4', '-q'];
   const cases: Array<{ args: string[]; code?: number; msg: RegExp }> = [
@@ -90,7 +90,7 @@ t.test('argument errors: exit != 0, a message naming the problem, nothing writte
 t.test('a run: plain progress lines, a summary, a loadable student; then --no-train', async (t) => {
   const faces = await facesP;
   const teacher = await teacherP;
-  const dir = tempDir('run');
+  const dir = tempDir(t, 'run');
   const out = join(dir, 'student.qfm');
   const log = join(dir, 'log.jsonl');
   const r = await run(['--teacher', teacher, '--data', faces, '--bits', 'w6a6', '--out', out, '--steps', '8', '--batch', '4', '--lr', '0.5', '--calib-steps', '3', '--holdout', '2', '--log', log, '--workers', '0']);
@@ -115,7 +115,7 @@ t.test('a run: plain progress lines, a summary, a loadable student; then --no-tr
 t.test('interrupted (Ctrl-C): checkpoint, exit message, --resume finishes; old output kept meanwhile', async (t) => {
   const faces = await facesP;
   const teacher = await teacherP;
-  const dir = tempDir('int');
+  const dir = tempDir(t, 'int');
   const out = join(dir, 'student.qfm');
   writeFileSync(out, 'old');
   const opts: QuantizeCliOptions = { teacher, data: faces, bits: 'w4a4', out, steps: 10, batch: 4, lr: 0.5, calibSteps: 2, seed: 1, train: true, workers: 0 };
@@ -179,7 +179,7 @@ function weightsOf(m: import('../lib/nn/module.js').Module): Buffer[] {
 t.test('a real process: Ctrl-C (SIGINT) checkpoints and exits 130; SIGKILL mid-run, --resume = uninterrupted', async (t) => {
   const faces = await facesP;
   const teacher = await teacherP;
-  const dir = tempDir('proc');
+  const dir = tempDir(t, 'proc');
   const common = ['--teacher', teacher, '--data', faces, '--bits', 'w4a4', '--steps', '400', '--batch', '4', '--lr', '0.5', '--calib-steps', '3', '--workers', '0', '--seed', '4'];
   // reference: uninterrupted
   const ref = await waitExit(spawnCli([...common, '--out', join(dir, 'ref.qfm')]));

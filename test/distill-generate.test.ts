@@ -52,7 +52,7 @@ t.test('inversion on mobileface reaches its targets', { skip: hasMobileface() ? 
 
 t.test('generated sets are cached', async (t) => {
   const teacher = await loadTeacher(tinyTeacher());
-  const cacheDir = tempDir('cache');
+  const cacheDir = tempDir(t, 'cache');
   const phases: string[] = [];
   const g1 = await generateFaces(teacher, { count: 5, seed: 2, iterations: 4, batch: 3, cacheDir, onProgress: (p) => phases.push(p.phase) });
   t.notOk(g1.cached);
@@ -77,7 +77,7 @@ t.test('generated sets are cached', async (t) => {
 });
 
 t.test('quantize on generated:N', async (t) => {
-  const cacheDir = tempDir('gen-q');
+  const cacheDir = tempDir(t, 'gen-q');
   const r = await quantize({ teacher: tinyTeacher(), data: 'generated:10', cacheDir, generate: { iterations: 3, batch: 5 }, bits: 'w8a8', steps: 4, batchSize: 4, workers: 0, holdout: 2 });
   t.ok(r.completed);
   t.match(r.data, /^generated:10 \(/);

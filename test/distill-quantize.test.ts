@@ -15,7 +15,7 @@ import { quantizers } from '../lib/quant/qat.js';
 import { ActFakeQuant } from '../lib/quant/fake-quant.js';
 import { hasMobileface, mobilefacePath, paintedFaces, tempDir, tinyTeacher } from './fixtures/distill/util.js';
 
-const facesP = paintedFaces(14, 11);
+const facesP = paintedFaces(t, 14, 11);
 
 function readLog(p: string): Record<string, unknown>[] {
   return readFileSync(p, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -23,7 +23,7 @@ function readLog(p: string): Record<string, unknown>[] {
 
 t.test('distillation: loss falls, the student file loads with bits and provenance', async (t) => {
   const faces = await facesP;
-  const dir = tempDir('kd');
+  const dir = tempDir(t, 'kd');
   const out = join(dir, 'student.qfm');
   const logPath = join(dir, 'log.jsonl');
   const phases = new Set<string>();
@@ -74,7 +74,7 @@ t.test('distillation: loss falls, the student file loads with bits and provenanc
 
 t.test('PTQ (noTrain): calibrate, freeze, weights untouched', async (t) => {
   const faces = await facesP;
-  const dir = tempDir('ptq');
+  const dir = tempDir(t, 'ptq');
   const out = join(dir, 'ptq.qfm');
   const teacher = tinyTeacher();
   const r = await quantize({ teacher, data: faces, bits: 'w6a6', noTrain: true, calibSteps: 3, batchSize: 4, out, workers: 0 });
@@ -110,7 +110,7 @@ t.test('no held-out split: agreement on the training images', async (t) => {
 
 t.test('bad input fails early, nothing written, an existing output kept', async (t) => {
   const faces = await facesP;
-  const dir = tempDir('bad');
+  const dir = tempDir(t, 'bad');
   const out = join(dir, 'keep.qfm');
   writeFileSync(out, 'previous result');
   const base = { teacher: tinyTeacher(), data: faces, out, steps: 2, batchSize: 4, workers: 0 };

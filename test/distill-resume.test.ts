@@ -14,7 +14,7 @@ import { quantize, type QuantizeOptions } from '../lib/distill/trainer.js';
 import type { Module } from '../lib/nn/module.js';
 import { paintedFaces, tempDir, tinyTeacher } from './fixtures/distill/util.js';
 
-const facesP = paintedFaces(13, 21);
+const facesP = paintedFaces(t, 13, 21);
 const K = 12;
 
 function sameWeights(t: Test, a: Module, b: Module, what: string): void {
@@ -47,7 +47,7 @@ for (const v of variants) {
     sameWeights(t, ref.student, again.student, 'two fresh runs');
 
     for (const stopAt of [3, 8]) {
-      const dir = tempDir('stop');
+      const dir = tempDir(t, 'stop');
       const ckpt = join(dir, 'run.ckpt');
       const log = join(dir, 'log.jsonl');
       const ac = new AbortController();
@@ -64,7 +64,7 @@ for (const v of variants) {
     }
 
     // crash: an exception after the periodic checkpoint at step 8 (step 10 is lost), then resume
-    const dir = tempDir('crash');
+    const dir = tempDir(t, 'crash');
     const ckpt = join(dir, 'run.ckpt');
     await t.rejects(
       quantize({ ...base, checkpoint: ckpt, checkpointEvery: 4, onProgress: (p) => { if (p.phase === 'train' && p.step === 10) throw new Error('simulated crash'); } }),
@@ -79,7 +79,7 @@ for (const v of variants) {
 
 t.test('a checkpoint of another run is refused; a missing one starts fresh', async (t) => {
   const faces = await facesP;
-  const dir = tempDir('fp');
+  const dir = tempDir(t, 'fp');
   const ckpt = join(dir, 'run.ckpt');
   const base: QuantizeOptions = { teacher: tinyTeacher(), data: faces, bits: 'w4a4', steps: 6, batchSize: 4, lr: 0.5, calibSteps: 2, workers: 0, checkpoint: ckpt };
   const ac = new AbortController();

@@ -85,7 +85,7 @@ t.test('checkpoint codec', async (t) => {
   t.throws(() => decodeCheckpoint(bytes.subarray(0, bytes.length - 10), 'x.ckpt'), { code: 'E_FORMAT', message: /truncated/ });
   t.throws(() => decodeCheckpoint(Buffer.from('hello world, not a checkpoint at all....')), { code: 'E_FORMAT', message: /magic/ });
   // Files: atomic replace, no temp files left behind.
-  const dir = tempDir('ckpt');
+  const dir = tempDir(t, 'ckpt');
   const p = join(dir, 'run.ckpt');
   await saveCheckpoint(p, { meta, tensors });
   await saveCheckpoint(p, { meta: { ...meta, step: 18 }, tensors });
@@ -96,7 +96,7 @@ t.test('checkpoint codec', async (t) => {
 });
 
 t.test('json log', async (t) => {
-  const p = join(tempDir('log'), 'sub', 'log.jsonl');
+  const p = join(tempDir(t, 'log'), 'sub', 'log.jsonl');
   const log = new JsonLog(p);
   log.write({ event: 'step', step: 1, loss: 0.5, gradNorm: NaN });
   log.write({ event: 'eval', step: 1, meanCosine: 0.9 });
@@ -110,7 +110,7 @@ t.test('json log', async (t) => {
 
 t.test('teacher loader errors', async (t) => {
   await t.rejects(loadTeacher('/nonexistent/model.json'), { code: 'E_IO', message: /does not exist/ });
-  const dir = tempDir('teacher');
+  const dir = tempDir(t, 'teacher');
   const weird = join(dir, 'model.pt');
   writeFileSync(weird, 'x');
   await t.rejects(loadTeacher(weird), { code: 'E_ARG', message: /unknown model file type/ });

@@ -9,7 +9,7 @@ import { binVerificationSet } from '../lib/eval/verify.js';
 import { QuantFaceError } from '../lib/errors.js';
 import { hasPython, hasPythonNumpy, tempDir } from './fixtures/eval/util.js';
 
-const dir = tempDir('bin');
+const dir = tempDir(t, 'bin');
 t.comment(`work folder ${dir}`);
 
 /** Small JPEGs with distinct solid colours (image k: red = 40k). */

@@ -8,13 +8,14 @@ import { evalCommand, type EvalCliOptions } from '../lib/cli/eval.js';
 import type { EvalReport } from '../lib/eval/report.js';
 import { writeTinyModel } from './fixtures/eval/tiny-model.js';
 import { hasLfw, hasMobileface, lfwDir, mobilefacePath, tempDir } from './fixtures/eval/util.js';
+import type { Teardown } from './fixtures/tmp.js';
 
 class Sink extends Writable {
   text = '';
   override _write(chunk: Buffer, _enc: string, cb: () => void): void { this.text += chunk.toString(); cb(); }
 }
 
-const opts = (o: Partial<EvalCliOptions>): EvalCliOptions => ({ model: [], out: tempDir('cli-out'), batch: 8, backend: 'wasm', quiet: true, ...o });
+const opts = (t: Teardown, o: Partial<EvalCliOptions>): EvalCliOptions => ({ model: [], batch: 8, backend: 'wasm', quiet: true, ...o, out: o.out ?? tempDir(t, 'cli-out') });
 
 /** Hand-written insightface .bin (protocol 2, Python 2 strings) of n pairs of solid-colour JPEGs. */
 async function makeBin(file: string, nPairs: number): Promise<void> {
@@ -61,12 +62,12 @@ t.test('argument errors', async (t) => {
 });
 
 t.test('eval on a generated .bin with a tiny TF.js model writes the reports', async (t) => {
-  const dir = tempDir('cli');
+  const dir = tempDir(t, 'cli');
   // the same tiny graph model as the embedder test: reshape + matmul, input 8x8
   writeTinyModel(dir, 5);
   await makeBin(join(dir, 'set.bin'), 20);
   const out = new Sink();
-  const o = opts({ model: [join(dir, 'tiny.json'), join(dir, 'tiny.json')], bin: join(dir, 'set.bin'), out: join(dir, 'report') });
+  const o = opts(t, { model: [join(dir, 'tiny.json'), join(dir, 'tiny.json')], bin: join(dir, 'set.bin'), out: join(dir, 'report') });
   const paths = await evalCommand(o, out, new Sink());
   t.match(out.text, /bin .*set\.bin: 20 pairs \(10 genuine, 10 impostor\), 40 images, align none/);
   t.match(out.text, /tiny#2/, 'a second copy of the same model gets its own name');
@@ -77,12 +78,12 @@ t.test('eval on a generated .bin with a tiny TF.js model writes the reports', as
   t.equal(rep.models[0]!.metaAssumed, true);
   t.ok(readFileSync(paths.html, 'utf8').includes('<svg'));
   t.ok(existsSync(join(dir, 'report', 'models', 'tiny.quantface.json')), 'the preprocessing used is saved for reuse');
-  await t.rejects(evalCommand(opts({ model: [join(dir, 'tiny.json')], bin: join(dir, 'set.bin'), align: 'landmarks' }), new Sink(), new Sink()), { code: 'E_ARG' });
+  await t.rejects(evalCommand(opts(t, { model: [join(dir, 'tiny.json')], bin: join(dir, 'set.bin'), align: 'landmarks' }), new Sink(), new Sink()), { code: 'E_ARG' });
 });
 
 t.test('eval of mobileface on an LFW subset', { skip: !hasLfw() || !hasMobileface() ? 'needs ../shared/data/lfw and ../shared/models/mobileface: skipped' : false }, async (t) => {
   const out = new Sink();
-  const o = opts({ model: [mobilefacePath], pairs: lfwDir, limit: 60 });
+  const o = opts(t, { model: [mobilefacePath], pairs: lfwDir, limit: 60 });
   const paths = await evalCommand(o, out, new Sink());
   const rep = JSON.parse(readFileSync(paths.json, 'utf8')) as EvalReport;
   t.equal(rep.dataset.nPairs, 60, '3 same + 3 different pairs per fold');
@@ -96,7 +97,7 @@ t.test('--save-threshold stores the chosen cosine threshold in a .qfm; loadModel
   const { saveQfm, loadQfm } = await import('../lib/io/index.js');
   const { loadModel } = await import('../lib/runtime/index.js');
   const { cosineThreshold } = await import('../lib/cli/eval.js');
-  const dir = tempDir('cli-thr');
+  const dir = tempDir(t, 'cli-thr');
   const m = new IResNet([1, 1, 1, 1], { widths: [8, 16, 16, 32], numFeatures: 32, seed: 5 });
   m.eval();
   const qfm = join(dir, 'student.qfm');
@@ -106,10 +107,10 @@ t.test('--save-threshold stores the chosen cosine threshold in a .qfm; loadModel
   await before.dispose();
   await makeBin(join(dir, 'set.bin'), 20);
   writeTinyModel(dir, 5);
-  await t.rejects(evalCommand(opts({ model: [join(dir, 'tiny.json')], bin: join(dir, 'set.bin'), saveThreshold: true }), new Sink(), new Sink()), { code: 'E_ARG', message: /\.qfm/ }, 'no .qfm model: refused before any work');
-  await t.rejects(evalCommand(opts({ model: [qfm], bin: join(dir, 'set.bin'), saveThreshold: true, limit: 10 }), new Sink(), new Sink()), { code: 'E_ARG', message: /--limit/ });
+  await t.rejects(evalCommand(opts(t, { model: [join(dir, 'tiny.json')], bin: join(dir, 'set.bin'), saveThreshold: true }), new Sink(), new Sink()), { code: 'E_ARG', message: /\.qfm/ }, 'no .qfm model: refused before any work');
+  await t.rejects(evalCommand(opts(t, { model: [qfm], bin: join(dir, 'set.bin'), saveThreshold: true, limit: 10 }), new Sink(), new Sink()), { code: 'E_ARG', message: /--limit/ });
   const out = new Sink();
-  const paths = await evalCommand(opts({ model: [join(dir, 'tiny.json'), qfm], bin: join(dir, 'set.bin'), saveThreshold: true, out: join(dir, 'report') }), out, new Sink());
+  const paths = await evalCommand(opts(t, { model: [join(dir, 'tiny.json'), qfm], bin: join(dir, 'set.bin'), saveThreshold: true, out: join(dir, 'report') }), out, new Sink());
   const rep = JSON.parse(readFileSync(paths.json, 'utf8')) as EvalReport;
   const want = cosineThreshold(rep.models[1]!.foldThresholds!);
   t.ok(Number.isFinite(want) && want <= 1, `threshold ${want}`);
@@ -135,7 +136,7 @@ t.test('--save-threshold stores the chosen cosine threshold in a .qfm; loadModel
 t.test('updateQfmProvenance refuses a corrupted file and leaves it as it was', async (t) => {
   const { IResNet } = await import('../lib/models/index.js');
   const { saveQfm, updateQfmProvenance } = await import('../lib/io/index.js');
-  const dir = tempDir('cli-thr-bad');
+  const dir = tempDir(t, 'cli-thr-bad');
   const m = new IResNet([1, 1, 1, 1], { widths: [8, 16, 16, 32], numFeatures: 32, seed: 6 });
   m.eval();
   const qfm = join(dir, 'bad.qfm');

@@ -40,7 +40,7 @@ t.test('metadata validation and resolution', async (t) => {
   t.throws(() => validateMeta({ path: 'm', normalize: { mean: 1, std: 0 } }, 'w'), { code: 'E_FORMAT', message: /normalize/ });
   t.throws(() => validateMeta({ path: 'm', crop: 'square' as 'none' }, 'w'), { code: 'E_FORMAT', message: /crop/ });
   t.throws(() => validateMeta({}, 'w'), { code: 'E_FORMAT', message: /path/ });
-  const dir = tempDir('emb');
+  const dir = tempDir(t, 'emb');
   writeTinyModel(dir, 1);
   const plain = await resolveModelMeta(join(dir, 'tiny.json'));
   t.equal(plain.assumed, true, 'unknown model without metadata: assumed');
@@ -73,7 +73,7 @@ t.test('flip-sum embeds each crop with its mirror in one batch', async (t) => {
 });
 
 t.test('a TF.js graph model loaded from disk (two shards, sidecar preprocessing)', async (t) => {
-  const dir = tempDir('tfjs');
+  const dir = tempDir(t, 'tfjs');
   const w = writeTinyModel(dir, 7);
   writeFileSync(sidecarPath(join(dir, 'tiny.json')), JSON.stringify({ colorOrder: 'BGR', normalize: { mean: [120, 110, 100], std: [60, 50, 40] }, inputSize: S }));
   for (const backend of ['wasm', 'cpu'] as const) {

@@ -7,6 +7,7 @@ import { planTemplates, readIjbMeta, runIjb, streamTemplatePairs } from '../lib/
 import { runEval } from '../lib/eval/run.js';
 import { ColourCodeEmbedder } from './fixtures/eval/fake-embedder.js';
 import { tempDir } from './fixtures/eval/util.js';
+import type { Teardown } from './fixtures/tmp.js';
 
 // A tiny IJB-C-format set. Colours: A red -> code (5,0,0), B green
 // (0,5,0), C blue (0,0,5), D yellow (5,5,0). The test embedder returns the
@@ -40,8 +41,8 @@ const PAIRS: Array<[number, number, number]> = [
   [101, 1000, 0], // 2/sqrt14 = .53452
 ];
 
-async function makeSet(shuffleTidRows = false): Promise<string> {
-  const dir = tempDir('ijb');
+async function makeSet(t: Teardown, shuffleTidRows = false): Promise<string> {
+  const dir = tempDir(t, 'ijb');
   mkdirSync(join(dir, 'meta'));
   mkdirSync(join(dir, 'loose_crop'));
   // 224x224 images; landmarks = 2 x template, so the crop samples inside the image
@@ -60,7 +61,7 @@ async function makeSet(shuffleTidRows = false): Promise<string> {
 
 t.test('tiny IJB-C set: hand-computed ROC and TAR@FAR', async (t) => {
   for (const shuffled of [false, true]) {
-    const dir = await makeSet(shuffled);
+    const dir = await makeSet(t, shuffled);
     const meta = await readIjbMeta(dir);
     t.equal(meta.target, 'ijbc');
     t.equal(meta.names.length, 11);
@@ -88,7 +89,7 @@ t.test('tiny IJB-C set: hand-computed ROC and TAR@FAR', async (t) => {
 });
 
 t.test('limit embeds only the templates of the first pairs', async (t) => {
-  const dir = await makeSet();
+  const dir = await makeSet(t);
   const emb = new ColourCodeEmbedder();
   const r = await runIjb(await readIjbMeta(dir, 'ijbc'), [emb], { limit: 2 });
   t.equal(r.nPairs, 2);
@@ -98,7 +99,7 @@ t.test('limit embeds only the templates of the first pairs', async (t) => {
 });
 
 t.test('streaming, planning and errors', async (t) => {
-  const dir = await makeSet();
+  const dir = await makeSet(t);
   const chunks: number[] = [];
   for await (const c of streamTemplatePairs(join(dir, 'meta', 'ijbc_template_pair_label.txt'), 4)) chunks.push(c.n);
   t.same(chunks, [4, 4, 2]);
@@ -112,11 +113,11 @@ t.test('streaming, planning and errors', async (t) => {
   await t.rejects(runIjb(await readIjbMeta(dir), [new ColourCodeEmbedder()]), { code: 'E_FORMAT', message: /label must be 0 or 1/ });
   writeFileSync(join(dir, 'meta', 'ijbc_face_tid_mid.txt'), 'nope.jpg 1 1\n');
   await t.rejects(readIjbMeta(dir), { code: 'E_FORMAT', message: /nope\.jpg has no line/ });
-  await t.rejects(readIjbMeta(tempDir('empty')), { code: 'E_IO', message: /not an IJB folder/ });
+  await t.rejects(readIjbMeta(tempDir(t, 'empty')), { code: 'E_IO', message: /not an IJB folder/ });
 });
 
 t.test('runEval on an IJB folder builds the report', async (t) => {
-  const dir = await makeSet();
+  const dir = await makeSet(t);
   const rep = await runEval({ models: [], embedders: [{ embedder: new ColourCodeEmbedder('teacher') }, { embedder: new ColourCodeEmbedder('student') }], ijb: dir, batch: 3 });
   t.equal(rep.dataset.kind, 'ijb');
   t.equal(rep.dataset.nTemplates, 6);

@@ -45,7 +45,7 @@ t.test('format errors name the line', async (t) => {
 });
 
 t.test('reads a folder or a file; landmarks files', async (t) => {
-  const dir = tempDir('pairs');
+  const dir = tempDir(t, 'pairs');
   writeFileSync(join(dir, 'pairs.txt'), SMALL);
   t.equal((await readPairs(dir)).issame.length, 8);
   t.equal((await readPairs(join(dir, 'pairs.txt'))).root, dir);

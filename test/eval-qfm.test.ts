@@ -1,17 +1,15 @@
 // quantface eval takes .qfm students: loadEmbedder runs them through the
 // integer runtime and gives the runtime's embeddings.
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IResNet } from '../lib/models/index.js';
 import { saveQfm } from '../lib/io/index.js';
 import { loadModel } from '../lib/runtime/index.js';
 import { loadEmbedder } from '../lib/eval/embedder.js';
+import { tempDir } from './fixtures/tmp.js';
 
 t.test('a .qfm model is embedded through the runtime', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'qf-eval-qfm-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'qf-eval-qfm-');
   const m = new IResNet([1, 1, 1, 1], { widths: [8, 16, 16, 32], numFeatures: 32, seed: 3 });
   m.eval();
   const path = join(dir, 'tiny.qfm');

@@ -56,7 +56,7 @@ t.test('table, HTML content and thinning', async (t) => {
   t.ok(thin.fpr.length < big.fpr.length / 3, `thinned ${big.fpr.length} -> ${thin.fpr.length}`);
   t.equal(thin.fpr[thin.fpr.length - 1], 1);
   t.equal(thin.fpr[0], 0);
-  const dir = tempDir('report');
+  const dir = tempDir(t, 'report');
   const paths = await writeReport(r, dir);
   t.same((JSON.parse(readFileSync(paths.json, 'utf8')) as EvalReport).models.length, 2);
   t.equal(readFileSync(paths.html, 'utf8'), html, 'html written');
@@ -65,7 +65,7 @@ t.test('table, HTML content and thinning', async (t) => {
 const chromium = findChromium();
 t.test('headless Chromium draws the ROC plot', { skip: chromium ? false : 'chromium not found (Debian: apt-get install chromium): skipped' }, async (t) => {
   if (!chromium) return;
-  const dir = tempDir('chromium');
+  const dir = tempDir(t, 'chromium');
   const r = report([model('teacher', 0.5, 1), model('student', 0.25, 2)]);
   const paths = await writeReport(r, dir);
   const png = join(dir, 'shot.png');
@@ -77,7 +77,7 @@ t.test('headless Chromium draws the ROC plot', { skip: chromium ? false : 'chrom
   t.ok(res.counts[1]! > 100, `student curve pixels in the plot: ${res.counts[1]}`);
   // the same check fails on a report whose models have no curve
   const empty = report([model('teacher', 0.5, 1, false), model('student', 0.25, 2, false)]);
-  const dir2 = tempDir('chromium-empty');
+  const dir2 = tempDir(t, 'chromium-empty');
   const p2 = await writeReport(empty, dir2);
   const png2 = join(dir2, 'shot.png');
   t.ok(screenshot(chromium, p2.html, png2).ok);

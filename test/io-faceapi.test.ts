@@ -5,8 +5,7 @@
 // descriptors from its computeFaceDescriptor), on random inputs, GAN faces
 // and real LFW faces; bad manifests give stable error codes.
 import t from 'tap';
-import { readFile, writeFile, mkdtemp, rm, copyFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile, copyFile } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 // face-api.node-wasm.js: the CommonJS Node build that requires @tensorflow/tfjs
 // and @tensorflow/tfjs-backend-wasm (no tfjs-node); it registers cpu and wasm.
@@ -19,6 +18,7 @@ import { noGrad } from '../lib/nn/index.js';
 import { isQuantFaceError } from '../lib/errors.js';
 import * as tfjs from '@tensorflow/tfjs';
 import { shared, tfCpu, loadFaces, loadLfwFaces, compareRows } from './fixtures/io/helpers.js';
+import { tempDir } from './fixtures/tmp.js';
 
 const SEED = Number(process.env.QF_TEST_SEED ?? 150);
 const manifest = shared('models', 'faceapi-resnet', 'face_recognition_model-weights_manifest.json');
@@ -90,8 +90,7 @@ t.test("parity with @vladmandic/face-api's own forward (tfjs cpu)", { skip: mani
 });
 
 t.test('bad manifests', { skip: manifest ? false : '../shared/models/faceapi-resnet is absent' }, async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'qf-faceapi-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'qf-faceapi-');
   const j = JSON.parse(await readFile(manifest!, 'utf8'));
   const shard = join(dirname(manifest!), j[0].paths[0]);
   await copyFile(shard, join(dir, j[0].paths[0]));

@@ -5,13 +5,15 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { tempDir } from './fixtures/tmp.js';
 
 const child = fileURLToPath(new URL('./fixtures/io/import-fuzz-child.ts', import.meta.url));
 
 for (const format of ['tfjs', 'onnx'] as const) {
   const seed = 1 + Math.floor(Math.random() * 1e9);
   t.test(`${format}: 2500 mutated files, seed ${seed}`, async (t) => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', child, format, String(seed), '2500'], { encoding: 'utf8', timeout: 50_000, env: process.env });
+    const dir = tempDir(t, `qf-fuzz-${format}-`); // removed here even when the child is killed
+    const r = spawnSync(process.execPath, ['--import', 'tsx', child, format, String(seed), '2500', dir], { encoding: 'utf8', timeout: 50_000, env: process.env });
     t.equal(r.signal, null, `child not killed (stderr: ${r.stderr.slice(-1500)})`);
     t.equal(r.status, 0, `child exited cleanly (stderr: ${r.stderr.slice(-1500)})`);
     const res = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { count: number; ok: number; errors: number; codes: Record<string, number>; other: string[]; otherCount: number };

@@ -6,8 +6,7 @@
 // quantization-aware model agrees with our fake-quant forward; bad files
 // and unsupported ops give stable error codes.
 import t from 'tap';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { Tensor, Rng, type FTensor } from '../lib/tensor.js';
@@ -22,12 +21,12 @@ import { toQat, freezeActRanges, quantizers, ActFakeQuant, WeightFakeQuant, LsqA
 import { isQuantFaceError } from '../lib/errors.js';
 import { shared, loadFaces, loadLfwFaces, compareRows } from './fixtures/io/helpers.js';
 import { tinyGraph, tinyQat } from './fixtures/io/models.js';
+import { tempDir } from './fixtures/tmp.js';
 
 const SEED = Number(process.env.QF_TEST_SEED ?? 9090);
 t.comment(`seed ${SEED}`);
 const rng = new Rng(SEED);
-const tmp = await mkdtemp(join(tmpdir(), 'qf-io-onnx-'));
-t.teardown(() => rm(tmp, { recursive: true, force: true }));
+const tmp = tempDir(t, 'qf-io-onnx-');
 
 type Ort = typeof import('onnxruntime-node');
 let ort: Ort | null = null;

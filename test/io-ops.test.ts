@@ -2,14 +2,13 @@
 // graphs use (lib/nn/import-ops.ts), forward checks against plain loops,
 // and a gradient check through a whole imported TF.js graph.
 import t, { type Test } from 'tap';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tensor, Rng, type FTensor } from '../lib/tensor.js';
 import { gradCheck, type Module } from '../lib/nn/index.js';
 import { Pad, Clamp, ChannelAffine, Multiply, Subtract, Abs, Reshape, GlobalAvgPool, MaxPool2d, AvgPool2d, NhwcToNchw } from '../lib/nn/import-ops.js';
 import { importTfjsGraphModel } from '../lib/io/tfjs.js';
 import { GraphBuilder, A, seeded, randArray } from './fixtures/io/helpers.js';
+import { tempDir } from './fixtures/tmp.js';
 
 const SEED = Number(process.env.QF_TEST_SEED ?? 777);
 t.comment(`seed ${SEED}`);
@@ -88,8 +87,7 @@ t.test('forward values against plain loops', async (t) => {
 });
 
 t.test('gradient check through an imported TF.js graph (f64)', async (t) => {
-  const tmp = await mkdtemp(join(tmpdir(), 'qf-io-ops-'));
-  t.teardown(() => rm(tmp, { recursive: true, force: true }));
+  const tmp = tempDir(t, 'qf-io-ops-');
   const rnd = seeded(SEED);
   const g = new GraphBuilder();
   const x = g.placeholder('x', [-1, 5, 5, 2]);

@@ -4,8 +4,7 @@
 // (truncated, corrupted, wrong magic, unknown version, a fuzz loop in a
 // child process) and atomic saves that never leave a half-written file.
 import t, { type Test } from 'tap';
-import { mkdtemp, rm, readFile, readdir, mkdir, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, readdir, mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -21,12 +20,12 @@ import { isQuantFaceError } from '../lib/errors.js';
 import { roundHalfEven } from '../lib/quant/qparams.js';
 import { shared } from './fixtures/io/helpers.js';
 import { tinyGraph, tinyQat } from './fixtures/io/models.js';
+import { tempDir } from './fixtures/tmp.js';
 
 const SEED = Number(process.env.QF_TEST_SEED ?? 31337);
 t.comment(`seed ${SEED}; packer: ${packerSource()}`);
 const rng = new Rng(SEED);
-const tmp = await mkdtemp(join(tmpdir(), 'qf-io-qfm-'));
-t.teardown(() => rm(tmp, { recursive: true, force: true }));
+const tmp = tempDir(t, 'qf-io-qfm-');
 
 function run(m: Module, x: FTensor): Float32Array {
   return noGrad(() => Float32Array.from(m.forward(x).data));

@@ -3,8 +3,7 @@
 // and on the real models in ../shared/models (random inputs and real
 // aligned faces); bad files and unsupported ops give stable error codes.
 import t, { type Test } from 'tap';
-import { mkdtemp, writeFile, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { importTfjsGraphModel, readTfjsGraphModel, halfToFloat, floatToHalf } from '../lib/io/tfjs.js';
@@ -13,11 +12,11 @@ import { Conv2d, PReLU, L2Normalize, noGrad, Linear } from '../lib/nn/index.js';
 import { Clamp, ChannelAffine } from '../lib/nn/import-ops.js';
 import { isQuantFaceError } from '../lib/errors.js';
 import { GraphBuilder, A, tfLoadGraph, tfRun, loadFaces, compareRows, shared, seeded, randArray, f16ToF32, f32ToF16, tfCpu } from './fixtures/io/helpers.js';
+import { tempDir } from './fixtures/tmp.js';
 
 const SEED = Number(process.env.QF_TEST_SEED ?? 4242);
 t.comment(`seed ${SEED}`);
-const tmp = await mkdtemp(join(tmpdir(), 'qf-io-tfjs-'));
-t.teardown(() => rm(tmp, { recursive: true, force: true }));
+const tmp = tempDir(t, 'qf-io-tfjs-');
 
 function engineRun(m: { forward(x: FTensor): FTensor; eval(): unknown }, x: Float32Array, shape: number[]): Float32Array {
   m.eval();

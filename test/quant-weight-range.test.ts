@@ -199,8 +199,8 @@ function bnTeacher(): Graph {
 }
 
 t.test('quantize({ weightRange }): learned ratios train, bake into the saved file; PTQ with mse', async (tt) => {
-  const faces = await paintedFaces(10, 3);
-  const dir = tempDir('wrange');
+  const faces = await paintedFaces(tt, 10, 3);
+  const dir = tempDir(tt, 'wrange');
   const out = join(dir, 'student.qfm');
   const logPath = join(dir, 'log.jsonl');
   const r = await quantize({
@@ -239,8 +239,8 @@ t.test('quantize({ weightRange }): learned ratios train, bake into the saved fil
 });
 
 t.test('quantize({ featureLoss }): feature terms logged and falling, taps removed from student and teacher', async (tt) => {
-  const faces = await paintedFaces(10, 4);
-  const dir = tempDir('feat');
+  const faces = await paintedFaces(tt, 10, 4);
+  const dir = tempDir(tt, 'feat');
   const out = join(dir, 'student.qfm');
   const logPath = join(dir, 'log.jsonl');
   const teacher = tinyTeacher();
@@ -260,9 +260,9 @@ t.test('quantize({ featureLoss }): feature terms logged and falling, taps remove
 });
 
 t.test('quantize: mixup reaches the training batches (it was dropped between the resolved options and the loader)', async (tt) => {
-  const faces = await paintedFaces(10, 5);
+  const faces = await paintedFaces(tt, 10, 5);
   const run = async (mixup: number): Promise<number[]> => {
-    const dir = tempDir('mix');
+    const dir = tempDir(tt, 'mix');
     const logPath = join(dir, 'log.jsonl');
     await quantize({ teacher: tinyTeacher(), data: faces, bits: 'w8a8', steps: 3, batchSize: 4, calibSteps: 1, holdout: 2, seed: 1, augment: { flip: true, mixup }, log: logPath, workers: 0 });
     return readFileSync(logPath, 'utf8').trim().split('\n').map((x) => JSON.parse(x) as Record<string, number | string>).filter((e) => e.event === 'step').map((e) => e.loss as number);

@@ -4,8 +4,6 @@
 // MobileFaceNet / iResNet students (BatchNorm before a convolution,
 // downsample shortcuts, linear bottlenecks), and .qfm round trips.
 import t, { type Test } from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addInputQuantizers, compileModel, engineEmbed, loadModel, quantizeModel } from '../lib/runtime/index.js';
 import { toQat } from '../lib/quant/index.js';
@@ -17,6 +15,7 @@ import { preprocess } from '../lib/io/model-info.js';
 import { noGrad, type Module } from '../lib/nn/module.js';
 import type { FTensor } from '../lib/tensor.js';
 import { PER, faceCrops, missingData, rowCosines, student, teacher } from './fixtures/runtime-faces.js';
+import { tempDir } from './fixtures/tmp.js';
 
 const skip = missingData();
 if (skip) t.comment(`skipping runtime parity tests: ${skip}`);
@@ -168,8 +167,7 @@ t.test('.qfm round trip: the loaded student gives the same embeddings', { skip }
   const calib = crops.subarray(0, 8 * PER);
   const test = crops.subarray(8 * PER);
   const tch = await teacher();
-  const dir = mkdtempSync(join(tmpdir(), 'qf-rt-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'qf-rt-');
   for (const wb of [8, 4]) {
     const s = student(tch, calib, wb, 8);
     const path = join(dir, `s${wb}.qfm`);

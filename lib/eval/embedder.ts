@@ -6,7 +6,7 @@
  * `embed()` always receives raw crops: Float32Array NHWC [n, S, S, 3], RGB,
  * values 0..255; the embedder applies its model's preprocessing.
  */
-import { readFile, writeFile, rename, access } from 'node:fs/promises';
+import { readFile, writeFile, rename, access, rm } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { QuantFaceError, ioError } from '../errors.js';
@@ -166,6 +166,7 @@ export async function saveModelMeta(meta: ModelMeta, file: string): Promise<void
     await writeFile(tmp, JSON.stringify(out, null, 2) + '\n');
     await rename(tmp, file);
   } catch (e) {
+    await rm(tmp, { force: true }).catch(() => undefined); // no partial temp file left beside the metadata
     throw ioError(e, file, 'write');
   }
 }

@@ -3,7 +3,7 @@
  * self-contained HTML page (inline SVG ROC curves, summary and per-fold
  * tables, models side by side; no scripts, no external assets).
  */
-import { rename, writeFile, mkdir } from 'node:fs/promises';
+import { rename, writeFile, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ioError } from '../errors.js';
 import type { ModelMeta } from './embedder.js';
@@ -222,6 +222,7 @@ async function atomicWrite(file: string, data: string): Promise<void> {
     await writeFile(tmp, data);
     await rename(tmp, file);
   } catch (e) {
+    await rm(tmp, { force: true }).catch(() => undefined); // no partial temp file left beside the report
     throw ioError(e, file, 'write');
   }
 }
