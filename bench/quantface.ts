@@ -155,14 +155,22 @@ const train: Partial<QuantizeOptions> = {
   ...(arg('--lr-schedule') ? { lrSchedule: arg('--lr-schedule') as 'step' | 'cosine' } : {}),
   ...(arg('--range-lr-scale') ? { rangeLrScale: Number(arg('--range-lr-scale')) } : {}),
   ...(arg('--feature-loss') ? { featureLoss: Number(arg('--feature-loss')) } : {}),
+  ...(arg('--equalize') ? { equalize: parseEqualize(arg('--equalize')!) } : {}),
+  ...(arg('--qdrop') ? { qdrop: Number(arg('--qdrop')) } : {}),
 };
 // PTQ modes take the calibration length, the per-layer widths and the weight ranges.
 const ptqTrain: Partial<QuantizeOptions> = {
   ...(train.calibSteps ? { calibSteps: train.calibSteps } : {}),
   ...(train.layerBits ? { layerBits: train.layerBits } : {}),
   ...(train.weightRange ? { weightRange: train.weightRange } : {}),
+  ...(train.equalize ? { equalize: train.equalize } : {}),
 };
 const tag = arg('--tag') ?? '';
+/** --equalize ALPHA[:rms|range|p999] */
+function parseEqualize(v: string): { alpha: number; statistic: 'rms' | 'range' | 'p999' } {
+  const [a, st] = v.split(':');
+  return { alpha: Number(a), statistic: (st ?? 'rms') as 'rms' | 'range' | 'p999' };
+}
 
 const lfwPairs = async (embedders: Array<{ embedder: EngineEmbedder }>): Promise<Array<{ acc: number; std: number; seconds: number }>> => {
   const r = await runEval({ models: [], embedders, pairs: lfw, align: 'lfw-funneled', batch: 64, ...(limit ? { limit } : {}) });

@@ -41,6 +41,7 @@ import { stepLr, cosineLr, type Schedule } from '../optim/schedules.js';
 import { toQat, quantizers, freezeActRanges } from '../quant/qat.js';
 import { ActFakeQuant, type SteMode } from '../quant/fake-quant.js';
 import { useClippedWeights, bakeClippedWeights, type WeightRangeMode } from '../quant/weight-range.js';
+import { equalizeActivations, type EqualizeOptions } from '../quant/equalize.js';
 import { saveQfm, type Provenance } from '../io/qfm.js';
 import { preprocess, type ModelInfo } from '../io/model-info.js';
 import { flipHorizontal } from '../data/align.js';
@@ -128,6 +129,19 @@ export interface QuantizeOptions {
    * weight 0.02 lowered the LFW teacher-student cosine (0.825 -> 0.777): an experiment, not a default.
    */
   featureLoss?: number;
+  /**
+   * Activation range equalization before quantization (beyond the paper; ../quant/equalize.ts): a
+   * function-preserving per-channel rescaling of the student's float copy (graph models) so that
+   * per-tensor low-bit activations keep more levels per channel, measured on up to 256 training
+   * images. `true` = { alpha: 0.5, statistic: 'rms' }. Default false.
+   */
+  equalize?: boolean | EqualizeOptions;
+  /**
+   * QDrop probability (beyond the paper; Wei et al. 2022): after calibration each activation element
+   * stays in float with this probability during training (../distill/learned-range.ts). Needs
+   * actRange 'learned'. Default 0.
+   */
+  qdrop?: number;
   /** Learning-rate schedule: 'step' (the method: x lrGamma at lrMilestones) or 'cosine' (to 0 at the last step). Default 'step'. */
   lrSchedule?: 'step' | 'cosine';
   /** Straight-through estimator: 'unmasked' (reference, default) or 'clipped'. */
@@ -381,6 +395,13 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   const weightRange: WeightRangeMode = o.weightRange ?? 'minmax';
   if (weightRange !== 'minmax' && weightRange !== 'mse' && weightRange !== 'learned') throw new QuantFaceError('E_ARG', `weightRange must be 'minmax', 'mse' or 'learned' (got ${String(weightRange)})`);
   const featureLoss = numOpt('featureLoss', o.featureLoss, 0, 0);
+  const qdrop = numOpt('qdrop', o.qdrop, 0, 0);
+  if (qdrop >= 1) throw new QuantFaceError('E_ARG', `qdrop must be a probability in [0, 1) (got ${qdrop})`);
+  if (qdrop > 0 && actRange !== 'learned') throw new QuantFaceError('E_ARG', `qdrop works on learned activation ranges: pass actRange 'learned' with qdrop ${qdrop}`);
+  const equalize: EqualizeOptions | null =
+    o.equalize === undefined || o.equalize === false ? null : o.equalize === true ? { alpha: 0.5, statistic: 'rms' } : typeof o.equalize === 'object' && o.equalize !== null ? { alpha: 0.5, statistic: 'rms', ...o.equalize } : null;
+  if (o.equalize !== undefined && typeof o.equalize !== 'boolean' && (typeof o.equalize !== 'object' || o.equalize === null))
+    throw new QuantFaceError('E_ARG', `equalize must be true, false or { alpha, maxScale, statistic } (got ${String(o.equalize)})`);
   const lrSchedule = o.lrSchedule ?? 'step';
   if (lrSchedule !== 'step' && lrSchedule !== 'cosine') throw new QuantFaceError('E_ARG', `lrSchedule must be 'step' or 'cosine' (got ${String(lrSchedule)})`);
   const optimizer = o.optimizer ?? 'sgd';
@@ -472,7 +493,21 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
 
     // ---------------------------------------------------------------- student
     const ov = layerOverrides(rules);
-    const student = toQat(teacher.model, { weightBits: bits.weightBits, actBits: bits.actBits, ste, calibrationSteps: calibSteps, layer: ov.layer });
+    let studentFloat: Module = teacher.model;
+    if (equalize) {
+      progress({ phase: 'prepare', step: 0, totalSteps, message: 'equalizing activation ranges' });
+      studentFloat = teacher.model.clone();
+      const inputs: FTensor[] = [];
+      let seen = 0;
+      for await (const b of plain.epoch(0)) {
+        inputs.push(preprocess(info, b.data, b.n));
+        seen += b.n;
+        if (seen >= 256) break;
+      }
+      const rep = equalizeActivations(studentFloat, inputs, equalize);
+      log.write({ event: 'equalize', applied: rep.applied, ...(rep.reason ? { reason: rep.reason } : {}), fixedGroups: rep.fixedGroups, groups: rep.groups.map((g) => ({ measured: g.measured, channels: g.channels, scaled: g.scaled, maxScale: g.maxScale })) });
+    }
+    const student = toQat(studentFloat, { weightBits: bits.weightBits, actBits: bits.actBits, ste, calibrationSteps: calibSteps, layer: ov.layer });
     const unusedLayerRules = ov.unused();
     // Clipped weight ranges replace the min/max weight quantizers before the optimiser collects parameters.
     const clippedWeights = useClippedWeights(student, noTrain && weightRange === 'learned' ? 'mse' : weightRange);
@@ -499,6 +534,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       for (const [qname, owner] of owners) {
         const q = owner.getChild('outQuant') as ActFakeQuant;
         const lm = new LearnedActQuant(q.bits, -1, 1);
+        lm.dropProb = qdrop;
         learned.set(qname, lm);
         nameOfParam.set(lm.a, `lrange.${qname}.a`);
         nameOfParam.set(lm.b, `lrange.${qname}.b`);
@@ -558,6 +594,8 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       actRange,
       ...(o.bnRecalibrate ? { bnRecalibrate: true } : {}),
       ...(featureLoss > 0 ? { featureLoss } : {}),
+      ...(qdrop > 0 ? { qdrop } : {}),
+      ...(equalize ? { equalize: { ...equalize } as { [k: string]: JsonValue } } : {}),
       ...(weightRange !== 'minmax' ? { weightRange } : {}),
       ...(lrSchedule !== 'step' ? { lrSchedule } : {}),
       ...(rangeLrScale !== 10 ? { rangeLrScale } : {}),
@@ -764,6 +802,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
           const lrNow = schedule(step);
           opt.lr = lrNow;
           dropouts.forEach((d, k) => d.reseed(mix(seed, step, k)));
+          if (qdrop > 0) [...learned.values()].forEach((m, k) => m.reseed(mix(seed, step, 0x51d, k)));
           const y = student.forward(x);
           const embLoss = lossFn.forward(y, tEmb);
           const loss = taps ? embLoss + taps.compute(featureLoss) : embLoss;
