@@ -157,6 +157,7 @@ const train: Partial<QuantizeOptions> = {
   ...(arg('--feature-loss') ? { featureLoss: Number(arg('--feature-loss')) } : {}),
   ...(arg('--equalize') ? { equalize: parseEqualize(arg('--equalize')!) } : {}),
   ...(arg('--qdrop') ? { qdrop: Number(arg('--qdrop')) } : {}),
+  ...(arg('--relation-loss') ? { relationLoss: Number(arg('--relation-loss')) } : {}),
 };
 // PTQ modes take the calibration length, the per-layer widths and the weight ranges.
 const ptqTrain: Partial<QuantizeOptions> = {

@@ -41,6 +41,9 @@ export interface QuantizeCliOptions {
   weightRange?: 'minmax' | 'mse' | 'learned';
   lrSchedule?: 'step' | 'cosine';
   featureLoss?: number;
+  equalize?: number;
+  qdrop?: number;
+  relationLoss?: number;
   optimizer?: 'sgd' | 'adamw';
   weightDecay?: number;
   resume?: boolean;
@@ -202,6 +205,9 @@ export async function quantizeCommand(
     ...(opts.weightRange !== undefined ? { weightRange: opts.weightRange } : {}),
     ...(opts.lrSchedule !== undefined ? { lrSchedule: opts.lrSchedule } : {}),
     ...(opts.featureLoss !== undefined ? { featureLoss: opts.featureLoss } : {}),
+    ...(opts.equalize !== undefined ? { equalize: { alpha: opts.equalize } } : {}),
+    ...(opts.qdrop !== undefined ? { qdrop: opts.qdrop } : {}),
+    ...(opts.relationLoss !== undefined ? { relationLoss: opts.relationLoss } : {}),
     ...(opts.optimizer !== undefined ? { optimizer: opts.optimizer } : {}),
     ...(opts.weightDecay !== undefined ? { weightDecay: opts.weightDecay } : {}),
     ...(opts.resume ? { resume: true } : {}),
@@ -262,6 +268,9 @@ export function register(program: Command): void {
     .addOption(new Option('--weight-range <method>', 'per-channel weight ranges: minmax (the method; default), mse (clipped to the quantization-MSE optimum) or learned (mse, then trained with the student)').choices(['minmax', 'mse', 'learned']))
     .addOption(new Option('--lr-schedule <name>', 'learning-rate schedule: step (x0.1 at 75% and 90%; default) or cosine').choices(['step', 'cosine']))
     .option('--feature-loss <w>', 'weight of an intermediate-feature distillation term (normalised MSE at every PReLU / Add output) added to the embedding loss (default 0: the paper\'s loss only; experimental)', numberArg('--feature-loss', 'non-negative'))
+    .option('--equalize <alpha>', 'equalize activation ranges across channels before quantizing (graph models; function-preserving rescaling, strength 0..1, e.g. 0.5; helps PTQ at 4-bit activations)', numberArg('--equalize', 'non-negative'))
+    .option('--qdrop <p>', 'QDrop: keep each activation in float with probability p while training (needs --act-range learned; default 0)', numberArg('--qdrop', 'non-negative'))
+    .option('--relation-loss <w>', 'weight of a relational term (teacher pairwise cosines within a batch) added to the embedding loss (default 0)', numberArg('--relation-loss', 'non-negative'))
     .addOption(new Option('--optimizer <name>', 'sgd (Nesterov, the method; default) or adamw').choices(['sgd', 'adamw']))
     .option('--weight-decay <x>', 'weight decay (default 5e-4)', numberArg('--weight-decay', 'non-negative'))
     .option('--resume', 'continue from the checkpoint (same options)')

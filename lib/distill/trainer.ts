@@ -35,7 +35,7 @@ import { Tensor, type FTensor } from '../tensor.js';
 import { Module, Parameter, noGrad } from '../nn/module.js';
 import { bufferPool } from '../nn/pool.js';
 import { Dropout } from '../nn/layers.js';
-import { QuantFaceLoss } from '../nn/loss.js';
+import { QuantFaceLoss, RelationLoss } from '../nn/loss.js';
 import { SGD, AdamW, clipGradNorm } from '../optim/optimizers.js';
 import { stepLr, cosineLr, type Schedule } from '../optim/schedules.js';
 import { toQat, quantizers, freezeActRanges } from '../quant/qat.js';
@@ -133,9 +133,14 @@ export interface QuantizeOptions {
    * Activation range equalization before quantization (beyond the paper; ../quant/equalize.ts): a
    * function-preserving per-channel rescaling of the student's float copy (graph models) so that
    * per-tensor low-bit activations keep more levels per channel, measured on up to 256 training
-   * images. `true` = { alpha: 0.5, statistic: 'rms' }. Default false.
+   * images. `true` = { alpha: 0.5 } (statistic 'range'). Default false.
    */
   equalize?: boolean | EqualizeOptions;
+  /**
+   * Weight of a relational term added to the QuantFace loss (beyond the paper; ../nn/loss.ts
+   * RelationLoss): the student keeps the teacher's pairwise cosines within each batch. Default 0.
+   */
+  relationLoss?: number;
   /**
    * QDrop probability (beyond the paper; Wei et al. 2022): after calibration each activation element
    * stays in float with this probability during training (../distill/learned-range.ts). Needs
@@ -396,10 +401,15 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   if (weightRange !== 'minmax' && weightRange !== 'mse' && weightRange !== 'learned') throw new QuantFaceError('E_ARG', `weightRange must be 'minmax', 'mse' or 'learned' (got ${String(weightRange)})`);
   const featureLoss = numOpt('featureLoss', o.featureLoss, 0, 0);
   const qdrop = numOpt('qdrop', o.qdrop, 0, 0);
+  const relationWeight = numOpt('relationLoss', o.relationLoss, 0, 0);
   if (qdrop >= 1) throw new QuantFaceError('E_ARG', `qdrop must be a probability in [0, 1) (got ${qdrop})`);
   if (qdrop > 0 && actRange !== 'learned') throw new QuantFaceError('E_ARG', `qdrop works on learned activation ranges: pass actRange 'learned' with qdrop ${qdrop}`);
   const equalize: EqualizeOptions | null =
-    o.equalize === undefined || o.equalize === false ? null : o.equalize === true ? { alpha: 0.5, statistic: 'rms' } : typeof o.equalize === 'object' && o.equalize !== null ? { alpha: 0.5, statistic: 'rms', ...o.equalize } : null;
+    o.equalize === undefined || o.equalize === false ? null : o.equalize === true ? { alpha: 0.5 } : typeof o.equalize === 'object' && o.equalize !== null ? { alpha: 0.5, ...o.equalize } : null;
+  if (equalize) {
+    const a = equalize.alpha;
+    if (typeof a !== 'number' || !(a >= 0 && a <= 1)) throw new QuantFaceError('E_ARG', `equalize alpha must be a number in [0, 1] (got ${String(a)})`);
+  }
   if (o.equalize !== undefined && typeof o.equalize !== 'boolean' && (typeof o.equalize !== 'object' || o.equalize === null))
     throw new QuantFaceError('E_ARG', `equalize must be true, false or { alpha, maxScale, statistic } (got ${String(o.equalize)})`);
   const lrSchedule = o.lrSchedule ?? 'step';
@@ -595,6 +605,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       ...(o.bnRecalibrate ? { bnRecalibrate: true } : {}),
       ...(featureLoss > 0 ? { featureLoss } : {}),
       ...(qdrop > 0 ? { qdrop } : {}),
+      ...(relationWeight > 0 ? { relationLoss: relationWeight } : {}),
       ...(equalize ? { equalize: { ...equalize } as { [k: string]: JsonValue } } : {}),
       ...(weightRange !== 'minmax' ? { weightRange } : {}),
       ...(lrSchedule !== 'step' ? { lrSchedule } : {}),
@@ -658,6 +669,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       evalCount += b.n;
     }
     const lossFn = new QuantFaceLoss();
+    const relationFn = relationWeight > 0 ? new RelationLoss() : null;
     const evaluate = (): Agreement => {
       const wasTraining = student.training;
       student.eval();
@@ -805,9 +817,16 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
           if (qdrop > 0) [...learned.values()].forEach((m, k) => m.reseed(mix(seed, step, 0x51d, k)));
           const y = student.forward(x);
           const embLoss = lossFn.forward(y, tEmb);
-          const loss = taps ? embLoss + taps.compute(featureLoss) : embLoss;
+          const relLoss = relationFn && b.n >= 2 ? relationFn.forward(y, tEmb) : 0;
+          const loss = (taps ? embLoss + taps.compute(featureLoss) : embLoss) + relationWeight * relLoss;
           opt.zeroGrad();
-          const g = student.backward(lossFn.backward());
+          const gy = lossFn.backward();
+          if (relationFn && b.n >= 2) {
+            const gr = relationFn.backward(relationWeight).data;
+            const gd = gy.data;
+            for (let i = 0; i < gd.length; i++) gd[i] = gd[i]! + gr[i]!;
+          }
+          const g = student.backward(gy);
           const gs = Array.isArray(g) ? g : [g];
           for (const gi of gs) bufferPool.release(gi);
           const gradNorm = clipNorm > 0 ? clipGradNorm(opt.parameters(), clipNorm) : NaN;
@@ -821,7 +840,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
           trainSecondsThisRun = (now - tLoop) / 1000;
           const rate = b.n / Math.max(dt, 1e-9);
           emaRate = emaRate === 0 ? rate : 0.9 * emaRate + 0.1 * rate;
-          const rec: LogRecord = { event: 'step', step, epoch: b.epoch, loss, cosine: lossFn.lastMeanCosine, lr: lrNow, gradNorm, imagesPerSec: rate, ...(taps ? { embLoss, featureLoss: taps.lastLoss } : {}) };
+          const rec: LogRecord = { event: 'step', step, epoch: b.epoch, loss, cosine: lossFn.lastMeanCosine, lr: lrNow, gradNorm, imagesPerSec: rate, ...(taps ? { embLoss, featureLoss: taps.lastLoss } : {}), ...(relationFn ? { embLoss, relationLoss: relLoss } : {}) };
           if (step === calibSteps) rec.calibrated = true;
           log.write(rec);
           if (step === calibSteps) {

@@ -58,6 +58,74 @@ export class QuantFaceLoss {
   }
 }
 
+/**
+ * Relational distillation loss (beyond the paper; in the spirit of Park et al., "Relational Knowledge
+ * Distillation", CVPR 2019, and of evaluation-oriented KD for face recognition): the student keeps the
+ * teacher's pairwise cosine similarities within a batch,
+ *   L = mean over pairs i != j of (cos(s_i, s_j) - cos(t_i, t_j))^2.
+ * Verification compares faces with each other, so the pair geometry is what must survive
+ * quantization; a student short of capacity may spend it there rather than on every embedding
+ * direction. Needs batches of at least 2.
+ */
+export class RelationLoss {
+  readonly eps: number;
+  private ctx: { u: Float64Array; norm: Float64Array; diff: Float64Array; shape: readonly number[]; dtype: 'f32' | 'f64' } | undefined;
+
+  constructor(eps = 1e-12) {
+    this.eps = eps;
+  }
+
+  forward(s: FTensor, t: FTensor): number {
+    if (s.rank !== 2 || t.rank !== 2 || s.shape[0] !== t.shape[0] || s.shape[1] !== t.shape[1])
+      throw new QuantFaceError('E_SHAPE', `RelationLoss: student ${shapeStr(s.shape)} and teacher ${shapeStr(t.shape)} must both be [N, d]`);
+    const [n, d] = s.shape as [number, number];
+    if (n < 2) throw new QuantFaceError('E_SHAPE', `RelationLoss: needs at least 2 embeddings per batch, got ${n}`);
+    const u = new Float64Array(n * d);
+    const v = new Float64Array(n * d);
+    const norm = l2normalizeRows(s.data, u, n, d, this.eps);
+    l2normalizeRows(t.data, v, n, d, this.eps);
+    const diff = new Float64Array(n * n);
+    let sum = 0;
+    for (let i = 0; i < n; i++)
+      for (let j = i + 1; j < n; j++) {
+        let cs = 0;
+        let ct = 0;
+        for (let k = 0; k < d; k++) {
+          cs += u[i * d + k]! * u[j * d + k]!;
+          ct += v[i * d + k]! * v[j * d + k]!;
+        }
+        const e = cs - ct;
+        diff[i * n + j] = e;
+        diff[j * n + i] = e;
+        sum += 2 * e * e;
+      }
+    this.ctx = { u, norm, diff, shape: s.shape, dtype: s.dtype };
+    return sum / (n * (n - 1));
+  }
+
+  /** dL/ds for the last forward, times scale. A fresh tensor. */
+  backward(scale = 1): FTensor {
+    const ctx = this.ctx;
+    if (!ctx) throw new QuantFaceError('E_ARG', 'RelationLoss.backward called before forward');
+    const [n, d] = ctx.shape as [number, number];
+    // dL/du_i = 4 / (n (n - 1)) sum_j diff_ij u_j (each unordered pair counted twice in L).
+    const gu = new Float64Array(n * d);
+    const k = (4 * scale) / (n * (n - 1));
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) {
+        const e = ctx.diff[i * n + j]!;
+        if (e === 0) continue;
+        const f = k * e;
+        for (let c = 0; c < d; c++) gu[i * d + c] += f * ctx.u[j * d + c]!;
+      }
+    const out = new Float64Array(n * d);
+    l2normalizeBackwardRows(ctx.u, ctx.norm, gu, out, n, d, this.eps);
+    const g = Tensor.zeros(ctx.shape, ctx.dtype) as FTensor;
+    (g.data as FloatArray).set(out);
+    return g;
+  }
+}
+
 /** Mean squared error between two equally shaped tensors, with its gradient. */
 export class MSELoss {
   private ctx: { diff: Float64Array; shape: readonly number[]; dtype: 'f32' | 'f64' } | undefined;
