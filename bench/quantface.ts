@@ -18,13 +18,15 @@
  *     [--steps N] [--batch B] [--lr X] [--optimizer sgd|adamw] [--calib-steps N] [--augment LIST] \
  *     [--weight-decay X] [--act-range minmax|mse|learned] [--weight-range minmax|mse|learned] \
  *     [--lr-schedule step|cosine] [--range-lr-scale X] [--feature-loss W] \
- *     [--layer-bits RULES] [--out DIR] [--limit PAIRS] [--threads T] [--tag T] [--fresh]
+ *     [--layer-bits RULES] [--equalize ALPHA[:range|rms|p999]] [--qdrop P] [--relation-loss W] [--seed S]
+ *     [--out DIR] [--limit PAIRS] [--threads T] [--tag T] [--fresh]
  *
  * Modes (presets; --steps, --batch, --lr, ... override the distillation ones;
  * --calib-steps, --layer-bits and --weight-range also apply to the PTQ modes):
- * - ptq: calibration only, activation ranges narrowed to the MSE optimum
- *   (quantize's default), min/max weight ranges;
- * - ptq-minmax: calibration only, running min/max ranges (the reference's PTQ);
+ * - ptq: calibration only, activation ranges equalized across channels and
+ *   narrowed to the MSE optimum (quantize's PTQ defaults), min/max weight ranges;
+ * - ptq-minmax: calibration only, running min/max ranges, no equalization
+ *   (the reference's PTQ);
  * - ptq-wmse: ptq with per-channel MSE-clipped weight ranges too (the
  *   strongest PTQ here, the fair baseline for distillation);
  * - kd: distillation as recommended here (KD_PRESET below, and what else
@@ -131,7 +133,7 @@ const KD_PRESET: Partial<QuantizeOptions> = {
 };
 const PRESETS: Record<Mode, Partial<QuantizeOptions>> = {
   ptq: { noTrain: true, actRange: 'mse' },
-  'ptq-minmax': { noTrain: true, actRange: 'minmax' },
+  'ptq-minmax': { noTrain: true, actRange: 'minmax', equalize: false },
   'ptq-wmse': { noTrain: true, actRange: 'mse', weightRange: 'mse' },
   kd: KD_PRESET,
   'kd-aug': { ...KD_PRESET, augment: { flip: true, scale: 0.25, shift: 0.1, brightness: 0.3, contrast: 0.3, saturation: 0.3 } },
@@ -158,6 +160,7 @@ const train: Partial<QuantizeOptions> = {
   ...(arg('--equalize') ? { equalize: parseEqualize(arg('--equalize')!) } : {}),
   ...(arg('--qdrop') ? { qdrop: Number(arg('--qdrop')) } : {}),
   ...(arg('--relation-loss') ? { relationLoss: Number(arg('--relation-loss')) } : {}),
+  ...(arg('--seed') ? { seed: Number(arg('--seed')) } : {}),
 };
 // PTQ modes take the calibration length, the per-layer widths and the weight ranges.
 const ptqTrain: Partial<QuantizeOptions> = {
@@ -165,6 +168,7 @@ const ptqTrain: Partial<QuantizeOptions> = {
   ...(train.layerBits ? { layerBits: train.layerBits } : {}),
   ...(train.weightRange ? { weightRange: train.weightRange } : {}),
   ...(train.equalize ? { equalize: train.equalize } : {}),
+  ...(train.seed !== undefined ? { seed: train.seed } : {}),
 };
 const tag = arg('--tag') ?? '';
 /** --equalize ALPHA[:rms|range|p999] */

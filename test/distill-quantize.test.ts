@@ -11,7 +11,9 @@ import { join } from 'node:path';
 import { quantize } from '../lib/distill/trainer.js';
 import { EngineEmbedder, loadQfmEmbedder } from '../lib/distill/embedder.js';
 import { loadQfm } from '../lib/io/qfm.js';
-import { quantizers } from '../lib/quant/qat.js';
+import { quantizers, stripQat } from '../lib/quant/qat.js';
+import { Rng, Tensor } from '../lib/tensor.js';
+import { noGrad } from '../lib/nn/module.js';
 import { ActFakeQuant } from '../lib/quant/fake-quant.js';
 import { hasMobileface, mobilefacePath, paintedFaces, tempDir, tinyTeacher } from './fixtures/distill/util.js';
 
@@ -72,12 +74,12 @@ t.test('distillation: loss falls, the student file loads with bits and provenanc
   t.ok(dot / Math.sqrt(na * nb) > 0.999, `file vs memory cosine ${(dot / Math.sqrt(na * nb)).toFixed(6)}`);
 });
 
-t.test('PTQ (noTrain): calibrate, freeze, weights untouched', async (t) => {
+t.test('PTQ (noTrain): calibrate, freeze; weights untouched without equalization, only rescaled with it', async (t) => {
   const faces = await facesP;
   const dir = tempDir(t, 'ptq');
   const out = join(dir, 'ptq.qfm');
   const teacher = tinyTeacher();
-  const r = await quantize({ teacher, data: faces, bits: 'w6a6', noTrain: true, calibSteps: 3, batchSize: 4, out, workers: 0 });
+  const r = await quantize({ teacher, data: faces, bits: 'w6a6', noTrain: true, calibSteps: 3, batchSize: 4, out, workers: 0, equalize: false });
   t.ok(r.completed && r.noTrain);
   t.equal(r.steps, 3);
   t.ok(Number.isNaN(r.finalLoss));
@@ -97,6 +99,29 @@ t.test('PTQ (noTrain): calibrate, freeze, weights untouched', async (t) => {
   t.match(l.provenance.notes, { method: 'PTQ (calibration only)' });
   t.equal(l.provenance.weightBits, 6);
   t.same(readdirSync(dir), ['ptq.qfm']);
+  t.notOk('equalize' in (l.provenance.notes as object), 'no equalization recorded');
+
+  // Default PTQ equalizes: weights rescaled, not trained: the float function is the teacher's.
+  const e = await quantize({ teacher, data: faces, bits: 'w6a6', noTrain: true, calibSteps: 3, batchSize: 4, out: join(dir, 'eq.qfm'), workers: 0 });
+  t.match((await loadQfm(join(dir, 'eq.qfm'))).provenance.notes, { equalize: { alpha: 0.5, statistic: 'range' } });
+  const floatStudent = stripQat(e.student);
+  const x = Tensor.zeros([3, 112, 112, 3]);
+  const rng = new Rng(11);
+  for (let i = 0; i < x.data.length; i++) x.data[i] = rng.normal();
+  const want = noGrad(() => teacher.forward(x).clone());
+  const got = noGrad(() => floatStudent.forward(x).clone());
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < want.data.length; i++) {
+    d = Math.max(d, Math.abs(want.data[i]! - got.data[i]!));
+    m = Math.max(m, Math.abs(want.data[i]!));
+  }
+  t.ok(d <= 1e-4 * m, `equalized student without its quantizers = the teacher (max abs diff ${d.toExponential(2)})`);
+  const changed = [...e.student.stateDict()].filter(([k, v]) => {
+    const w = tw.get(k);
+    return w && !Buffer.from(v.data.buffer, v.data.byteOffset, v.data.byteLength).equals(Buffer.from(w.data.buffer, w.data.byteOffset, w.data.byteLength));
+  });
+  t.ok(changed.length > 0, `${changed.length} tensors rescaled`);
 });
 
 t.test('no held-out split: agreement on the training images', async (t) => {

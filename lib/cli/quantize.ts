@@ -268,7 +268,7 @@ export function register(program: Command): void {
     .addOption(new Option('--weight-range <method>', 'per-channel weight ranges: minmax (the method; default), mse (clipped to the quantization-MSE optimum) or learned (mse, then trained with the student)').choices(['minmax', 'mse', 'learned']))
     .addOption(new Option('--lr-schedule <name>', 'learning-rate schedule: step (x0.1 at 75% and 90%; default) or cosine').choices(['step', 'cosine']))
     .option('--feature-loss <w>', 'weight of an intermediate-feature distillation term (normalised MSE at every PReLU / Add output) added to the embedding loss (default 0: the paper\'s loss only; experimental)', numberArg('--feature-loss', 'non-negative'))
-    .option('--equalize <alpha>', 'equalize activation ranges across channels before quantizing (graph models; function-preserving rescaling, strength 0..1, e.g. 0.5; helps PTQ at 4-bit activations)', numberArg('--equalize', 'non-negative'))
+    .option('--equalize <alpha>', 'equalize activation ranges across channels before quantizing (graph models; a function-preserving rescaling of strength 0..1; default 0.5 with --no-train, off for distillation; 0 turns it off)', numberArg('--equalize', 'non-negative'))
     .option('--qdrop <p>', 'QDrop: keep each activation in float with probability p while training (needs --act-range learned; default 0)', numberArg('--qdrop', 'non-negative'))
     .option('--relation-loss <w>', 'weight of a relational term (teacher pairwise cosines within a batch) added to the embedding loss (default 0)', numberArg('--relation-loss', 'non-negative'))
     .addOption(new Option('--optimizer <name>', 'sgd (Nesterov, the method; default) or adamw').choices(['sgd', 'adamw']))

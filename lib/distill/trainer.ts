@@ -33,6 +33,7 @@ import { QuantFaceError } from '../errors.js';
 import { binding } from '../binding.js';
 import { Tensor, type FTensor } from '../tensor.js';
 import { Module, Parameter, noGrad } from '../nn/module.js';
+import { Graph } from '../nn/containers.js';
 import { bufferPool } from '../nn/pool.js';
 import { Dropout } from '../nn/layers.js';
 import { QuantFaceLoss, RelationLoss } from '../nn/loss.js';
@@ -133,7 +134,10 @@ export interface QuantizeOptions {
    * Activation range equalization before quantization (beyond the paper; ../quant/equalize.ts): a
    * function-preserving per-channel rescaling of the student's float copy (graph models) so that
    * per-tensor low-bit activations keep more levels per channel, measured on up to 256 training
-   * images. `true` = { alpha: 0.5 } (statistic 'range'). Default false.
+   * images. `true` = { alpha: 0.5 } (statistic 'range'). Default: on with noTrain (PTQ), off for
+   * distillation. Measured on mobileface (LFW teacher-student cosine, PTQ, GAN / FFHQ faces): W6A6
+   * 0.953 -> 0.960 / 0.951 -> 0.956, W4A4 0.665 -> 0.688 / 0.653 -> 0.688; after W4A4 distillation
+   * 0.819 without, 0.816 with (no gain).
    */
   equalize?: boolean | EqualizeOptions;
   /**
@@ -404,8 +408,10 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   const relationWeight = numOpt('relationLoss', o.relationLoss, 0, 0);
   if (qdrop >= 1) throw new QuantFaceError('E_ARG', `qdrop must be a probability in [0, 1) (got ${qdrop})`);
   if (qdrop > 0 && actRange !== 'learned') throw new QuantFaceError('E_ARG', `qdrop works on learned activation ranges: pass actRange 'learned' with qdrop ${qdrop}`);
+  // Default: on for PTQ (measured on mobileface: LFW teacher-student cosine up at W6A6 and W4A4 on both
+  // face sets), off for distillation (no measured gain; the paper's method).
   const equalize: EqualizeOptions | null =
-    o.equalize === undefined || o.equalize === false ? null : o.equalize === true ? { alpha: 0.5 } : typeof o.equalize === 'object' && o.equalize !== null ? { alpha: 0.5, ...o.equalize } : null;
+    o.equalize === undefined ? (o.noTrain === true ? { alpha: 0.5 } : null) : o.equalize === false ? null : o.equalize === true ? { alpha: 0.5 } : typeof o.equalize === 'object' && o.equalize !== null ? { alpha: 0.5, ...o.equalize } : null;
   if (equalize) {
     const a = equalize.alpha;
     if (typeof a !== 'number' || !(a >= 0 && a <= 1)) throw new QuantFaceError('E_ARG', `equalize alpha must be a number in [0, 1] (got ${String(a)})`);
@@ -504,7 +510,8 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     // ---------------------------------------------------------------- student
     const ov = layerOverrides(rules);
     let studentFloat: Module = teacher.model;
-    if (equalize) {
+    if (equalize && !(teacher.model instanceof Graph)) log.write({ event: 'equalize', applied: false, reason: 'the teacher is not a graph model' });
+    else if (equalize && (equalize.alpha ?? 0.5) > 0) {
       progress({ phase: 'prepare', step: 0, totalSteps, message: 'equalizing activation ranges' });
       studentFloat = teacher.model.clone();
       const inputs: FTensor[] = [];
@@ -931,6 +938,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
             method: noTrain ? 'PTQ (calibration only)' : 'QuantFace distillation',
             teacher: teacher.source === 'module' ? info.name : basename(teacher.source),
             ...(rules.length ? { layerBits: fingerprint.layerBits as string } : {}),
+            ...(equalize ? { equalize: { alpha: equalize.alpha ?? 0.5, statistic: equalize.statistic ?? 'range' } } : {}),
             steps: step,
             batchSize,
             lr,
