@@ -31,6 +31,20 @@ export class Sequential extends Module {
     return this;
   }
 
+  /** Inserts a child named `name` right after the child `existing`. */
+  insertAfter(existing: string, name: string, m: Module): this {
+    if (!this._children.has(existing)) throw new QuantFaceError('E_ARG', `Sequential.insertAfter: no child ${existing}`);
+    if (this._children.has(name)) throw new QuantFaceError('E_ARG', `Sequential.insertAfter: duplicate child name ${name}`);
+    if ([...this._children.values()].includes(m)) throw new QuantFaceError('E_ARG', `Sequential.insertAfter: this module instance is already a child (use a separate instance per layer)`);
+    const kids = [...this._children];
+    this._children.clear();
+    for (const [n, c] of kids) {
+      this._children.set(n, c);
+      if (n === existing) this._children.set(name, m);
+    }
+    return this;
+  }
+
   get length(): number {
     return this._children.size;
   }
@@ -126,6 +140,33 @@ export class Graph extends Module {
     if (ins.length !== module.numInputs) throw new QuantFaceError('E_ARG', `Graph: node ${name} (${module.constructor.name}) takes ${module.numInputs} inputs, got ${ins.length}`);
     this.setChild(name, module);
     this.nodes.push({ name, inputs: ins });
+    return this;
+  }
+
+  /**
+   * Inserts a one-input node `name` reading `existing` (a node or a graph
+   * input) and rewires what read `existing` to read `name` instead: every
+   * node that consumed it and, where `existing` was the output, the output.
+   * The new node runs (and is registered as a child) right after `existing`
+   * (first, for a graph input). E.g. a quantizer after a layer:
+   * `g.insertAfter('bn1', 'bn1_quant', new ActFakeQuant())`.
+   */
+  insertAfter(existing: string, name: string, module: Module): this {
+    const idx = this.nodes.findIndex((n) => n.name === existing);
+    if (idx < 0 && !this.inputNames.includes(existing)) throw new QuantFaceError('E_ARG', `Graph.insertAfter: unknown node ${existing} (neither an input nor a node)`);
+    if (this._children.has(name) || this.inputNames.includes(name)) throw new QuantFaceError('E_ARG', `Graph.insertAfter: duplicate name ${name}`);
+    if ([...this._children.values()].includes(module))
+      throw new QuantFaceError('E_ARG', `Graph.insertAfter: node ${name} reuses a module instance already in the graph (a module keeps one forward state: use a separate instance)`);
+    if (module.numInputs !== 1) throw new QuantFaceError('E_ARG', `Graph.insertAfter: node ${name} (${module.constructor.name}) takes ${module.numInputs} inputs, needs 1`);
+    // Only nodes after `existing` can read it.
+    for (const nd of this.nodes.slice(idx + 1)) if (nd.inputs.includes(existing)) nd.inputs = nd.inputs.map((i) => (i === existing ? name : i));
+    this.nodes.splice(idx + 1, 0, { name, inputs: [existing] });
+    // Children stay in node order (state-dict key order follows the graph).
+    const kids = new Map(this._children);
+    this._children.clear();
+    for (const nd of this.nodes) this._children.set(nd.name, nd.name === name ? module : kids.get(nd.name)!);
+    // An implicit output (the last node) needs nothing: `name` follows `existing`.
+    if (this.outputName === existing) this.outputName = name;
     return this;
   }
 

@@ -9,7 +9,7 @@ import { QuantFaceError } from '../errors.js';
 import type { FTensor } from '../tensor.js';
 import { Module, noGrad } from '../nn/module.js';
 import { Conv2d, Linear } from '../nn/layers.js';
-import { Sequential, Graph, type GraphNode } from '../nn/containers.js';
+import { Sequential, Graph } from '../nn/containers.js';
 import { bufferPool } from '../nn/pool.js';
 import { ActFakeQuant } from '../quant/fake-quant.js';
 import { LsqActFakeQuant } from '../quant/lsq.js';
@@ -56,29 +56,9 @@ function resolveModule(root: Module, path: string): Module {
 }
 
 function insertAfter(container: Module, name: string, qname: string, q: Module): void {
-  if (container instanceof Graph) {
-    const gi = container as unknown as { nodes: GraphNode[] };
-    const idx = gi.nodes.findIndex((n) => n.name === name);
-    if (idx < 0) throw new QuantFaceError('E_INTERNAL', `addInputQuantizers: graph has no node ${name}`);
-    const outName = container.outputNames[0];
-    for (const nd of gi.nodes.slice(idx + 1)) nd.inputs = nd.inputs.map((i) => (i === name ? qname : i));
-    gi.nodes.splice(idx + 1, 0, { name: qname, inputs: [name] });
-    const kids = new Map(container._children);
-    container._children.clear();
-    for (const nd of gi.nodes) container._children.set(nd.name, nd.name === qname ? q : kids.get(nd.name)!);
-    if (outName === name) container.output(qname);
-    return;
-  }
-  if (container instanceof Sequential) {
-    const kids = [...container._children];
-    container._children.clear();
-    for (const [n, m] of kids) {
-      container._children.set(n, m);
-      if (n === name) container._children.set(qname, q);
-    }
-    return;
-  }
-  throw new QuantFaceError('E_UNSUPPORTED_OP', `addInputQuantizers: cannot insert a quantizer into a ${container.constructor.name}`);
+  if (container instanceof Graph) container.insertAfter(name, qname, q);
+  else if (container instanceof Sequential) container.insertAfter(name, qname, q);
+  else throw new QuantFaceError('E_UNSUPPORTED_OP', `addInputQuantizers: cannot insert a quantizer into a ${container.constructor.name}`);
 }
 
 export interface InputQuantizerOptions {
