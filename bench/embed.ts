@@ -35,7 +35,7 @@ import { compileModel, quantizeModel, type CompiledModel } from '../lib/runtime/
 import { MobileFaceNet } from '../lib/models/mobilefacenet.js';
 import { iresnet50 } from '../lib/models/iresnet.js';
 import type { Module } from '../lib/nn/module.js';
-import { faceCrops, PER } from '../test/fixtures/runtime-faces.js';
+import { faceCrops, PER } from './lib/runtime-faces.js';
 
 const argv = process.argv.slice(2);
 const arg = (k: string, d: string): string => {

@@ -24,7 +24,7 @@ import { request } from 'node:http';
 import sharp from 'sharp';
 import { packageRoot } from '../lib/binding.js';
 import { saveQfm } from '../lib/io/index.js';
-import { faceCrops, faceFiles, student, teacher, PER } from '../test/fixtures/runtime-faces.js';
+import { faceCrops, faceFiles, student, teacher, PER } from './lib/runtime-faces.js';
 
 // autocannon ships no types: the part of its API used here.
 interface AcResult {
