@@ -161,6 +161,7 @@ const train: Partial<QuantizeOptions> = {
   ...(arg('--qdrop') ? { qdrop: Number(arg('--qdrop')) } : {}),
   ...(arg('--relation-loss') ? { relationLoss: Number(arg('--relation-loss')) } : {}),
   ...(arg('--seed') ? { seed: Number(arg('--seed')) } : {}),
+  ...(arg('--init') ? { init: arg('--init')! } : {}),
 };
 // PTQ modes take the calibration length, the per-layer widths and the weight ranges.
 const ptqTrain: Partial<QuantizeOptions> = {

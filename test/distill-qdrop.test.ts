@@ -12,6 +12,7 @@ import { Rng, Tensor, type FTensor } from '../lib/tensor.js';
 import { noGrad, type Module } from '../lib/nn/module.js';
 import { LearnedActQuant } from '../lib/distill/learned-range.js';
 import { quantize, type QuantizeOptions } from '../lib/distill/trainer.js';
+import { loadQfm } from '../lib/io/qfm.js';
 import { paintedFaces, tempDir, tinyTeacher } from './fixtures/distill/util.js';
 
 function input(n: number, rng: Rng): FTensor {
@@ -131,4 +132,30 @@ t.test('bad qdrop / equalize values', async (t) => {
   await t.rejects(quantize({ ...base, actRange: 'mse', qdrop: 0.5 }), { code: 'E_ARG', message: /learned/ }, 'qdrop needs learned ranges');
   await t.rejects(quantize({ ...base, equalize: 'yes' as never }), { code: 'E_ARG' });
   await t.rejects(quantize({ ...base, equalize: { alpha: 3 } }), { code: 'E_ARG' });
+});
+
+t.test('init: the student starts from another model\'s weights (a .qfm or a Module); a mismatch is refused', async (t) => {
+  const faces = await paintedFaces(t, 8, 3);
+  const dir = tempDir(t, 'init');
+  const first = join(dir, 'first.qfm');
+  const base: QuantizeOptions = { teacher: tinyTeacher(), data: faces, batchSize: 4, workers: 0, holdout: 0, equalize: false };
+  const a = await quantize({ ...base, bits: 'w8a8', steps: 3, lr: 0.5, calibSteps: 2, out: first });
+  t.ok(a.completed);
+  // PTQ from that student: weights are exactly the loaded ones (the saved student's grid values), not the teacher's.
+  const saved = (await loadQfm(first)).model.stateDict();
+  const p = await quantize({ ...base, bits: 'w4a4', noTrain: true, calibSteps: 2, init: first });
+  const sd = p.student.stateDict();
+  const teacherSd = tinyTeacher().stateDict();
+  let same = 0;
+  let differsFromTeacher = 0;
+  for (const k of ['conv1.weight', 'dw1.weight', 'fc.weight']) {
+    const v = sd.get(k)!;
+    if (Buffer.from(v.data.buffer, v.data.byteOffset, v.data.byteLength).equals(Buffer.from(saved.get(k)!.data.buffer, saved.get(k)!.data.byteOffset, saved.get(k)!.data.byteLength))) same++;
+    if (!Buffer.from(v.data.buffer, v.data.byteOffset, v.data.byteLength).equals(Buffer.from(teacherSd.get(k)!.data.buffer, teacherSd.get(k)!.data.byteOffset, teacherSd.get(k)!.data.byteLength))) differsFromTeacher++;
+  }
+  t.equal(same, 3, 'weights = the init model\'s');
+  t.equal(differsFromTeacher, 3, 'not the teacher\'s');
+  await t.rejects(quantize({ ...base, steps: 1, init: join(dir, 'missing.qfm') }), { code: 'E_IO' });
+  await t.rejects(quantize({ ...base, steps: 1, init: tinyTeacher(4).getChild('conv1')! }), { code: 'E_ARG', message: /init: its weights do not fit/ });
+  await t.rejects(quantize({ ...base, steps: 1, init: 42 as never }), { code: 'E_ARG' });
 });

@@ -72,7 +72,7 @@ export function defaultTeacherPath(): string {
   return p;
 }
 
-function weightsSha256(m: Module): string {
+export function weightsSha256(m: Module): string {
   const h = createHash('sha256');
   for (const [n, t] of m.stateDict()) {
     h.update(n);

@@ -39,11 +39,11 @@ import { Dropout } from '../nn/layers.js';
 import { QuantFaceLoss, RelationLoss } from '../nn/loss.js';
 import { SGD, AdamW, clipGradNorm } from '../optim/optimizers.js';
 import { stepLr, cosineLr, type Schedule } from '../optim/schedules.js';
-import { toQat, quantizers, freezeActRanges } from '../quant/qat.js';
+import { toQat, quantizers, freezeActRanges, stripQat } from '../quant/qat.js';
 import { ActFakeQuant, type SteMode } from '../quant/fake-quant.js';
 import { useClippedWeights, bakeClippedWeights, type WeightRangeMode } from '../quant/weight-range.js';
 import { equalizeActivations, type EqualizeOptions } from '../quant/equalize.js';
-import { saveQfm, type Provenance } from '../io/qfm.js';
+import { saveQfm, loadQfm, type Provenance } from '../io/qfm.js';
 import { preprocess, type ModelInfo } from '../io/model-info.js';
 import { flipHorizontal } from '../data/align.js';
 import { resolveAugment, type AugmentOptions, type ResolvedAugment } from '../data/augment.js';
@@ -52,7 +52,7 @@ import type { ImageFolder } from '../data/dataset.js';
 import type { DataAlignOption } from '../data/dataset.js';
 import type { DataLoader } from '../data/loader.js';
 import { bitsName, layerOverrides, parseBits, parseLayerRules, type BitWidths, type LayerRule } from './bits.js';
-import { loadTeacher, defaultTeacherPath, type Teacher } from './teacher.js';
+import { loadTeacher, defaultTeacherPath, weightsSha256, type Teacher } from './teacher.js';
 import { openData } from './data.js';
 import type { GenerateOptions, GenerateProgress } from './generate.js';
 import { loadCheckpoint, saveCheckpoint, type JsonValue } from './checkpoint.js';
@@ -140,6 +140,13 @@ export interface QuantizeOptions {
    * 0.819 without, 0.816 with (no gain).
    */
   equalize?: boolean | EqualizeOptions;
+  /**
+   * Start the student from these float weights instead of the teacher's (beyond the paper): a float or
+   * quantized .qfm of the same architecture (quantizers are dropped, weights kept), or an engine Module.
+   * For progressive quantization, e.g. a W4A4 run started from a distilled student with some activations
+   * at 8 bits. The teacher still provides the targets. Default: the teacher's weights.
+   */
+  init?: string | Module;
   /**
    * Weight of a relational term added to the QuantFace loss (beyond the paper; ../nn/loss.ts
    * RelationLoss): the student keeps the teacher's pairwise cosines within each batch. Default 0.
@@ -510,10 +517,28 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     // ---------------------------------------------------------------- student
     const ov = layerOverrides(rules);
     let studentFloat: Module = teacher.model;
+    let initSha: string | null = null;
+    if (o.init !== undefined) {
+      const src = o.init;
+      let m: Module;
+      if (typeof src === 'string') {
+        if (!existsSync(src)) throw new QuantFaceError('E_IO', `init ${src} does not exist; pass a .qfm of the teacher's architecture`, { path: src });
+        m = (await loadQfm(src)).model;
+      } else if (src instanceof Module) m = src;
+      else throw new QuantFaceError('E_ARG', `init must be a .qfm path or an engine Module (got ${typeof src})`);
+      const sd = new Map([...stripQat(m).stateDict()].filter(([k]) => !/(^|\.)(weightQuant|slopeQuant|outQuant)\./.test(k)));
+      studentFloat = teacher.model.clone();
+      try {
+        studentFloat.loadStateDict(sd);
+      } catch (e) {
+        throw new QuantFaceError('E_ARG', `init: its weights do not fit the teacher's architecture (${(e as Error).message})`);
+      }
+      initSha = weightsSha256(studentFloat);
+    }
     if (equalize && !(teacher.model instanceof Graph)) log.write({ event: 'equalize', applied: false, reason: 'the teacher is not a graph model' });
     else if (equalize && (equalize.alpha ?? 0.5) > 0) {
       progress({ phase: 'prepare', step: 0, totalSteps, message: 'equalizing activation ranges' });
-      studentFloat = teacher.model.clone();
+      if (studentFloat === teacher.model) studentFloat = teacher.model.clone();
       const inputs: FTensor[] = [];
       let seen = 0;
       for await (const b of plain.epoch(0)) {
@@ -613,6 +638,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       ...(featureLoss > 0 ? { featureLoss } : {}),
       ...(qdrop > 0 ? { qdrop } : {}),
       ...(relationWeight > 0 ? { relationLoss: relationWeight } : {}),
+      ...(initSha ? { init: initSha } : {}),
       ...(equalize ? { equalize: { ...equalize } as { [k: string]: JsonValue } } : {}),
       ...(weightRange !== 'minmax' ? { weightRange } : {}),
       ...(lrSchedule !== 'step' ? { lrSchedule } : {}),
