@@ -162,6 +162,7 @@ const train: Partial<QuantizeOptions> = {
   ...(arg('--relation-loss') ? { relationLoss: Number(arg('--relation-loss')) } : {}),
   ...(arg('--seed') ? { seed: Number(arg('--seed')) } : {}),
   ...(arg('--init') ? { init: arg('--init')! } : {}),
+  ...(arg('--residual-bits') ? { residualBits: Number(arg('--residual-bits')) } : {}),
 };
 // PTQ modes take the calibration length, the per-layer widths and the weight ranges.
 const ptqTrain: Partial<QuantizeOptions> = {

@@ -81,6 +81,8 @@ t.test('argument errors: exit != 0, a message naming the problem, nothing writte
     { args: [...base, '--qdrop', '0.5'], code: 2, msg: /qdrop works on learned activation ranges/ },
     { args: [...base, '--act-range', 'learned', '--qdrop', '1'], code: 2, msg: /qdrop must be a probability/ },
     { args: [...base, '--relation-loss', '-1'], msg: /--relation-loss must be a non-negative number/ },
+    { args: [...base, '--residual-bits', '9'], code: 2, msg: /residualBits must be an integer from 2 to 8/ },
+    { args: [...base, '--init', join(dir, 'no-such.qfm')], code: 2, msg: /E_IO: init .*no-such\.qfm does not exist/ },
   ];
   for (const c of cases) {
     const r = await run(c.args);
@@ -118,11 +120,13 @@ t.test('a run: plain progress lines, a summary, a loadable student; then --no-tr
   // The experimental options reach the trainer: equalization is logged, the relational term is in every step record.
   const log2 = join(dir, 'log2.jsonl');
   const e = await run(['--teacher', teacher, '--data', faces, '--bits', 'w4a4', '--out', join(dir, 'eq.qfm'), '--steps', '4', '--batch', '4', '--calib-steps', '2', '--workers', '0',
-    '--equalize', '0.5', '--act-range', 'learned', '--qdrop', '0.5', '--relation-loss', '0.25', '--optimizer', 'adamw', '--lr', '1e-3', '--log', log2]);
+    '--equalize', '0.5', '--act-range', 'learned', '--qdrop', '0.5', '--relation-loss', '0.25', '--residual-bits', '8', '--init', out, '--optimizer', 'adamw', '--lr', '1e-3', '--log', log2]);
   t.equal(e.code, 0, e.err);
   const recs = readFileSync(log2, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; applied?: boolean; relationLoss?: number });
   t.ok(recs.some((x) => x.event === 'equalize' && x.applied === true), 'equalization applied and logged');
   t.ok(recs.filter((x) => x.event === 'step').every((x) => typeof x.relationLoss === 'number' && x.relationLoss >= 0), 'relational loss logged at every step');
+  const eq = await loadQfm(join(dir, 'eq.qfm'));
+  t.match(eq.provenance.notes, { layerBits: 'res=a8,act2=a8' }, 'residual stream at 8 bits recorded');
 });
 
 t.test('interrupted (Ctrl-C): checkpoint, exit message, --resume finishes; old output kept meanwhile', async (t) => {

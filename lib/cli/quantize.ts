@@ -44,6 +44,8 @@ export interface QuantizeCliOptions {
   equalize?: number;
   qdrop?: number;
   relationLoss?: number;
+  residualBits?: number;
+  init?: string;
   optimizer?: 'sgd' | 'adamw';
   weightDecay?: number;
   resume?: boolean;
@@ -208,6 +210,8 @@ export async function quantizeCommand(
     ...(opts.equalize !== undefined ? { equalize: { alpha: opts.equalize } } : {}),
     ...(opts.qdrop !== undefined ? { qdrop: opts.qdrop } : {}),
     ...(opts.relationLoss !== undefined ? { relationLoss: opts.relationLoss } : {}),
+    ...(opts.residualBits !== undefined ? { residualBits: opts.residualBits } : {}),
+    ...(opts.init !== undefined ? { init: opts.init } : {}),
     ...(opts.optimizer !== undefined ? { optimizer: opts.optimizer } : {}),
     ...(opts.weightDecay !== undefined ? { weightDecay: opts.weightDecay } : {}),
     ...(opts.resume ? { resume: true } : {}),
@@ -270,6 +274,8 @@ export function register(program: Command): void {
     .option('--feature-loss <w>', 'weight of an intermediate-feature distillation term (normalised MSE at every PReLU / Add output) added to the embedding loss (default 0: the paper\'s loss only; experimental)', numberArg('--feature-loss', 'non-negative'))
     .option('--equalize <alpha>', 'equalize activation ranges across channels before quantizing (graph models; a function-preserving rescaling of strength 0..1; default 0.5 with --no-train, off for distillation; 0 turns it off)', numberArg('--equalize', 'non-negative'))
     .option('--qdrop <p>', 'QDrop: keep each activation in float with probability p while training (needs --act-range learned; default 0)', numberArg('--qdrop', 'non-negative'))
+    .option('--residual-bits <n>', 'activation bits on the residual stream (residual-addition outputs and skip sources; graph models); other activations keep --bits (same model size)', intArg('--residual-bits', 2))
+    .option('--init <model.qfm>', 'start the student from this model\'s weights (same architecture as the teacher) instead of the teacher\'s')
     .option('--relation-loss <w>', 'weight of a relational term (teacher pairwise cosines within a batch) added to the embedding loss (default 0)', numberArg('--relation-loss', 'non-negative'))
     .addOption(new Option('--optimizer <name>', 'sgd (Nesterov, the method; default) or adamw').choices(['sgd', 'adamw']))
     .option('--weight-decay <x>', 'weight decay (default 5e-4)', numberArg('--weight-decay', 'non-negative'))

@@ -8,6 +8,9 @@
  */
 import { QuantFaceError } from '../errors.js';
 import type { Module } from '../nn/module.js';
+import { Graph } from '../nn/containers.js';
+import { Add, PReLU, ReLU } from '../nn/layers.js';
+import { Clamp } from '../nn/import-ops.js';
 import type { LayerQuantOverride } from '../quant/qat.js';
 
 export interface BitWidths {
@@ -85,4 +88,32 @@ export function layerOverrides(rules: readonly LayerRule[]): { layer: (name: str
     },
     unused: () => compiled.filter((c) => !c.hit).map((c) => c.rule.pattern),
   };
+}
+
+/**
+ * Names of the activations on a graph's residual stream: every residual Add's output and each Add input
+ * that is also read elsewhere (the skip connection's source), when a quantizer would sit there (PReLU,
+ * ReLU, Clamp or Add outputs). Empty for a model that is not a Graph.
+ */
+export function residualStreamNames(model: Module): string[] {
+  if (!(model instanceof Graph)) return [];
+  const consumers = new Map<string, number>();
+  for (const nd of model.nodeList) for (const i of nd.inputs) consumers.set(i, (consumers.get(i) ?? 0) + 1);
+  const quantized = (name: string): boolean => {
+    const m = model.getChild(name);
+    return m instanceof PReLU || m instanceof ReLU || m instanceof Add || m instanceof Clamp;
+  };
+  const out: string[] = [];
+  for (const nd of model.nodeList) {
+    if (!(model.getChild(nd.name) instanceof Add)) continue;
+    if (!out.includes(nd.name)) out.push(nd.name);
+    for (const i of nd.inputs) if ((consumers.get(i) ?? 0) > 1 && quantized(i) && !out.includes(i)) out.push(i);
+  }
+  return out;
+}
+
+/** Rules giving the residual-stream activations (residualStreamNames) `actBits`; exact names. */
+export function residualRules(model: Module, actBits: number): LayerRule[] {
+  checkWidth(actBits, 'the residual activation', `residual a${actBits}`);
+  return residualStreamNames(model).map((n) => ({ pattern: n.replace(/\*/g, ''), bits: { actBits } }));
 }

@@ -51,7 +51,7 @@ import { WorkerPool, InlineExecutor, type DataExecutor } from '../data/pool.js';
 import type { ImageFolder } from '../data/dataset.js';
 import type { DataAlignOption } from '../data/dataset.js';
 import type { DataLoader } from '../data/loader.js';
-import { bitsName, layerOverrides, parseBits, parseLayerRules, type BitWidths, type LayerRule } from './bits.js';
+import { bitsName, layerOverrides, parseBits, parseLayerRules, residualRules, type BitWidths, type LayerRule } from './bits.js';
 import { loadTeacher, defaultTeacherPath, weightsSha256, type Teacher } from './teacher.js';
 import { openData } from './data.js';
 import type { GenerateOptions, GenerateProgress } from './generate.js';
@@ -147,6 +147,12 @@ export interface QuantizeOptions {
    * at 8 bits. The teacher still provides the targets. Default: the teacher's weights.
    */
   init?: string | Module;
+  /**
+   * Activation width on the residual stream (beyond the paper): every residual addition's output and each
+   * skip connection's source get this many bits, the other activations `bits`' width (graph models;
+   * explicit layerBits rules win). Weights, and so the model size, are unchanged. Default: no override.
+   */
+  residualBits?: number;
   /**
    * Weight of a relational term added to the QuantFace loss (beyond the paper; ../nn/loss.ts
    * RelationLoss): the student keeps the teacher's pairwise cosines within each batch. Default 0.
@@ -398,7 +404,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   const progress = (p: QuantizeProgress): void => o.onProgress?.(p);
   // ---------------------------------------------------------------- validate cheap options first
   const bits = typeof o.bits === 'object' && o.bits !== null ? parseBits(bitsName(o.bits)) : parseBits(o.bits ?? 'w8a8');
-  const rules = o.layerBits === undefined ? [] : typeof o.layerBits === 'string' ? parseLayerRules(o.layerBits) : o.layerBits;
+  let rules = o.layerBits === undefined ? [] : typeof o.layerBits === 'string' ? parseLayerRules(o.layerBits) : o.layerBits;
   const seed = intOpt('seed', o.seed, 0, 0);
   const noTrain = o.noTrain === true;
   const momentum = numOpt('momentum', o.momentum, 0, 0.9);
@@ -413,6 +419,9 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   const featureLoss = numOpt('featureLoss', o.featureLoss, 0, 0);
   const qdrop = numOpt('qdrop', o.qdrop, 0, 0);
   const relationWeight = numOpt('relationLoss', o.relationLoss, 0, 0);
+  const residualBits = o.residualBits;
+  if (residualBits !== undefined && (typeof residualBits !== 'number' || !Number.isInteger(residualBits) || residualBits < 2 || residualBits > 8))
+    throw new QuantFaceError('E_ARG', `residualBits must be an integer from 2 to 8 (got ${String(residualBits)})`);
   if (qdrop >= 1) throw new QuantFaceError('E_ARG', `qdrop must be a probability in [0, 1) (got ${qdrop})`);
   if (qdrop > 0 && actRange !== 'learned') throw new QuantFaceError('E_ARG', `qdrop works on learned activation ranges: pass actRange 'learned' with qdrop ${qdrop}`);
   // Default: on for PTQ (measured on mobileface: LFW teacher-student cosine up at W6A6 and W4A4 on both
@@ -515,6 +524,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     const evalEvery = intOpt('evalEvery', o.evalEvery, 0, Math.max(1, Math.round(totalSteps / 10)));
 
     // ---------------------------------------------------------------- student
+    if (residualBits !== undefined) rules = [...rules, ...residualRules(teacher.model, residualBits)];
     const ov = layerOverrides(rules);
     let studentFloat: Module = teacher.model;
     let initSha: string | null = null;

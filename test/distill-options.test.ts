@@ -1,6 +1,7 @@
 /**
- * QDrop on learned activation ranges (lib/distill/learned-range.ts) and the
- * trainer options qdrop / equalize: the dropped share of elements keeps
+ * Trainer options beyond the paper: QDrop on learned activation ranges
+ * (lib/distill/learned-range.ts) and the options qdrop / equalize / init /
+ * residualBits. QDrop: the dropped share of elements keeps
  * its float value and its gradient, the kept ones are quantized exactly as
  * without QDrop and alone move the range; masks follow the seed; eval mode
  * never drops; a run with both options is deterministic and resumes
@@ -13,6 +14,10 @@ import { noGrad, type Module } from '../lib/nn/module.js';
 import { LearnedActQuant } from '../lib/distill/learned-range.js';
 import { quantize, type QuantizeOptions } from '../lib/distill/trainer.js';
 import { loadQfm } from '../lib/io/qfm.js';
+import { residualStreamNames } from '../lib/distill/bits.js';
+import { quantizers } from '../lib/quant/qat.js';
+import { Sequential } from '../lib/nn/containers.js';
+import { PReLU } from '../lib/nn/layers.js';
 import { paintedFaces, tempDir, tinyTeacher } from './fixtures/distill/util.js';
 
 function input(n: number, rng: Rng): FTensor {
@@ -158,4 +163,21 @@ t.test('init: the student starts from another model\'s weights (a .qfm or a Modu
   await t.rejects(quantize({ ...base, steps: 1, init: join(dir, 'missing.qfm') }), { code: 'E_IO' });
   await t.rejects(quantize({ ...base, steps: 1, init: tinyTeacher(4).getChild('conv1')! }), { code: 'E_ARG', message: /init: its weights do not fit/ });
   await t.rejects(quantize({ ...base, steps: 1, init: 42 as never }), { code: 'E_ARG' });
+});
+
+t.test('residualBits: the residual stream (Add outputs, skip sources) gets its own activation width', async (t) => {
+  t.same(residualStreamNames(tinyTeacher()), ['res', 'act2'], 'tiny teacher: the Add and its skip source (act3 feeds only the Add)');
+  t.same(residualStreamNames(new Sequential([new PReLU(2)])), [], 'not a graph: none');
+  const faces = await paintedFaces(t, 6, 4);
+  const base: QuantizeOptions = { teacher: tinyTeacher(), data: faces, bits: 'w4a4', noTrain: true, calibSteps: 1, batchSize: 2, workers: 0, holdout: 0 };
+  const r = await quantize({ ...base, residualBits: 8 });
+  const acts = new Map(quantizers(r.student).filter((q) => q.kind === 'activation').map((q) => [q.name, q.bits]));
+  t.equal(acts.get('res.outQuant'), 8);
+  t.equal(acts.get('act2.outQuant'), 8);
+  t.equal(acts.get('act3.outQuant'), 4);
+  t.equal(acts.get('act1.outQuant'), 4);
+  t.ok(quantizers(r.student).filter((q) => q.kind === 'weight').every((q) => q.bits === 4), 'weights keep 4 bits');
+  const u = await quantize({ ...base, residualBits: 8, layerBits: 'res=a6' });
+  t.equal(new Map(quantizers(u.student).map((q) => [q.name, q.bits])).get('res.outQuant'), 6, 'an explicit rule wins');
+  for (const residualBits of [1, 9, 4.5, NaN]) await t.rejects(quantize({ ...base, residualBits }), { code: 'E_ARG' }, `residualBits ${residualBits}`);
 });
