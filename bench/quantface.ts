@@ -149,7 +149,10 @@ type Mode = 'ptq' | 'ptq-minmax' | 'ptq-wmse' | 'kd' | 'kd-aug' | 'kd-sgd' | 'kd
  * 4-bit activations are the limit, not the weights: W4A8 distilled 0.935 (LFW drop 0.87 pt), W8A4 0.846
  * (2.73 pt). Six of the 17 activations at 8 bits (the residual stream: add_1/4/5/8/9/12; same 305 KiB
  * file) + relational loss: 0.902, LFW drop 1.12 pt. --residual-bits 8 keeps the whole residual stream
- * at 8 bits generically (rows ending /res8).
+ * at 8 bits generically (rows ending /res8; with the relational loss: mode kd-res8, 0.917, 0.52 / 0.85
+ * pt over two seeds). Parts of it, with the relational loss: only the skip sources (add_1/5/9/13) at 8
+ * bits 0.856 (2.50 pt); only the last PReLU before each addition (add_3/7/11/15) 0.827 (2.45 pt): the
+ * residual-addition outputs, which feed each stage's 1x1 convolution and the dense layer, carry most of it.
  */
 const KD_PRESET: Partial<QuantizeOptions> = {
   optimizer: 'adamw', lr: 1e-4, weightDecay: 0, actRange: 'learned', steps: 1200, batchSize: 64, calibSteps: 100,
