@@ -18,6 +18,8 @@ import { iresnet18, iresnet50, mobilefacenet } from '../lib/models/index.js';
 import { binding } from '../lib/binding.js';
 import { isQuantFaceError } from '../lib/errors.js';
 import { roundHalfEven } from '../lib/quant/qparams.js';
+import { toQat } from '../lib/quant/qat.js';
+import { WeightFakeQuant } from '../lib/quant/fake-quant.js';
 import { shared } from './fixtures/io/helpers.js';
 import { tinyGraph, tinyQat } from './fixtures/io/models.js';
 import { tempDir } from './fixtures/tmp.js';
@@ -322,4 +324,41 @@ t.test('saves are atomic: a failure mid-write leaves the existing file intact', 
   const n = await saveQfm(big, path, { weightBits: 8 });
   t.equal((await stat(path)).size, n, 'successful save replaced the file');
   t.ok(Buffer.from((await readFile(path)).subarray(0, 8)).equals(Buffer.from(QFM_MAGIC)), 'new file starts with the magic');
+});
+
+t.test('a loaded student computes exactly its stored integers, also where the stored levels miss an end of the range', async (t) => {
+  // One output row whose min and max sit on rounding ties: [-0.5, 14.5] at 4 bits gives scale 1, zero point 0,
+  // levels 0..14 (14.5 rounds half to even). Its dequantized weights span [0, 14]: min/max of those would
+  // give scale 14/15, another grid. Row 2 is ordinary.
+  const lin = new Linear(4, 2, { bias: false });
+  lin.weight.data.data.set([-0.5, 3, 7.25, 14.5, 0.11, -0.42, 0.3, 0.05]);
+  const q = toQat(new Sequential([lin]), { weightBits: 4, actBits: 8 });
+  q.eval();
+  const dir = tempDir(t, 'qf-qfm-grid-');
+  const file = join(dir, 'grid.qfm');
+  await saveQfm(q, file);
+  const l = await loadQfm(file);
+  const pw = l.packedWeight('0.weight')!;
+  t.same([...pw.scale].map((s) => +s.toFixed(6)), [1, +((0.3 + 0.42) / 15).toFixed(6)], 'stored scales');
+  t.equal(Math.max(...[...pw.q].slice(0, 4)), 14, 'row 0 never reaches level 15');
+  const loaded = l.model.getChild('0') as Linear;
+  const wq = loaded.weightQuant as WeightFakeQuant;
+  const want: number[] = [];
+  for (let c = 0; c < 2; c++) for (let i = 0; i < 4; i++) want.push((pw.q[c * 4 + i]! + pw.quantMin - pw.zeroPoint[c]!) * pw.scale[c]!);
+  const got = [...wq.transform(loaded.weight.data, 2, 4).data];
+  t.same(got, want.map((v) => Math.fround(v)), 'fake-quant weights = stored integers x stored scale');
+  const rederived = wq.fixedQParams;
+  wq.fixedQParams = null;
+  t.not(wq.qparams(loaded.weight.data, 2, 4).scale[0], pw.scale[0], 'without the stored grid, min/max of the loaded weights would give another scale (the case this guards)');
+  wq.fixedQParams = rederived;
+  // Saving the loaded model again keeps the file's integers and grid.
+  const again = join(dir, 'again.qfm');
+  await saveQfm(l.model, again);
+  const l2 = await loadQfm(again);
+  t.same([...l2.packedWeight('0.weight')!.q], [...pw.q], 'round trip keeps the integers');
+  t.same([...l2.packedWeight('0.weight')!.scale], [...pw.scale], 'and the scales');
+  // Training moves the weights: the first training-mode forward drops the stored grid.
+  l.model.train();
+  noGrad(() => l.model.forward(Tensor.zeros([1, 4])));
+  t.equal(wq.fixedQParams, null, 'dropped in training mode');
 });

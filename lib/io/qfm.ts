@@ -633,6 +633,14 @@ function decodeChecked(buf: Uint8Array, h: QfmHeader, metaRaw: unknown, where: s
       }
     }
     const tensor = new Tensor(data, t.shape) as FTensor;
+    if (t.storage === 'packed' && o.key === 'weight' && (o.owner instanceof Conv2d || o.owner instanceof Linear)) {
+      // The engine's fake-quant forward uses the stored grid, as the runtime does (see WeightFakeQuant.fixedQParams).
+      const wq = o.owner.weightQuant;
+      if (wq instanceof WeightFakeQuant && wq.bits === t.bits) {
+        const pw = packedOf(t);
+        wq.fixedQParams = { scale: Float32Array.from(pw.scale), zeroPoint: Int32Array.from(pw.zeroPoint), quantMin: t.quantMin, quantMax: t.quantMax };
+      }
+    }
     if (o.p) {
       o.p.data = tensor;
       o.p.requiresGrad = t.requiresGrad ?? true;

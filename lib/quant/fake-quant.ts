@@ -54,6 +54,14 @@ export class WeightFakeQuant extends WeightTransform {
   fakeQuantEnabled = true;
   /** Quantization parameters of the last forward (per output channel). */
   lastQParams: QParams | null = null;
+  /**
+   * A grid given from outside: a loaded .qfm's stored scales and zero points (loadQfm sets it). Used
+   * instead of the weight's min/max while not training, so the engine computes exactly the stored
+   * integers: re-deriving min/max from dequantized weights is not always the stored grid (a channel
+   * whose stored levels do not reach both ends of the integer range gets a narrower range back). The
+   * first training-mode forward drops it (the weights then move).
+   */
+  fixedQParams: QParams | null = null;
   private ctx: { mask: Uint8Array | undefined; bypass: boolean } | undefined;
 
   constructor(cfg: WeightFakeQuantConfig) {
@@ -69,6 +77,8 @@ export class WeightFakeQuant extends WeightTransform {
 
   /** Quantization parameters for w with the given channel layout (per output channel). */
   qparams(w: FTensor, channels: number, inner: number): QParams {
+    const f = this.fixedQParams;
+    if (f && !this.training && f.scale.length === channels) return f;
     const min = w.dtype === 'f32' ? new Float32Array(channels) : new Float64Array(channels);
     const max = w.dtype === 'f32' ? new Float32Array(channels) : new Float64Array(channels);
     K.minMax(w.data, min, max, channels, inner);
@@ -76,6 +86,7 @@ export class WeightFakeQuant extends WeightTransform {
   }
 
   transform(w: FTensor, channels: number, inner: number): FTensor {
+    if (this.training) this.fixedQParams = null;
     if (!this.fakeQuantEnabled) {
       this.ctx = { mask: undefined, bypass: true };
       return w;
