@@ -18,7 +18,7 @@
  *     [--steps N] [--batch B] [--lr X] [--optimizer sgd|adamw] [--calib-steps N] [--augment LIST] \
  *     [--weight-decay X] [--act-range minmax|mse|learned] [--weight-range minmax|mse|learned] \
  *     [--lr-schedule step|cosine] [--range-lr-scale X] [--feature-loss W] \
- *     [--layer-bits RULES] [--equalize ALPHA[:range|rms|p999]] [--qdrop P] [--relation-loss W] [--seed S]
+ *     [--layer-bits RULES] [--equalize ALPHA[:range|rms]] [--qdrop P] [--relation-loss W] [--seed S]
  *     [--out DIR] [--limit PAIRS] [--threads T] [--tag T] [--fresh]
  *
  * Modes (presets; --steps, --batch, --lr, ... override the distillation ones;
@@ -63,6 +63,7 @@ import { ImageFolder } from '../lib/data/dataset.js';
 import { preprocess } from '../lib/io/model-info.js';
 import { noGrad, type Module } from '../lib/nn/module.js';
 import { loadQfm } from '../lib/io/qfm.js';
+import { rowCosines } from './lib/runtime-faces.js';
 import type { FTensor } from '../lib/tensor.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -203,10 +204,10 @@ const ptqTrain: Partial<QuantizeOptions> = {
   ...(train.seed !== undefined ? { seed: train.seed } : {}),
 };
 const tag = arg('--tag') ?? '';
-/** --equalize ALPHA[:rms|range|p999] */
-function parseEqualize(v: string): { alpha: number; statistic: 'rms' | 'range' | 'p999' } {
+/** --equalize ALPHA[:rms|range] */
+function parseEqualize(v: string): { alpha: number; statistic: 'rms' | 'range' } {
   const [a, st] = v.split(':');
-  return { alpha: Number(a), statistic: (st ?? 'rms') as 'rms' | 'range' | 'p999' };
+  return { alpha: Number(a), statistic: (st ?? 'rms') as 'rms' | 'range' };
 }
 
 const lfwPairs = async (embedders: Array<{ embedder: EngineEmbedder }>): Promise<Array<{ acc: number; std: number; seconds: number }>> => {
@@ -237,21 +238,9 @@ const lfwAgreement = (m: Module): number => {
   agreementSet.xs.forEach((x, k) => {
     const s = noGrad(() => m.forward(x).clone() as FTensor);
     const t = agreementSet.te[k]!;
-    const d = t.shape[1]!;
-    for (let i = 0; i < x.shape[0]!; i++) {
-      let st = 0;
-      let ss = 0;
-      let tt = 0;
-      for (let j = 0; j < d; j++) {
-        const a = s.data[i * d + j]!;
-        const c = t.data[i * d + j]!;
-        st += a * c;
-        ss += a * a;
-        tt += c * c;
-      }
-      sum += st / Math.sqrt(ss * tt);
-      n++;
-    }
+    const rows = x.shape[0]!;
+    sum += rowCosines(s.data, t.data, rows, t.shape[1]!).mean * rows;
+    n += rows;
   });
   return sum / n;
 };

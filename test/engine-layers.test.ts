@@ -23,6 +23,7 @@ import {
   Graph,
   residual,
   QuantFaceLoss,
+  RelationLoss,
   MSELoss,
   gradCheck,
   noGrad,
@@ -175,6 +176,50 @@ t.test('Add, Sequential, Graph (shortcuts and fan-out) gradients', async (tt) =>
   const shared = new ReLU();
   tt.throws(() => new Graph().add('a', shared).add('b', shared), /reuses a module instance/, 'a module instance is used once');
   tt.throws(() => new Sequential([shared]).append(shared), /already a child/, 'also in Sequential');
+});
+
+t.test('RelationLoss value and gradient', async (tt) => {
+  const loss = new RelationLoss();
+  const n = 5;
+  const d = 7;
+  const s = rand64([n, d]);
+  const te = rand64([n, d]);
+  const cos = (x: FTensor, i: number, j: number): number => {
+    let a = 0;
+    let b = 0;
+    let c = 0;
+    for (let k = 0; k < d; k++) {
+      a += x.data[i * d + k]! * x.data[j * d + k]!;
+      b += x.data[i * d + k]! ** 2;
+      c += x.data[j * d + k]! ** 2;
+    }
+    return a / Math.sqrt(b * c);
+  };
+  // Value: mean over ordered pairs i != j of (cos_s(i, j) - cos_t(i, j))^2, computed directly.
+  let want = 0;
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) if (i !== j) want += (cos(s, i, j) - cos(te, i, j)) ** 2;
+  want /= n * (n - 1);
+  const L = loss.forward(s, te);
+  tt.ok(want > 1e-3 && Math.abs(L - want) < 1e-12, `L = mean pairwise squared cosine difference: ${L} vs ${want}`);
+  const g = loss.backward(0.7).clone();
+  let worst = 0;
+  const eps = 1e-6;
+  for (let k = 0; k < s.numel; k++) {
+    const o = s.data[k]!;
+    s.data[k] = o + eps;
+    const lp = loss.forward(s, te);
+    s.data[k] = o - eps;
+    const lm = loss.forward(s, te);
+    s.data[k] = o;
+    const num = (0.7 * (lp - lm)) / (2 * eps);
+    worst = Math.max(worst, Math.abs(num - g.data[k]!) / Math.max(Math.abs(num), Math.abs(g.data[k]!), 1e-9));
+  }
+  tt.ok(worst < TOL, `0.7 dL/ds: max relative error ${worst.toExponential(2)}`);
+  const st2 = te.clone();
+  for (let i = 0; i < d; i++) st2.data[i] *= 5;
+  tt.ok(Math.abs(loss.forward(st2, te)) < 1e-15, 'zero for the teacher with rescaled rows');
+  tt.throws(() => loss.forward(rand64([1, 3]), rand64([1, 3])), /at least 2 embeddings/);
+  tt.throws(() => loss.forward(rand64([2, 3]), rand64([2, 4])), /must both be \[N, d\]/);
 });
 
 t.test('QuantFaceLoss value and gradient', async (tt) => {

@@ -115,5 +115,5 @@ export function residualStreamNames(model: Module): string[] {
 /** Rules giving the residual-stream activations (residualStreamNames) `actBits`; exact names. */
 export function residualRules(model: Module, actBits: number): LayerRule[] {
   checkWidth(actBits, 'the residual activation', `residual a${actBits}`);
-  return residualStreamNames(model).map((n) => ({ pattern: n.replace(/\*/g, ''), bits: { actBits } }));
+  return residualStreamNames(model).map((n) => ({ pattern: n, bits: { actBits } }));
 }

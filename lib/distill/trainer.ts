@@ -426,14 +426,12 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   if (qdrop > 0 && actRange !== 'learned') throw new QuantFaceError('E_ARG', `qdrop works on learned activation ranges: pass actRange 'learned' with qdrop ${qdrop}`);
   // Default: on for PTQ (measured on mobileface: LFW teacher-student cosine up at W6A6 and W4A4 on both
   // face sets), off for distillation (no measured gain; the paper's method).
-  const equalize: EqualizeOptions | null =
-    o.equalize === undefined ? (o.noTrain === true ? { alpha: 0.5 } : null) : o.equalize === false ? null : o.equalize === true ? { alpha: 0.5 } : typeof o.equalize === 'object' && o.equalize !== null ? { alpha: 0.5, ...o.equalize } : null;
-  if (equalize) {
-    const a = equalize.alpha;
-    if (typeof a !== 'number' || !(a >= 0 && a <= 1)) throw new QuantFaceError('E_ARG', `equalize alpha must be a number in [0, 1] (got ${String(a)})`);
-  }
-  if (o.equalize !== undefined && typeof o.equalize !== 'boolean' && (typeof o.equalize !== 'object' || o.equalize === null))
-    throw new QuantFaceError('E_ARG', `equalize must be true, false or { alpha, maxScale, statistic } (got ${String(o.equalize)})`);
+  const eqSpec = o.equalize ?? o.noTrain === true;
+  if (typeof eqSpec !== 'boolean' && (typeof eqSpec !== 'object' || eqSpec === null))
+    throw new QuantFaceError('E_ARG', `equalize must be true, false or { alpha, maxScale, statistic } (got ${String(eqSpec)})`);
+  const equalize: EqualizeOptions | null = eqSpec === false ? null : { alpha: 0.5, ...(eqSpec === true ? {} : eqSpec) };
+  if (equalize && (typeof equalize.alpha !== 'number' || !(equalize.alpha >= 0 && equalize.alpha <= 1)))
+    throw new QuantFaceError('E_ARG', `equalize alpha must be a number in [0, 1] (got ${String(equalize.alpha)})`);
   const lrSchedule = o.lrSchedule ?? 'step';
   if (lrSchedule !== 'step' && lrSchedule !== 'cosine') throw new QuantFaceError('E_ARG', `lrSchedule must be 'step' or 'cosine' (got ${String(lrSchedule)})`);
   const optimizer = o.optimizer ?? 'sgd';
@@ -526,6 +524,17 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     // ---------------------------------------------------------------- student
     if (residualBits !== undefined) rules = [...rules, ...residualRules(teacher.model, residualBits)];
     const ov = layerOverrides(rules);
+    /** The first `count` training images as they are (sorted, no augmentation), preprocessed: calibration inputs. */
+    const plainInputs = async (count: number): Promise<FTensor[]> => {
+      const inputs: FTensor[] = [];
+      let seen = 0;
+      for await (const b of plain.epoch(0)) {
+        inputs.push(preprocess(info, b.data, b.n));
+        seen += b.n;
+        if (seen >= count) break;
+      }
+      return inputs;
+    };
     let studentFloat: Module = teacher.model;
     let initSha: string | null = null;
     if (o.init !== undefined) {
@@ -536,10 +545,9 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         m = (await loadQfm(src)).model;
       } else if (src instanceof Module) m = src;
       else throw new QuantFaceError('E_ARG', `init must be a .qfm path or an engine Module (got ${typeof src})`);
-      const sd = new Map([...stripQat(m).stateDict()].filter(([k]) => !/(^|\.)(weightQuant|slopeQuant|outQuant)\./.test(k)));
       studentFloat = teacher.model.clone();
       try {
-        studentFloat.loadStateDict(sd);
+        studentFloat.loadStateDict(stripQat(m).stateDict());
       } catch (e) {
         throw new QuantFaceError('E_ARG', `init: its weights do not fit the teacher's architecture (${(e as Error).message})`);
       }
@@ -549,14 +557,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     else if (equalize && (equalize.alpha ?? 0.5) > 0) {
       progress({ phase: 'prepare', step: 0, totalSteps, message: 'equalizing activation ranges' });
       if (studentFloat === teacher.model) studentFloat = teacher.model.clone();
-      const inputs: FTensor[] = [];
-      let seen = 0;
-      for await (const b of plain.epoch(0)) {
-        inputs.push(preprocess(info, b.data, b.n));
-        seen += b.n;
-        if (seen >= 256) break;
-      }
-      const rep = equalizeActivations(studentFloat, inputs, equalize);
+      const rep = equalizeActivations(studentFloat, await plainInputs(256), equalize);
       log.write({ event: 'equalize', applied: rep.applied, ...(rep.reason ? { reason: rep.reason } : {}), fixedGroups: rep.fixedGroups, groups: rep.groups.map((g) => ({ measured: g.measured, channels: g.channels, scaled: g.scaled, maxScale: g.maxScale })) });
     }
     const student = toQat(studentFloat, { weightBits: bits.weightBits, actBits: bits.actBits, ste, calibrationSteps: calibSteps, layer: ov.layer });
@@ -744,14 +745,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     const refine = async (step: number): Promise<void> => {
       if (actRange === 'minmax') return;
       progress({ phase: 'calibrate', step, totalSteps, message: 'refining the activation ranges (MSE)' });
-      const inputs: FTensor[] = [];
-      let seen = 0;
-      for await (const b of plain.epoch(0)) {
-        inputs.push(preprocess(info, b.data, b.n));
-        seen += b.n;
-        if (seen >= 256) break;
-      }
-      const changes = refineActRanges(student, inputs, seed);
+      const changes = refineActRanges(student, await plainInputs(256), seed);
       log.write({ event: 'ranges', step, method: 'mse', ranges: changes.map((c) => ({ name: c.name, bits: c.bits, before: c.before, after: c.after })) });
     };
 

@@ -38,7 +38,7 @@ export {
   type ChannelAffineConfig,
   type Pool2dConfig,
 } from './import-ops.js';
-export { QuantFaceLoss, MSELoss } from './loss.js';
+export { QuantFaceLoss, RelationLoss, MSELoss } from './loss.js';
 export { kernelSources } from './kernels.js';
 export { gradCheck, type GradCheckOptions, type GradCheckResult, type GradCheckEntry } from './gradcheck.js';
 export { foldBatchNorm } from './fold.js';

@@ -6,6 +6,18 @@
 import { QuantFaceError, shapeStr, Tensor, type FTensor, type FloatArray } from '../tensor.js';
 import { l2normalizeRows, l2normalizeBackwardRows } from './layers.js';
 
+/** Checks that s and t are both [N, d] and L2-normalises their rows (float64); `norm` holds the norms of s's rows. */
+function normalizedPair(what: string, s: FTensor, t: FTensor, eps: number): { n: number; d: number; u: Float64Array; v: Float64Array; norm: Float64Array } {
+  if (s.rank !== 2 || t.rank !== 2 || s.shape[0] !== t.shape[0] || s.shape[1] !== t.shape[1])
+    throw new QuantFaceError('E_SHAPE', `${what}: student ${shapeStr(s.shape)} and teacher ${shapeStr(t.shape)} must both be [N, d]`);
+  const [n, d] = s.shape as [number, number];
+  const u = new Float64Array(n * d);
+  const v = new Float64Array(n * d);
+  const norm = l2normalizeRows(s.data, u, n, d, eps);
+  l2normalizeRows(t.data, v, n, d, eps);
+  return { n, d, u, v, norm };
+}
+
 export class QuantFaceLoss {
   readonly eps: number;
   private ctx: { u: Float64Array; norm: Float64Array; r: Float64Array; shape: readonly number[]; dtype: 'f32' | 'f64' } | undefined;
@@ -19,13 +31,7 @@ export class QuantFaceLoss {
 
   /** Loss value for student embeddings s and teacher embeddings t ([N, d] each). */
   forward(s: FTensor, t: FTensor): number {
-    if (s.rank !== 2 || t.rank !== 2 || s.shape[0] !== t.shape[0] || s.shape[1] !== t.shape[1])
-      throw new QuantFaceError('E_SHAPE', `QuantFaceLoss: student ${shapeStr(s.shape)} and teacher ${shapeStr(t.shape)} must both be [N, d]`);
-    const [n, d] = s.shape as [number, number];
-    const u = new Float64Array(n * d);
-    const tn = new Float64Array(n * d);
-    const norm = l2normalizeRows(s.data, u, n, d, this.eps);
-    l2normalizeRows(t.data, tn, n, d, this.eps);
+    const { n, d, u, v: tn, norm } = normalizedPair('QuantFaceLoss', s, t, this.eps);
     const r = new Float64Array(n * d);
     let sum = 0;
     let cos = 0;
@@ -76,14 +82,8 @@ export class RelationLoss {
   }
 
   forward(s: FTensor, t: FTensor): number {
-    if (s.rank !== 2 || t.rank !== 2 || s.shape[0] !== t.shape[0] || s.shape[1] !== t.shape[1])
-      throw new QuantFaceError('E_SHAPE', `RelationLoss: student ${shapeStr(s.shape)} and teacher ${shapeStr(t.shape)} must both be [N, d]`);
-    const [n, d] = s.shape as [number, number];
-    if (n < 2) throw new QuantFaceError('E_SHAPE', `RelationLoss: needs at least 2 embeddings per batch, got ${n}`);
-    const u = new Float64Array(n * d);
-    const v = new Float64Array(n * d);
-    const norm = l2normalizeRows(s.data, u, n, d, this.eps);
-    l2normalizeRows(t.data, v, n, d, this.eps);
+    if (s.shape[0]! < 2) throw new QuantFaceError('E_SHAPE', `RelationLoss: needs at least 2 embeddings per batch, got ${s.shape[0]}`);
+    const { n, d, u, v, norm } = normalizedPair('RelationLoss', s, t, this.eps);
     const diff = new Float64Array(n * n);
     let sum = 0;
     for (let i = 0; i < n; i++)

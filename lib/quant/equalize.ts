@@ -23,7 +23,7 @@
  * largest factor that keeps its values inside the range [min, max] of every
  * quantized tensor it runs through (measured on calibration inputs), so at
  * alpha = 1 no tensor range widens and every channel's quantization step,
- * in its original units, shrinks by s_c; with 'rms' or 'p999', the ratio of
+ * in its original units, shrinks by s_c; with 'rms', the ratio of
  * the widest channel's size to its own. alpha = 0 leaves the model as it is.
  *
  * Works on a Graph (what the TF.js and ONNX importers build). Channels
@@ -44,8 +44,8 @@ export interface EqualizeOptions {
   alpha?: number;
   /** Largest factor a channel is scaled up by. Default 16. */
   maxScale?: number;
-  /** Channel size measure: 'range' (max - min), 'rms', or 'p999' (99.9th percentile of |x|). Default 'range'. */
-  statistic?: 'range' | 'rms' | 'p999';
+  /** Channel size measure: 'range' (the channel's min and max) or 'rms'. Default 'range'. */
+  statistic?: 'range' | 'rms';
 }
 
 export interface EqualizedGroup {
@@ -76,10 +76,9 @@ export interface EqualizeReport {
 interface ChannelRange {
   min: Float64Array;
   max: Float64Array;
+  /** Sum of squares per channel and the rows summed (for 'rms'). */
   sumsq: Float64Array;
   count: number;
-  /** A strided sample of |x| per channel (for percentiles). */
-  sample: number[][];
 }
 
 const EQUIVARIANT = (m: Module): boolean => m instanceof PReLU || m instanceof ReLU || m instanceof Add || m instanceof GlobalAvgPool || m instanceof MaxPool2d || m instanceof AvgPool2d;
@@ -199,22 +198,18 @@ function measure(g: Graph, names: Set<string>, inputs: Iterable<FTensor>): Map<s
       const y = f.apply(m, xs);
       const c = y.shape[y.shape.length - 1]!;
       let r = out.get(name);
-      if (!r) out.set(name, (r = { min: new Float64Array(c).fill(Infinity), max: new Float64Array(c).fill(-Infinity), sumsq: new Float64Array(c), count: 0, sample: Array.from({ length: c }, () => []) }));
+      if (!r) out.set(name, (r = { min: new Float64Array(c).fill(Infinity), max: new Float64Array(c).fill(-Infinity), sumsq: new Float64Array(c), count: 0 }));
       const d = y.data;
       const mn = r.min;
       const mx = r.max;
       const sq = r.sumsq;
-      let row = 0;
-      for (let i = 0; i < d.length; i += c, row++) {
-        const keep = row % 7 === 0;
+      for (let i = 0; i < d.length; i += c)
         for (let k = 0; k < c; k++) {
           const v = d[i + k]!;
           if (v < mn[k]!) mn[k] = v;
           if (v > mx[k]!) mx[k] = v;
           sq[k] += v * v;
-          if (keep) r.sample[k]!.push(Math.abs(v));
         }
-      }
       r.count += d.length / c;
       return y;
     };
@@ -255,7 +250,7 @@ export function equalizeActivations(model: Module, inputs: readonly FTensor[], o
   const alpha = opts.alpha ?? 0.5;
   const maxScale = opts.maxScale ?? 16;
   const stat = opts.statistic ?? 'range';
-  if (stat !== 'range' && stat !== 'rms' && stat !== 'p999') throw new QuantFaceError('E_ARG', `equalize: statistic must be 'range', 'rms' or 'p999' (got ${String(stat)})`);
+  if (stat !== 'range' && stat !== 'rms') throw new QuantFaceError('E_ARG', `equalize: statistic must be 'range' or 'rms' (got ${String(stat)})`);
   if (!(Number.isFinite(alpha) && alpha >= 0 && alpha <= 1)) throw new QuantFaceError('E_ARG', `equalize: alpha must be in [0, 1] (got ${alpha})`);
   if (!(Number.isFinite(maxScale) && maxScale >= 1)) throw new QuantFaceError('E_ARG', `equalize: maxScale must be a number >= 1 (got ${maxScale})`);
   if (!(model instanceof Graph)) return { applied: false, reason: 'the model is not a Graph (equalization follows graph edges)', groups: [], fixedGroups: 0 };
@@ -279,7 +274,7 @@ export function equalizeActivations(model: Module, inputs: readonly FTensor[], o
   for (const [root, q] of quantizedIn) {
     const c = p.width.get(root)!;
     // room[c]: how much channel c can grow before it widens a quantized tensor's range (the smallest over the
-    // group's quantized values); 'range' uses the two ends, 'rms' / 'p999' a size against the widest channel's.
+    // group's quantized values); 'range' uses the two ends, 'rms' the size against the widest channel's.
     const room = new Float64Array(c).fill(Infinity);
     for (const v of q) {
       const r = ranges.get(v)!;
@@ -298,13 +293,7 @@ export function equalizeActivations(model: Module, inputs: readonly FTensor[], o
         continue;
       }
       const size = new Float64Array(c);
-      for (let k = 0; k < c; k++) {
-        if (stat === 'rms') size[k] = Math.sqrt(r.sumsq[k]! / r.count);
-        else {
-          const a = r.sample[k]!.sort((x, y) => x - y);
-          size[k] = a.length ? a[Math.min(a.length - 1, Math.floor(0.999 * a.length))]! : 0;
-        }
-      }
+      for (let k = 0; k < c; k++) size[k] = Math.sqrt(r.sumsq[k]! / r.count);
       let R = 0;
       for (let k = 0; k < c; k++) R = Math.max(R, size[k]!);
       if (!(R > 0)) continue;
