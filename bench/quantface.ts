@@ -54,6 +54,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runEval } from '../lib/eval/run.js';
+import { RuntimeEmbedder, type Embedder } from '../lib/eval/embedder.js';
 import { EngineEmbedder, loadQfmEmbedder } from '../lib/distill/embedder.js';
 import { loadTeacher } from '../lib/distill/teacher.js';
 import { quantize, type QuantizeOptions } from '../lib/distill/trainer.js';
@@ -69,17 +70,36 @@ import type { FTensor } from '../lib/tensor.js';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const shared = join(root, '..', 'shared');
 const lfw = join(shared, 'data', 'lfw');
-const teacherPath = join(shared, 'models', 'mobileface', 'mobileface.json');
-const ARMS: Record<string, { data: string; align?: string }> = {
-  synthetic: { data: join(shared, 'data', 'synthetic-faces'), align: 'ffhq' },
-  real: { data: join(shared, 'data', 'real-faces-ffhq'), align: 'ffhq' },
-};
 
 const arg = (name: string): string | undefined => {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1] : undefined;
 };
 const list = (name: string, dflt: string): string[] => (arg(name) ?? dflt).split(',').map((s) => s.trim()).filter(Boolean);
+
+/**
+ * Teachers: the strong one (faceplugin fr_feature.onnx, LFW 98.4 with the landmark file) is the default
+ * table; mobileface (TF.js, LFW 89.4 with the box crop) the second. Any other path: --eval-align names
+ * its LFW alignment (landmarks or lfw-funneled; default landmarks).
+ */
+const TEACHERS: Record<string, { path: string; evalAlign: 'landmarks' | 'lfw-funneled'; out: string }> = {
+  faceplugin: { path: join(shared, 'models', 'faceplugin', 'fr_feature.onnx'), evalAlign: 'landmarks', out: 'bench-quantface-faceplugin' },
+  mobileface: { path: join(shared, 'models', 'mobileface', 'mobileface.json'), evalAlign: 'lfw-funneled', out: 'bench-quantface' },
+};
+const teacherArg = arg('--teacher') ?? 'faceplugin';
+const teacherSpec = TEACHERS[teacherArg] ?? {
+  path: resolve(teacherArg),
+  evalAlign: (arg('--eval-align') ?? 'landmarks') as 'landmarks' | 'lfw-funneled',
+  out: `bench-quantface-${teacherArg.replace(/^.*[\\/]/, '').replace(/\.[^.]*$/, '')}`,
+};
+const teacherPath = teacherSpec.path;
+const evalAlign = teacherSpec.evalAlign;
+/** The same crops as the LFW evaluation, for the agreement set. */
+const agreementAlign = evalAlign === 'landmarks' ? `landmarks:${join(lfw, 'landmarks-5pt.txt')}` : 'lfw-funneled';
+const ARMS: Record<string, { data: string; align?: string }> = {
+  synthetic: { data: join(shared, 'data', 'synthetic-faces'), align: 'ffhq' },
+  real: { data: join(shared, 'data', 'real-faces-ffhq'), align: 'ffhq' },
+};
 
 if (!existsSync(join(lfw, 'pairs.txt')) || !existsSync(teacherPath)) {
   console.log(`skipped: needs ${lfw}/pairs.txt and ${teacherPath}`);
@@ -95,8 +115,17 @@ interface Row {
   lfwStd: number;
   drop: number;
   holdoutCosine: number | null;
-  /** Mean teacher-student cosine over 1024 LFW images (box crop, no flip): agreement on the evaluation faces. */
+  /** Mean teacher-student cosine over 1024 LFW images (the evaluation's crop, no flip): agreement on the evaluation faces. */
   lfwCosine?: number;
+  /** The same student on the int8 runtime (what users run: loadModel / quantface eval), LFW accuracy and drop. */
+  lfwRuntime?: number;
+  lfwRuntimeStd?: number;
+  dropRuntime?: number;
+  seed?: number;
+  /** The trainer's report: held-out agreement at the start (the PTQ state), the kept step, rollbacks. */
+  startCosine?: number | null;
+  bestStep?: number;
+  rollbacks?: number;
   bytes: number;
   trainSeconds: number;
   evalSeconds: number;
@@ -105,7 +134,7 @@ interface Row {
   at: string;
 }
 
-const outDir = resolve(arg('--out') ?? join(root, 'tmp', 'bench-quantface'));
+const outDir = resolve(arg('--out') ?? join(root, 'tmp', teacherSpec.out));
 mkdirSync(outDir, { recursive: true });
 const resultsPath = join(outDir, 'results.json');
 const results: Record<string, Row> = existsSync(resultsPath) ? (JSON.parse(readFileSync(resultsPath, 'utf8')) as Record<string, Row>) : {};
@@ -125,7 +154,7 @@ const save = (): void => {
 
 const arms = list('--arms', 'synthetic,real');
 const bitsList = list('--bits', 'w8a8,w6a6,w4a4');
-type Mode = 'ptq' | 'ptq-minmax' | 'ptq-wmse' | 'kd' | 'kd-aug' | 'kd-sgd' | 'kd-res8';
+type Mode = 'ptq' | 'ptq-minmax' | 'ptq-wmse' | 'kd' | 'quantface' | 'kd-adamw' | 'kd-aug' | 'kd-sgd' | 'kd-res8';
 /**
  * Distillation presets (issue 5). `kd`, the recommendation: AdamW lr 1e-4 without weight decay,
  * learned activation ranges after MSE calibration (100 steps), flip, scale 0.1 / shift 0.05 jitter,
@@ -155,7 +184,7 @@ type Mode = 'ptq' | 'ptq-minmax' | 'ptq-wmse' | 'kd' | 'kd-aug' | 'kd-sgd' | 'kd
  * bits 0.856 (2.50 pt); only the last PReLU before each addition (add_3/7/11/15) 0.827 (2.45 pt): the
  * residual-addition outputs, which feed each stage's 1x1 convolution and the dense layer, carry most of it.
  */
-const KD_PRESET: Partial<QuantizeOptions> = {
+const KD_ADAMW_PRESET: Partial<QuantizeOptions> = {
   optimizer: 'adamw', lr: 1e-4, weightDecay: 0, actRange: 'learned', steps: 1200, batchSize: 64, calibSteps: 100,
   augment: { flip: true, scale: 0.1, shift: 0.05, brightness: 0.2, contrast: 0.2, saturation: 0.2 },
 };
@@ -163,12 +192,17 @@ const PRESETS: Record<Mode, Partial<QuantizeOptions>> = {
   ptq: { noTrain: true, actRange: 'mse' },
   'ptq-minmax': { noTrain: true, actRange: 'minmax', equalize: false },
   'ptq-wmse': { noTrain: true, actRange: 'mse', weightRange: 'mse' },
-  kd: KD_PRESET,
-  'kd-aug': { ...KD_PRESET, augment: { flip: true, scale: 0.25, shift: 0.1, brightness: 0.3, contrast: 0.3, saturation: 0.3 } },
-  'kd-sgd': { optimizer: 'sgd', actRange: 'minmax', steps: 1200, batchSize: 64 },
+  // What the CLI runs by default (recipe kd), at its defaults unless --steps etc. are given.
+  kd: { recipe: 'kd' },
+  // The paper's method as published (recipe quantface).
+  quantface: { recipe: 'quantface' },
+  // The earlier recommendation (rows of mobileface's table before the kd recipe): AdamW, learned ranges.
+  'kd-adamw': { recipe: 'quantface', calibration: 'during', equalize: false, ...KD_ADAMW_PRESET },
+  'kd-aug': { recipe: 'quantface', calibration: 'during', equalize: false, ...KD_ADAMW_PRESET, augment: { flip: true, scale: 0.25, shift: 0.1, brightness: 0.3, contrast: 0.3, saturation: 0.3 } },
+  'kd-sgd': { recipe: 'quantface', optimizer: 'sgd', actRange: 'minmax', steps: 1200, batchSize: 64, weightDecay: 5e-4 },
   // Mixed activations at the same file size: the residual stream at 8 bits, the other activations and every
   // weight at the row's widths, plus the relational loss (what reaches the W4A4 accuracy target; see above).
-  'kd-res8': { ...KD_PRESET, residualBits: 8, relationLoss: 0.25 },
+  'kd-res8': { recipe: 'kd', residualBits: 8, relationLoss: 0.25 },
 };
 const modes = list('--modes', 'ptq,ptq-minmax,kd') as Mode[];
 for (const m of modes) if (!PRESETS[m]) throw new Error(`unknown mode ${m}: use ${Object.keys(PRESETS).join(', ')}`);
@@ -204,14 +238,16 @@ const ptqTrain: Partial<QuantizeOptions> = {
   ...(train.seed !== undefined ? { seed: train.seed } : {}),
 };
 const tag = arg('--tag') ?? '';
+const seeds = list('--seeds', arg('--seed') ?? '0').map(Number);
+if (seeds.some((x) => !Number.isInteger(x) || x < 0)) throw new Error('--seeds: non-negative integers, e.g. 0,1');
 /** --equalize ALPHA[:rms|range] */
 function parseEqualize(v: string): { alpha: number; statistic: 'rms' | 'range' } {
   const [a, st] = v.split(':');
   return { alpha: Number(a), statistic: (st ?? 'rms') as 'rms' | 'range' };
 }
 
-const lfwPairs = async (embedders: Array<{ embedder: EngineEmbedder }>): Promise<Array<{ acc: number; std: number; seconds: number }>> => {
-  const r = await runEval({ models: [], embedders, pairs: lfw, align: 'lfw-funneled', batch: 64, ...(limit ? { limit } : {}) });
+const lfwPairs = async (embedders: Array<{ embedder: Embedder }>): Promise<Array<{ acc: number; std: number; seconds: number }>> => {
+  const r = await runEval({ models: [], embedders, pairs: lfw, align: evalAlign, batch: 64, ...(limit ? { limit } : {}) });
   return r.models.map((m) => ({ acc: m.accuracy!, std: m.std!, seconds: m.embedSeconds }));
 };
 
@@ -223,7 +259,7 @@ const teacher = await loadTeacher(teacherPath);
 
 // Agreement on LFW: 1024 LFW images (a seeded pick), the teacher's embeddings once.
 const agreementSet = await (async (): Promise<{ xs: FTensor[]; te: FTensor[] }> => {
-  const all = await ImageFolder.open(lfw, { align: 'lfw-funneled', size: teacher.info.inputShape[0] });
+  const all = await ImageFolder.open(lfw, { align: agreementAlign, size: teacher.info.inputShape[0] });
   const pick = all.split({ holdout: 1024, seed: 1 }).holdout;
   const ld = pick.loader({ batchSize: 64, seed: 0, augment: false, shuffle: false });
   const xs: FTensor[] = [];
@@ -245,13 +281,13 @@ const lfwAgreement = (m: Module): number => {
   return sum / n;
 };
 if (!results.teacher || limit !== undefined) {
-  const [m] = await lfwPairs([{ embedder: new EngineEmbedder(teacher.model, teacher.info, { name: 'mobileface' }) }]);
+  const [m] = await lfwPairs([{ embedder: new EngineEmbedder(teacher.model, teacher.info, { name: teacherArg }) }]);
   let bytes = 0;
   for (const x of teacher.model.stateDict().values()) bytes += x.numel * 4;
   written.add('teacher');
   results.teacher = { key: 'teacher', arm: '-', bits: 'fp32', mode: 'teacher', lfw: m!.acc, lfwStd: m!.std, drop: 0, holdoutCosine: null, bytes, trainSeconds: 0, evalSeconds: m!.seconds, steps: 0, options: {}, at: new Date().toISOString() };
   if (limit === undefined) save();
-  console.log(`teacher LFW ${m!.acc.toFixed(4)} +- ${m!.std.toFixed(4)} (float32 ${(bytes / 1024).toFixed(0)} KiB)`);
+  console.log(`teacher ${teacherArg} LFW ${m!.acc.toFixed(4)} +- ${m!.std.toFixed(4)} (float32 ${(bytes / 1024).toFixed(0)} KiB)`);
 }
 const teacherAcc = results.teacher!.lfw;
 
@@ -260,8 +296,9 @@ for (const arm of arms) {
   const a = ARMS[arm] ?? (arm.startsWith('generated:') ? { data: arm } : null);
   if (!a) throw new Error(`unknown arm ${arm}: use synthetic, real or generated:N`);
   for (const bits of bitsList)
-    for (const mode of modes) {
-      const key = `${arm}/${bits}/${mode}${tag ? `/${tag}` : ''}`;
+    for (const mode of modes)
+    for (const seed of mode.startsWith('ptq') ? seeds.slice(0, 1) : seeds) {
+      const key = `${arm}/${bits}/${mode}${tag ? `/${tag}` : ''}${seed !== 0 ? `/s${seed}` : ''}`;
       if (results[key] && limit === undefined && !fresh) {
         console.log(`${key}: done before (LFW ${results[key]!.lfw.toFixed(4)}), skipped`);
         continue;
@@ -275,7 +312,8 @@ for (const arm of arms) {
         out: file,
         log: file.replace(/\.qfm$/, '.jsonl'),
         ...PRESETS[mode],
-        ...(mode.startsWith('kd') ? train : ptqTrain),
+        ...(mode.startsWith('ptq') ? ptqTrain : train),
+        seed,
         checkpointEvery: 500,
         resume: true,
       };
@@ -292,10 +330,14 @@ for (const arm of arms) {
       });
       const trainSeconds = (performance.now() - tq) / 1000;
       const [m] = await lfwPairs([{ embedder: await loadQfmEmbedder(file, { name: key }) }]);
+      const rtEmbedder = await RuntimeEmbedder.load(file);
+      const [rt] = await lfwPairs([{ embedder: rtEmbedder }]).finally(() => rtEmbedder.dispose());
       const row: Row = {
         key, arm, bits, mode, lfw: m!.acc, lfwStd: m!.std, drop: (teacherAcc - m!.acc) * 100,
+        lfwRuntime: rt!.acc, lfwRuntimeStd: rt!.std, dropRuntime: (teacherAcc - rt!.acc) * 100, seed,
+        startCosine: r.startAgreement?.meanCosine ?? null, ...(r.bestStep !== undefined ? { bestStep: r.bestStep } : {}), rollbacks: r.rollbacks.length,
         holdoutCosine: r.agreement?.meanCosine ?? null, lfwCosine: lfwAgreement((await loadQfm(file)).model), bytes: r.out!.bytes, trainSeconds, evalSeconds: m!.seconds, steps: r.steps,
-        options: { ...PRESETS[mode], ...(mode.startsWith('kd') ? train : ptqTrain), steps: r.steps, totalSteps: r.totalSteps, data: r.data, trainImages: r.trainImages, quantizeSeconds: r.totalSeconds },
+        options: { ...PRESETS[mode], ...(mode.startsWith('ptq') ? ptqTrain : train), steps: r.steps, totalSteps: r.totalSteps, data: r.data, trainImages: r.trainImages, quantizeSeconds: r.totalSeconds },
         at: new Date().toISOString(),
       };
       if (limit === undefined) {
@@ -303,7 +345,7 @@ for (const arm of arms) {
         written.add(key);
         save();
       }
-      console.log(`${key}: LFW ${row.lfw.toFixed(4)} +- ${row.lfwStd.toFixed(4)} (drop ${row.drop.toFixed(2)} pt), held-out cos ${row.holdoutCosine?.toFixed(4)}, LFW cos ${row.lfwCosine?.toFixed(4)}, ${(row.bytes / 1024).toFixed(0)} KiB, ${row.steps} steps in ${trainSeconds.toFixed(0)} s`);
+      console.log(`${key}: LFW ${row.lfw.toFixed(4)} +- ${row.lfwStd.toFixed(4)} (drop ${row.drop.toFixed(2)} pt), int8 runtime ${row.lfwRuntime!.toFixed(4)} (drop ${row.dropRuntime!.toFixed(2)} pt), held-out cos ${row.holdoutCosine?.toFixed(4)}, LFW cos ${row.lfwCosine?.toFixed(4)}, ${(row.bytes / 1024).toFixed(0)} KiB, ${row.steps} steps in ${trainSeconds.toFixed(0)} s`);
     }
 }
 
@@ -323,11 +365,31 @@ if (limit === undefined)
 if (existsSync(resultsPath)) for (const [k, v] of Object.entries(JSON.parse(readFileSync(resultsPath, 'utf8')) as Record<string, Row>)) if (!written.has(k)) results[k] = v;
 const rows = Object.values(results).sort((x, y) => x.key.localeCompare(y.key));
 const pad = (s: string, n: number): string => s.padEnd(n);
-console.log('\n' + pad('model', 34) + pad('LFW', 18) + pad('drop (pt)', 11) + pad('held-out cos', 14) + pad('LFW cos', 9) + pad('size', 11) + pad('steps', 7) + 'wall time');
+const f = (x: number | undefined | null, d: number): string => (x === undefined || x === null || !Number.isFinite(x) ? '-' : x.toFixed(d));
+console.log(`\nteacher ${teacherArg} (${teacherPath}), LFW ${evalAlign}; drop in points from the teacher's engine accuracy; engine = fake-quant forward (float crops), int8 = the runtime (byte crops)`);
+console.log(pad('model', 36) + pad('LFW engine', 18) + pad('drop', 7) + pad('LFW int8', 9) + pad('drop', 7) + pad('LFW cos', 9) + pad('held-out', 9) + pad('start', 8) + pad('size', 10) + pad('steps', 7) + 'wall time');
 for (const r of rows)
   console.log(
-    pad(r.key, 34) + pad(`${r.lfw.toFixed(4)} +- ${r.lfwStd.toFixed(4)}`, 18) + pad(r.mode === 'teacher' ? '-' : r.drop.toFixed(2), 11) +
-      pad(r.holdoutCosine === null ? '-' : r.holdoutCosine.toFixed(4), 14) + pad(r.lfwCosine === undefined ? '-' : r.lfwCosine.toFixed(4), 9) + pad(`${(r.bytes / 1024).toFixed(0)} KiB`, 11) + pad(String(r.steps), 7) +
+    pad(r.key, 36) + pad(`${r.lfw.toFixed(4)} +- ${r.lfwStd.toFixed(4)}`, 18) + pad(r.mode === 'teacher' ? '-' : r.drop.toFixed(2), 7) +
+      pad(f(r.lfwRuntime, 4), 9) + pad(f(r.dropRuntime, 2), 7) + pad(f(r.lfwCosine, 4), 9) + pad(f(r.holdoutCosine, 4), 9) + pad(f(r.startCosine, 4), 8) +
+      pad(`${(r.bytes / 1024).toFixed(0)} KiB`, 10) + pad(`${r.steps}${r.bestStep !== undefined ? `(${r.bestStep})` : ''}${r.rollbacks ? `r${r.rollbacks}` : ''}`, 7) +
       (r.mode === 'teacher' ? `eval ${r.evalSeconds.toFixed(0)} s` : `${r.trainSeconds.toFixed(0)} s`),
   );
-console.log(`\ntargets (drop from the teacher): W8A8 <= 0.15, W6A6 <= 0.40, W4A4 <= 2.0; distillation better than PTQ at W6A6 and W4A4. This run: ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+// Means over seeds: rows that differ only in their /sN suffix.
+const groups = new Map<string, Row[]>();
+for (const r of rows) {
+  if (r.mode === 'teacher') continue;
+  const g = r.key.replace(/\/s\d+$/, '');
+  groups.set(g, [...(groups.get(g) ?? []), r]);
+}
+const multi = [...groups].filter(([, rs]) => rs.length > 1);
+if (multi.length) {
+  console.log('\nmeans over seeds: ' + pad('', 19) + pad('drop engine', 12) + pad('drop int8', 11) + pad('LFW cos', 9) + 'seeds');
+  const mean = (xs: Array<number | undefined | null>): number => {
+    const v = xs.filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
+    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : NaN;
+  };
+  for (const [g, rs] of multi)
+    console.log(pad(g, 36) + pad(f(mean(rs.map((r) => r.drop)), 2), 12) + pad(f(mean(rs.map((r) => r.dropRuntime)), 2), 11) + pad(f(mean(rs.map((r) => r.lfwCosine)), 4), 9) + rs.map((r) => r.seed ?? 0).join(','));
+}
+console.log(`\ntargets (drop from the teacher, int8 runtime, mean of two seeds): strong teacher W8A8 <= 0.10, W6A6 <= 0.20, a distilled student's LFW cos never below the best PTQ student's. This run: ${((performance.now() - t0) / 1000).toFixed(0)} s`);

@@ -46,7 +46,9 @@ t.test('distillation: loss falls, the student file loads with bits and provenanc
   const late = mean(steps.slice(25));
   t.ok(late < 0.5 * early, `loss after calibration ${early.toExponential(3)} -> end ${late.toExponential(3)}`);
   t.ok(log.some((l) => l.event === 'eval' && typeof l.meanCosine === 'number'), 'agreement evaluated during training');
-  t.ok(steps.find((l) => l.step === 4)?.calibrated, 'calibration end is logged');
+  t.ok(log.some((l) => l.event === 'calibrate' && l.steps === 4 && l.before === 'training'), 'calibration (4 batches, before training: recipe kd) is logged');
+  t.ok(log.some((l) => l.event === 'eval' && l.step === 0), 'the PTQ start is evaluated before training');
+  t.ok(r.startAgreement && r.agreement!.meanCosine >= r.startAgreement.meanCosine, 'the saved student agrees at least as well as the PTQ start');
   t.ok(r.agreement && r.agreement.split === 'holdout' && r.agreement.images === 2);
   t.ok(r.agreement!.meanCosine > 0.9, `held-out agreement ${r.agreement!.meanCosine.toFixed(4)}`);
   t.notOk(existsSync(`${out}.ckpt`), 'no checkpoint left after a completed run');

