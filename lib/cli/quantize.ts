@@ -310,7 +310,7 @@ export function register(program: Command): void {
     .option('--epochs <n>', 'passes over the training images', intArg('--epochs', 1))
     .option('--batch <n>', 'images per step (default 64)', intArg('--batch', 1))
     .option('--lr <x>', 'learning rate (default 0.1 x batch / 512)', numberArg('--lr', 'positive'))
-    .option('--calib-steps <n>', "batches that calibrate the activation ranges before they freeze (default: the recipe's; 300 with --no-train)", intArg('--calib-steps', 1))
+    .option('--calib-steps <n>', "batches that calibrate the activation ranges before they freeze (default: the recipe's: 50 for kd, also with --no-train; 300 for quantface)", intArg('--calib-steps', 1))
     .option('--seed <n>', 'seed of the split, order and augmentation', intArg('--seed', 0), 0)
     .option('--threads <n>', 'compute threads (default: physical cores)', intArg('--threads', 1))
     .option('--workers <n>', 'image decoding threads (default 1; 0 = main thread)', intArg('--workers', 0))

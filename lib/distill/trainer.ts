@@ -135,7 +135,7 @@ export interface QuantizeOptions {
   weightDecay?: number;
   /** Global gradient L2-norm clip. Default 5; 0 disables. */
   clipNorm?: number;
-  /** Training forwards that calibrate the activation ranges before they freeze. Default 300 (the reference), at most the run length. */
+  /** Batches that calibrate the activation ranges before they freeze. Default: the recipe's (kd 50, quantface 300, the reference: then the first training steps, at most the run length). */
   calibSteps?: number;
   /**
    * How the activation ranges end their calibration: 'minmax' (the reference: the running min/max,
