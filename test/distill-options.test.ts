@@ -180,4 +180,7 @@ t.test('residualBits: the residual stream (Add outputs, skip sources) gets its o
   const u = await quantize({ ...base, residualBits: 8, layerBits: 'res=a6' });
   t.equal(new Map(quantizers(u.student).map((q) => [q.name, q.bits])).get('res.outQuant'), 6, 'an explicit rule wins');
   for (const residualBits of [1, 9, 4.5, NaN]) await t.rejects(quantize({ ...base, residualBits }), { code: 'E_ARG' }, `residualBits ${residualBits}`);
+  const named = await quantize({ ...base, bits: 'w4a4r8' });
+  t.same(new Map(quantizers(named.student).map((q) => [q.name, q.bits])), new Map(quantizers(r.student).map((q) => [q.name, q.bits])), "bits 'w4a4r8' = w4a4 with residualBits 8");
+  await t.rejects(quantize({ ...base, bits: 'w4a4r8', residualBits: 6 }), { code: 'E_ARG', message: /give one/ }, 'conflicting residual widths refused');
 });

@@ -25,7 +25,9 @@ t.test('bit widths', async (t) => {
   t.same(parseBits('w8a8'), { weightBits: 8, actBits: 8 });
   t.same(parseBits('W4A6'), { weightBits: 4, actBits: 6 });
   t.equal(bitsName({ weightBits: 6, actBits: 6 }), 'w6a6');
-  for (const bad of ['w9a8', 'w1a4', 'w8', 'int8', '', 'w8a8x', 'w4a10']) {
+  t.same(parseBits('w4a4r8'), { weightBits: 4, actBits: 4, residualBits: 8 }, 'named mixed width: residual stream at 8 bits');
+  t.equal(bitsName(parseBits('W4A4R8')), 'w4a4r8');
+  for (const bad of ['w9a8', 'w1a4', 'w8', 'int8', '', 'w8a8x', 'w4a10', 'w4a4r9', 'w4a4r', 'w4r8']) {
     t.throws(() => parseBits(bad), { code: 'E_ARG', message: /bits/ }, `rejects '${bad}'`);
   }
 });

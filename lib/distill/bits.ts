@@ -16,6 +16,12 @@ import type { LayerQuantOverride } from '../quant/qat.js';
 export interface BitWidths {
   weightBits: number;
   actBits: number;
+  /**
+   * Activation width of the residual stream (residual-addition outputs and skip sources), from a
+   * `wXaYrZ` name such as `w4a4r8`: a mixed-precision model, reported beside pure wXaY, never in its
+   * place. Weights (and so the file size) are as wXaY.
+   */
+  residualBits?: number;
 }
 
 /** One per-layer rule. `bits: null` keeps the layer in float. */
@@ -29,17 +35,19 @@ function checkWidth(v: number, what: string, spec: string): number {
   return v;
 }
 
-/** Parses `wXaY` (case-insensitive). */
+/** Parses `wXaY` or `wXaYrZ` (the residual stream's activations at Z bits; case-insensitive). */
 export function parseBits(spec: string): BitWidths {
   if (typeof spec !== 'string') throw new QuantFaceError('E_ARG', `bits must be a string like w8a8, w6a6 or w4a4 (got ${typeof spec})`);
-  const m = /^w(\d+)a(\d+)$/i.exec(spec.trim());
-  if (!m) throw new QuantFaceError('E_ARG', `bits '${spec}' is not a bit-width spec: use wXaY with X (weights) and Y (activations) from 2 to 8, e.g. w8a8, w6a6, w4a4`);
-  return { weightBits: checkWidth(Number(m[1]), 'the weight', spec), actBits: checkWidth(Number(m[2]), 'the activation', spec) };
+  const m = /^w(\d+)a(\d+)(?:r(\d+))?$/i.exec(spec.trim());
+  if (!m) throw new QuantFaceError('E_ARG', `bits '${spec}' is not a bit-width spec: use wXaY with X (weights) and Y (activations) from 2 to 8, e.g. w8a8, w6a6, w4a4 (wXaYrZ: the residual stream's activations at Z bits, e.g. w4a4r8)`);
+  const b: BitWidths = { weightBits: checkWidth(Number(m[1]), 'the weight', spec), actBits: checkWidth(Number(m[2]), 'the activation', spec) };
+  if (m[3] !== undefined) b.residualBits = checkWidth(Number(m[3]), 'the residual-stream', spec);
+  return b;
 }
 
-/** `w8a8`-style name of a width pair. */
+/** `w8a8`-style name of a width pair (`w4a4r8` with a residual-stream width). */
 export function bitsName(b: BitWidths): string {
-  return `w${b.weightBits}a${b.actBits}`;
+  return `w${b.weightBits}a${b.actBits}${b.residualBits !== undefined ? `r${b.residualBits}` : ''}`;
 }
 
 /** Parses `pattern=spec[,pattern=spec...]` (see the file comment). */

@@ -477,7 +477,9 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   const featureLoss = numOpt('featureLoss', o.featureLoss, 0, 0);
   const qdrop = numOpt('qdrop', o.qdrop, 0, 0);
   const relationWeight = numOpt('relationLoss', o.relationLoss, 0, 0);
-  const residualBits = o.residualBits;
+  if (o.residualBits !== undefined && bits.residualBits !== undefined && o.residualBits !== bits.residualBits)
+    throw new QuantFaceError('E_ARG', `bits ${bitsName(bits)} names a residual-stream width of ${bits.residualBits}, residualBits says ${o.residualBits}: give one`);
+  const residualBits = o.residualBits ?? bits.residualBits;
   if (residualBits !== undefined && (typeof residualBits !== 'number' || !Number.isInteger(residualBits) || residualBits < 2 || residualBits > 8))
     throw new QuantFaceError('E_ARG', `residualBits must be an integer from 2 to 8 (got ${String(residualBits)})`);
   if (qdrop >= 1) throw new QuantFaceError('E_ARG', `qdrop must be a probability in [0, 1) (got ${qdrop})`);
