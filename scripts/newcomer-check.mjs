@@ -1,0 +1,178 @@
+#!/usr/bin/env node
+// The newcomer check: the README's commands, run as a new user runs them, on
+// the committed state (HEAD) of this repository.
+//
+//   1. git clone HEAD into a temporary folder beside this checkout (so that the
+//      clone's ../shared is the real one), then in the clone, with no extra
+//      environment variable: `npm install`, `npx quantface quantize` (the
+//      zero-configuration job), `npx quantface info quantface-student.qfm`;
+//   2. quantface as a dependency: `npm pack` in the clone, `npm install
+//      <tarball>` in an empty project, and a script there that loads the
+//      student with `import { loadModel } from 'quantface'` and embeds a face.
+//
+// Fails loudly with the command that broke. The child environment is a
+// whitelist (PATH without node_modules/.bin entries, HOME for the npm cache,
+// locale): no npm_config_*, ONNXRUNTIME_*, QUANTFACE_* or tap variables leak
+// in from `npm test`.
+//
+//   node scripts/newcomer-check.mjs [--npm VERSION] [--node DIR] [--test]
+//                                    [--no-dependency] [--keep] [--verbose]
+//
+// --npm VERSION   run npm/npx VERSION from the registry (`npm pack npm@VERSION`,
+//                 cached under $TMPDIR/qf-npm-VERSION) instead of the npm on PATH
+// --node DIR      put DIR (a folder holding `node`) first on PATH
+// --test          also run `npm test` in the clone (minutes)
+// --keep          keep the clone and the consumer project (paths printed)
+// --verbose       echo every command's output (otherwise: the tail on failure)
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const flag = (name) => args.includes(name);
+const option = (name) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : undefined; };
+const verbose = flag('--verbose');
+const keep = flag('--keep');
+const npmVersion = option('--npm');
+const nodeDir = option('--node');
+
+function log(s) { process.stdout.write(`newcomer: ${s}\n`); }
+
+/** A newcomer's environment: nothing that npm, tap or CI put there. */
+function cleanEnv(prefixPath = []) {
+  const keepVars = ['HOME', 'USER', 'LOGNAME', 'SHELL', 'LANG', 'LC_ALL', 'TERM', 'TMPDIR', 'TZ'];
+  const env = {};
+  for (const k of keepVars) if (process.env[k] !== undefined) env[k] = process.env[k];
+  const path = (process.env.PATH ?? '').split(delimiter)
+    .filter((p) => p && !/node_modules[\\/]\.bin|node-gyp-bin|[\\/]npm[\\/]node_modules[\\/]@npmcli/.test(p));
+  env.PATH = [...prefixPath, ...path].join(delimiter);
+  return env;
+}
+
+function sh(cmd, argv, opts = {}) {
+  return spawnSync(cmd, argv, { encoding: 'utf8', maxBuffer: 256 << 20, ...opts });
+}
+
+/** Runs one step; on failure prints the command, where, its exit code and output tail, then exits 1. */
+function step(label, cmd, argv, { cwd, env, timeoutS = 900 }) {
+  const shown = [cmd, ...argv].join(' ');
+  const t0 = performance.now();
+  const r = sh(cmd, argv, { cwd, env, timeout: timeoutS * 1000 });
+  const s = (performance.now() - t0) / 1000;
+  const out = `${r.stdout ?? ''}${r.stderr ?? ''}`;
+  if (verbose && out.trim()) process.stdout.write(out.replace(/^/gm, '    | '));
+  if (r.status !== 0) {
+    const why = r.error ? `${r.error.message}` : r.signal ? `killed by ${r.signal}` : `exit code ${r.status}`;
+    process.stdout.write(out.split('\n').slice(-40).join('\n').replace(/^/gm, '    | ') + '\n');
+    log(`FAILED: \`${shown}\` (${label}) in ${cwd}: ${why} after ${s.toFixed(1)} s`);
+    cleanup();
+    process.exit(1);
+  }
+  log(`ok   ${s.toFixed(1).padStart(6)} s  ${shown}   (${label}, in ${cwd})`);
+  return { s, out };
+}
+
+const made = [];
+function cleanup() {
+  if (keep) { for (const d of made) log(`kept ${d}`); return; }
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+}
+
+function duK(dir) {
+  const r = sh('du', ['-sk', dir]);
+  return r.status === 0 ? Number(r.stdout.split(/\s/)[0]) : NaN;
+}
+
+// ------------------------------------------------------------------ setup
+const prefixPath = [];
+if (nodeDir) prefixPath.push(resolve(nodeDir));
+if (npmVersion) {
+  const dir = join(tmpdir(), `qf-npm-${npmVersion}`);
+  if (!existsSync(join(dir, 'package', 'bin', 'npm'))) {
+    mkdirSync(dir, { recursive: true });
+    const p = sh('npm', ['pack', `npm@${npmVersion}`, '--silent'], { cwd: dir, env: cleanEnv() });
+    const tgz = p.stdout.trim().split('\n').pop();
+    if (p.status !== 0 || !tgz) { log(`FAILED: npm pack npm@${npmVersion}: ${p.stderr}`); process.exit(1); }
+    const x = sh('tar', ['xzf', tgz], { cwd: dir });
+    if (x.status !== 0) { log(`FAILED: tar xzf ${tgz}: ${x.stderr}`); process.exit(1); }
+  }
+  prefixPath.unshift(join(dir, 'package', 'bin'));
+}
+const env = cleanEnv(prefixPath);
+const head = sh('git', ['rev-parse', 'HEAD'], { cwd: repoRoot }).stdout.trim();
+const parent = dirname(repoRoot);
+if (!existsSync(join(parent, 'shared'))) log(`note: ${parent} has no shared/ folder: the clone's ../shared is missing (tests that read it skip)`);
+const versions = sh('sh', ['-c', 'echo "node $(node -v), npm $(npm -v)"'], { env, cwd: parent }).stdout.trim();
+log(`${versions}; HEAD ${head.slice(0, 12)}; PATH starts ${env.PATH.split(delimiter).slice(0, 2).join(delimiter)}`);
+const dirty = sh('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: repoRoot }).stdout.trim();
+if (dirty) log('note: the working tree has uncommitted changes; the check clones the committed HEAD');
+
+const t0 = performance.now();
+const clone = mkdtempSync(join(parent, 'qf-newcomer-'));
+made.push(clone);
+process.on('SIGINT', () => { cleanup(); process.exit(130); });
+process.on('SIGTERM', () => { cleanup(); process.exit(143); });
+
+// ------------------------------------------------------------------ 1. the README in a fresh clone
+step('git clone', 'git', ['clone', '--quiet', repoRoot, clone], { cwd: parent, env });
+step('check out HEAD', 'git', ['checkout', '--quiet', head], { cwd: clone, env });
+const binMode = statSync(join(clone, 'bin', 'quantface.js')).mode;
+if (!(binMode & 0o100)) {
+  log(`FAILED: bin/quantface.js in the clone is not executable (mode ${(binMode & 0o777).toString(8)}): \`git update-index --chmod=+x bin/quantface.js\``);
+  cleanup();
+  process.exit(1);
+}
+const install = step('README: install', 'npm', ['install'], { cwd: clone, env });
+const quantize = step('README: main job', 'npx', ['quantface', 'quantize'], { cwd: clone, env });
+const student = join(clone, 'quantface-student.qfm');
+if (!existsSync(student)) { log(`FAILED: \`npx quantface quantize\` exited 0 but wrote no ${student}`); cleanup(); process.exit(1); }
+const info = step('README: model info', 'npx', ['quantface', 'info', 'quantface-student.qfm'], { cwd: clone, env });
+if (!verbose) process.stdout.write(info.out.replace(/^/gm, '    | '));
+let test = null;
+if (flag('--test')) test = step('README: tests', 'npm', ['test'], { cwd: clone, env, timeoutS: 3600 });
+
+// ------------------------------------------------------------------ 2. quantface as a dependency
+let dep = null;
+if (!flag('--no-dependency')) {
+  const pack = step('npm pack', 'npm', ['pack', '--silent'], { cwd: clone, env });
+  const tgz = join(clone, pack.out.trim().split('\n').pop());
+  const app = mkdtempSync(join(tmpdir(), 'qf-app-'));
+  made.push(app);
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'qf-app', version: '1.0.0', private: true, type: 'module' }, null, 2) + '\n');
+  const lfw = join(parent, 'shared', 'data', 'lfw');
+  const person = existsSync(lfw) ? readdirSync(lfw).sort().find((d) => readdirSync(join(lfw, d)).filter((f) => f.endsWith('.jpg')).length >= 2) : undefined;
+  const faces = person ? readdirSync(join(lfw, person)).filter((f) => f.endsWith('.jpg')).sort().slice(0, 2).map((f) => join(lfw, person, f)) : [];
+  writeFileSync(join(app, 'embed.mjs'), `// A server's first use of quantface: load a student, embed two faces.
+import { loadModel, bindingPath, loadTf } from 'quantface';
+const [qfm, ...faces] = process.argv.slice(2);
+const t0 = performance.now();
+const model = await loadModel(qfm, { threads: 2, align: 'lfw-funneled' });
+let crops = faces;
+if (faces.length === 0) { // no LFW here: two synthetic 112x112 RGB crops
+  crops = [0, 1].map((k) => { const b = Buffer.alloc(112 * 112 * 3); for (let i = 0; i < b.length; i++) b[i] = (i * (7 + k) + (i >> 7)) & 255; return { data: b, width: 112, height: 112, channels: 3 }; });
+}
+const [a, b] = await model.embed(crops);
+const norm = Math.hypot(...a);
+console.log(\`binary: \${bindingPath}\`);
+console.log(\`embedded \${crops.length} faces (\${faces.length ? faces.map((f) => f.split('/').slice(-2).join('/')).join(', ') : 'synthetic crops'}): dim \${a.length}, |a| \${norm.toFixed(4)}, similarity \${model.similarity(a, b).toFixed(4)}, \${(performance.now() - t0).toFixed(0)} ms\`);
+await model.dispose();
+try { await loadTf(); console.log('@tensorflow/tfjs: present'); }
+catch (e) { console.log(\`@tensorflow/tfjs (optional peer) absent: \${e.code}: \${e.message}\`); if (e.code !== 'E_DEPENDENCY') process.exit(1); }
+`);
+  const depInstall = step('dependency: install', 'npm', ['install', tgz], { cwd: app, env });
+  const kib = duK(join(app, 'node_modules'));
+  const pkgs = sh('sh', ['-c', 'ls -d node_modules/* node_modules/@*/* 2>/dev/null | grep -v "/@[^/]*$" | wc -l'], { cwd: app }).stdout.trim();
+  const embed = step('dependency: embed', 'node', ['embed.mjs', student, ...faces], { cwd: app, env });
+  if (!verbose) process.stdout.write(embed.out.replace(/^/gm, '    | '));
+  const tgzKiB = Math.round(statSync(tgz).size / 1024);
+  dep = { installS: depInstall.s, nodeModulesMiB: kib / 1024, topLevelPackages: Number(pkgs), tarballKiB: tgzKiB };
+  log(`dependency: tarball ${tgzKiB} KiB; installed node_modules ${(kib / 1024).toFixed(1)} MiB in ${pkgs} packages; install ${depInstall.s.toFixed(1)} s`);
+}
+
+const total = (performance.now() - t0) / 1000;
+log(`PASSED in ${total.toFixed(1)} s (${versions}): npm install ${install.s.toFixed(1)} s, npx quantface quantize ${quantize.s.toFixed(1)} s`
+  + `${test ? `, npm test ${test.s.toFixed(1)} s` : ''}${dep ? `, dependency install ${dep.installS.toFixed(1)} s` : ''}`);
+cleanup();
