@@ -20,12 +20,13 @@
 //
 // --npm VERSION   run npm/npx VERSION from the registry (`npm pack npm@VERSION`,
 //                 cached under $TMPDIR/qf-npm-VERSION) instead of the npm on PATH
+//                 (npm 12 needs Node >= 22.22: add --node)
 // --node DIR      put DIR (a folder holding `node`) first on PATH
 // --test          also run `npm test` in the clone (minutes)
 // --keep          keep the clone and the consumer project (paths printed)
 // --verbose       echo every command's output (otherwise: the tail on failure)
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -90,16 +91,20 @@ function duK(dir) {
 const prefixPath = [];
 if (nodeDir) prefixPath.push(resolve(nodeDir));
 if (npmVersion) {
+  // npm's own bin/npm script expects Node's install layout: link npm and npx to its CLI files instead.
   const dir = join(tmpdir(), `qf-npm-${npmVersion}`);
-  if (!existsSync(join(dir, 'package', 'bin', 'npm'))) {
-    mkdirSync(dir, { recursive: true });
+  const shim = join(dir, 'shim');
+  if (!existsSync(join(shim, 'npx'))) {
+    mkdirSync(shim, { recursive: true });
     const p = sh('npm', ['pack', `npm@${npmVersion}`, '--silent'], { cwd: dir, env: cleanEnv() });
     const tgz = p.stdout.trim().split('\n').pop();
     if (p.status !== 0 || !tgz) { log(`FAILED: npm pack npm@${npmVersion}: ${p.stderr}`); process.exit(1); }
     const x = sh('tar', ['xzf', tgz], { cwd: dir });
     if (x.status !== 0) { log(`FAILED: tar xzf ${tgz}: ${x.stderr}`); process.exit(1); }
+    symlinkSync(join(dir, 'package', 'bin', 'npm-cli.js'), join(shim, 'npm'));
+    symlinkSync(join(dir, 'package', 'bin', 'npx-cli.js'), join(shim, 'npx'));
   }
-  prefixPath.unshift(join(dir, 'package', 'bin'));
+  prefixPath.unshift(shim);
 }
 const env = cleanEnv(prefixPath);
 const head = sh('git', ['rev-parse', 'HEAD'], { cwd: repoRoot }).stdout.trim();
