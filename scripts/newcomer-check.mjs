@@ -131,6 +131,8 @@ if (!(binMode & 0o100)) {
   process.exit(1);
 }
 const install = step('README: install', 'npm', ['install'], { cwd: clone, env });
+const changed = sh('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: clone }).stdout.trim();
+log(changed ? `note: npm install changed tracked files:\n${changed}` : 'npm install left every tracked file (package-lock.json included) unchanged');
 const quantize = step('README: main job', 'npx', ['quantface', 'quantize'], { cwd: clone, env });
 const student = join(clone, 'quantface-student.qfm');
 if (!existsSync(student)) { log(`FAILED: \`npx quantface quantize\` exited 0 but wrote no ${student}`); cleanup(); process.exit(1); }
