@@ -12,7 +12,7 @@
 //
 // Fails loudly with the command that broke. The child environment is a
 // whitelist (PATH without node_modules/.bin entries, HOME for the npm cache,
-// locale): no npm_config_*, ONNXRUNTIME_*, QUANTFACE_* or tap variables leak
+// locale, the machine's TLS roots and proxy): no npm_config_*, ONNXRUNTIME_*, QUANTFACE_* or tap variables leak
 // in from `npm test`.
 //
 //   node scripts/newcomer-check.mjs [--npm VERSION] [--node DIR] [--test]
@@ -41,10 +41,15 @@ const npmVersion = option('--npm');
 const nodeDir = option('--node');
 
 function log(s) { process.stdout.write(`newcomer: ${s}\n`); }
+/** A command's output, indented under the step that ran it. */
+function indent(out) { const s = out.replace(/\s+$/, ''); return s ? s.replace(/^/gm, '    | ') + '\n' : ''; }
 
 /** A newcomer's environment: nothing that npm, tap or CI put there. */
 function cleanEnv(prefixPath = []) {
-  const keepVars = ['HOME', 'USER', 'LOGNAME', 'SHELL', 'LANG', 'LC_ALL', 'TERM', 'TMPDIR', 'TZ'];
+  // The machine's own setup stays (a newcomer on it has it too): TLS roots and proxies.
+  const keepVars = ['HOME', 'USER', 'LOGNAME', 'SHELL', 'LANG', 'LC_ALL', 'TERM', 'TMPDIR', 'TZ',
+    'NODE_EXTRA_CA_CERTS', 'SSL_CERT_FILE', 'SSL_CERT_DIR',
+    'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy'];
   const env = {};
   for (const k of keepVars) if (process.env[k] !== undefined) env[k] = process.env[k];
   const path = (process.env.PATH ?? '').split(delimiter)
@@ -64,10 +69,10 @@ function step(label, cmd, argv, { cwd, env, timeoutS = 900 }) {
   const r = sh(cmd, argv, { cwd, env, timeout: timeoutS * 1000 });
   const s = (performance.now() - t0) / 1000;
   const out = `${r.stdout ?? ''}${r.stderr ?? ''}`;
-  if (verbose && out.trim()) process.stdout.write(out.replace(/^/gm, '    | '));
+  if (verbose && out.trim()) process.stdout.write(indent(out));
   if (r.status !== 0) {
     const why = r.error ? `${r.error.message}` : r.signal ? `killed by ${r.signal}` : `exit code ${r.status}`;
-    process.stdout.write(out.split('\n').slice(-40).join('\n').replace(/^/gm, '    | ') + '\n');
+    process.stdout.write(indent(out.split('\n').slice(-40).join('\n')));
     log(`FAILED: \`${shown}\` (${label}) in ${cwd}: ${why} after ${s.toFixed(1)} s`);
     cleanup();
     process.exit(1);
@@ -137,7 +142,7 @@ const quantize = step('README: main job', 'npx', ['quantface', 'quantize'], { cw
 const student = join(clone, 'quantface-student.qfm');
 if (!existsSync(student)) { log(`FAILED: \`npx quantface quantize\` exited 0 but wrote no ${student}`); cleanup(); process.exit(1); }
 const info = step('README: model info', 'npx', ['quantface', 'info', 'quantface-student.qfm'], { cwd: clone, env });
-if (!verbose) process.stdout.write(info.out.replace(/^/gm, '    | '));
+if (!verbose) process.stdout.write(indent(info.out));
 let test = null;
 if (flag('--test')) test = step('README: tests', 'npm', ['test'], { cwd: clone, env, timeoutS: 3600 });
 
@@ -173,7 +178,7 @@ catch (e) { console.log(\`@tensorflow/tfjs (optional peer) absent: \${e.code}: \
   const kib = duK(join(app, 'node_modules'));
   const pkgs = sh('sh', ['-c', 'ls -d node_modules/* node_modules/@*/* 2>/dev/null | grep -v "/@[^/]*$" | wc -l'], { cwd: app }).stdout.trim();
   const embed = step('dependency: embed', 'node', ['embed.mjs', student, ...faces], { cwd: app, env });
-  if (!verbose) process.stdout.write(embed.out.replace(/^/gm, '    | '));
+  if (!verbose) process.stdout.write(indent(embed.out));
   const tgzKiB = Math.round(statSync(tgz).size / 1024);
   dep = { installS: depInstall.s, nodeModulesMiB: kib / 1024, topLevelPackages: Number(pkgs), tarballKiB: tgzKiB };
   log(`dependency: tarball ${tgzKiB} KiB; installed node_modules ${(kib / 1024).toFixed(1)} MiB in ${pkgs} packages; install ${depInstall.s.toFixed(1)} s`);
