@@ -16,13 +16,14 @@
 // in from `npm test`.
 //
 //   node scripts/newcomer-check.mjs [--npm VERSION] [--node DIR] [--test]
-//                                    [--no-dependency] [--keep] [--verbose]
+//                                    [--no-dependency] [--rev COMMIT] [--keep] [--verbose]
 //
 // --npm VERSION   run npm/npx VERSION from the registry (`npm pack npm@VERSION`,
 //                 cached under $TMPDIR/qf-npm-VERSION) instead of the npm on PATH
 //                 (npm 12 needs Node >= 22.22: add --node)
 // --node DIR      put DIR (a folder holding `node`) first on PATH
 // --test          also run `npm test` in the clone (minutes)
+// --rev COMMIT    check that commit instead of HEAD
 // --keep          keep the clone and the consumer project (paths printed)
 // --verbose       echo every command's output (otherwise: the tail on failure)
 import { spawnSync } from 'node:child_process';
@@ -112,13 +113,15 @@ if (npmVersion) {
   prefixPath.unshift(shim);
 }
 const env = cleanEnv(prefixPath);
-const head = sh('git', ['rev-parse', 'HEAD'], { cwd: repoRoot }).stdout.trim();
+const rev = option('--rev') ?? 'HEAD';
+const head = sh('git', ['rev-parse', '--verify', `${rev}^{commit}`], { cwd: repoRoot }).stdout.trim();
+if (!head) { log(`FAILED: ${rev} is not a commit of ${repoRoot}`); process.exit(1); }
 const parent = dirname(repoRoot);
 if (!existsSync(join(parent, 'shared'))) log(`note: ${parent} has no shared/ folder: the clone's ../shared is missing (tests that read it skip)`);
 const versions = sh('sh', ['-c', 'echo "node $(node -v), npm $(npm -v)"'], { env, cwd: parent }).stdout.trim();
-log(`${versions}; HEAD ${head.slice(0, 12)}; PATH starts ${env.PATH.split(delimiter).slice(0, 2).join(delimiter)}`);
+log(`${versions}; ${rev} ${head.slice(0, 12)}; PATH starts ${env.PATH.split(delimiter).slice(0, 2).join(delimiter)}`);
 const dirty = sh('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: repoRoot }).stdout.trim();
-if (dirty) log('note: the working tree has uncommitted changes; the check clones the committed HEAD');
+if (dirty && rev === 'HEAD') log('note: the working tree has uncommitted changes; the check clones the committed HEAD');
 
 const t0 = performance.now();
 const clone = mkdtempSync(join(parent, 'qf-newcomer-'));
