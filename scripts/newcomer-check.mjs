@@ -27,7 +27,7 @@
 // --keep          keep the clone and the consumer project (paths printed)
 // --verbose       echo every command's output (otherwise: the tail on failure)
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -75,7 +75,6 @@ function step(label, cmd, argv, { cwd, env, timeoutS = 900 }) {
     const why = r.error ? `${r.error.message}` : r.signal ? `killed by ${r.signal}` : `exit code ${r.status}`;
     process.stdout.write(indent(out.split('\n').slice(-40).join('\n')));
     log(`FAILED: \`${shown}\` (${label}) in ${cwd}: ${why} after ${s.toFixed(1)} s`);
-    cleanup();
     process.exit(1);
   }
   log(`ok   ${s.toFixed(1).padStart(6)} s  ${shown}   (${label}, in ${cwd})`);
@@ -83,7 +82,10 @@ function step(label, cmd, argv, { cwd, env, timeoutS = 900 }) {
 }
 
 const made = [];
+let cleaned = false;
 function cleanup() {
+  if (cleaned) return;
+  cleaned = true;
   if (keep) { for (const d of made) log(`kept ${d}`); return; }
   for (const d of made) rmSync(d, { recursive: true, force: true });
 }
@@ -126,23 +128,25 @@ if (dirty && rev === 'HEAD') log('note: the working tree has uncommitted changes
 const t0 = performance.now();
 const clone = mkdtempSync(join(parent, 'qf-newcomer-'));
 made.push(clone);
-process.on('SIGINT', () => { cleanup(); process.exit(130); });
-process.on('SIGTERM', () => { cleanup(); process.exit(143); });
+process.on('exit', cleanup); // also after an unexpected exception
+process.on('SIGINT', () => process.exit(130));
+process.on('SIGTERM', () => process.exit(143));
 
 // ------------------------------------------------------------------ 1. the README in a fresh clone
 step('git clone', 'git', ['clone', '--quiet', repoRoot, clone], { cwd: parent, env });
-step('check out HEAD', 'git', ['checkout', '--quiet', head], { cwd: clone, env });
-const binMode = statSync(join(clone, 'bin', 'quantface.js')).mode;
-if (!(binMode & 0o100)) {
+step('check out', 'git', ['checkout', '--quiet', head], { cwd: clone, env });
+// The bin as package.json names it in the clone (a launcher committed with its execute bit).
+const binRel = (() => { try { const b = JSON.parse(readFileSync(join(clone, 'package.json'), 'utf8')).bin; return typeof b === 'string' ? b : b?.quantface; } catch { return undefined; } })();
+if (binRel && existsSync(join(clone, binRel)) && !(statSync(join(clone, binRel)).mode & 0o100)) {
   // Not a failure by itself: the README's commands below show what a user meets.
-  log(`note: bin/quantface.js in the clone is not executable (mode ${(binMode & 0o777).toString(8)}; fix: \`git update-index --chmod=+x bin/quantface.js\`)`);
+  log(`note: ${binRel} in the clone is not executable (mode ${(statSync(join(clone, binRel)).mode & 0o777).toString(8)}; fix: \`git update-index --chmod=+x ${binRel}\`)`);
 }
 const install = step('README: install', 'npm', ['install'], { cwd: clone, env });
 const changed = sh('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: clone }).stdout.trim();
 log(changed ? `note: npm install changed tracked files:\n${changed}` : 'npm install left every tracked file (package-lock.json included) unchanged');
 const quantize = step('README: main job', 'npx', ['quantface', 'quantize'], { cwd: clone, env });
 const student = join(clone, 'quantface-student.qfm');
-if (!existsSync(student)) { log(`FAILED: \`npx quantface quantize\` exited 0 but wrote no ${student}`); cleanup(); process.exit(1); }
+if (!existsSync(student)) { log(`FAILED: \`npx quantface quantize\` exited 0 but wrote no ${student}`); process.exit(1); }
 const info = step('README: model info', 'npx', ['quantface', 'info', 'quantface-student.qfm'], { cwd: clone, env });
 if (!verbose) process.stdout.write(indent(info.out));
 let test = null;
