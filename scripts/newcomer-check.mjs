@@ -135,11 +135,17 @@ process.on('SIGTERM', () => process.exit(143));
 // ------------------------------------------------------------------ 1. the README in a fresh clone
 step('git clone', 'git', ['clone', '--quiet', repoRoot, clone], { cwd: parent, env });
 step('check out', 'git', ['checkout', '--quiet', head], { cwd: clone, env });
-// The bin as package.json names it in the clone (a launcher committed with its execute bit).
+// The bin as package.json names it must be committed with its execute bit.
+// (A fresh full install happens to chmod the project's own bins, but only those
+// that exist then, and a later no-op `npm install` does not: tsc output such as
+// dist/cli.js, or a committed 100644 file, gives `sh: 1: quantface: Permission denied`.)
 const binRel = (() => { try { const b = JSON.parse(readFileSync(join(clone, 'package.json'), 'utf8')).bin; return typeof b === 'string' ? b : b?.quantface; } catch { return undefined; } })();
-if (binRel && existsSync(join(clone, binRel)) && !(statSync(join(clone, binRel)).mode & 0o100)) {
-  // Not a failure by itself: the README's commands below show what a user meets.
-  log(`note: ${binRel} in the clone is not executable (mode ${(statSync(join(clone, binRel)).mode & 0o777).toString(8)}; fix: \`git update-index --chmod=+x ${binRel}\`)`);
+if (!binRel) { log('FAILED: package.json in the clone names no bin for quantface'); process.exit(1); }
+const staged = sh('git', ['ls-files', '-s', '--', binRel], { cwd: clone }).stdout.trim();
+if (!staged.startsWith('100755 ')) {
+  log(`FAILED: package.json bin ${binRel} is ${staged ? `committed as mode ${staged.split(' ')[0]}` : 'not in git (a build output)'}: `
+    + 'commit an executable launcher (git update-index --chmod=+x <file>); npm only chmods the project\'s bins on a full install, before prepare builds dist/');
+  process.exit(1);
 }
 const install = step('README: install', 'npm', ['install'], { cwd: clone, env });
 const changed = sh('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: clone }).stdout.trim();
