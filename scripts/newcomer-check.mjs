@@ -136,15 +136,16 @@ process.on('SIGTERM', () => process.exit(143));
 step('git clone', 'git', ['clone', '--quiet', repoRoot, clone], { cwd: parent, env });
 step('check out', 'git', ['checkout', '--quiet', head], { cwd: clone, env });
 // The bin as package.json names it must be committed with its execute bit.
-// (A fresh full install happens to chmod the project's own bins, but only those
-// that exist then, and a later no-op `npm install` does not: tsc output such as
-// dist/cli.js, or a committed 100644 file, gives `sh: 1: quantface: Permission denied`.)
+// npm sets the mode of the project's own bin only now and then (a first full
+// install, the first npx), so a fresh clone may work while `rm -rf dist && npm
+// run build` (tsc writes files without the execute bit) or a committed 100644
+// file later gives `sh: 1: quantface: Permission denied`.
 const binRel = (() => { try { const b = JSON.parse(readFileSync(join(clone, 'package.json'), 'utf8')).bin; return typeof b === 'string' ? b : b?.quantface; } catch { return undefined; } })();
 if (!binRel) { log('FAILED: package.json in the clone names no bin for quantface'); process.exit(1); }
 const staged = sh('git', ['ls-files', '-s', '--', binRel], { cwd: clone }).stdout.trim();
 if (!staged.startsWith('100755 ')) {
   log(`FAILED: package.json bin ${binRel} is ${staged ? `committed as mode ${staged.split(' ')[0]}` : 'not in git (a build output)'}: `
-    + 'commit an executable launcher (git update-index --chmod=+x <file>); npm only chmods the project\'s bins on a full install, before prepare builds dist/');
+    + 'commit an executable launcher (git update-index --chmod=+x <file>); npm sets the mode of the project\'s own bin only on some installs, so it breaks later with "quantface: Permission denied"');
   process.exit(1);
 }
 const install = step('README: install', 'npm', ['install'], { cwd: clone, env });
