@@ -28,6 +28,10 @@ export type QuantFaceErrorCode =
   | 'E_DATA'
   /** An object (data loader, worker pool) was used after close(). */
   | 'E_CLOSED'
+  /** The native addon has no binary for this platform, or it would not load (the message says how to build it). */
+  | 'E_NATIVE'
+  /** An optional package that this feature needs is not installed (the message names it). */
+  | 'E_DEPENDENCY'
   /** Something else went wrong inside quantface (a bug: please report it). */
   | 'E_INTERNAL';
 

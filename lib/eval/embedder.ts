@@ -248,6 +248,24 @@ export async function embedFlipSum(embedder: Embedder, crops: Float32Array, n: n
 // ---------------------------------------------------------------- TF.js
 
 type Tf = typeof import('@tensorflow/tfjs');
+
+/**
+ * Imports an optional peer dependency (TF.js runs float TF.js models in
+ * `quantface eval`; a server that only loads .qfm files does not install
+ * it). Absent, it throws E_DEPENDENCY naming the package to install.
+ */
+async function importOptional<T>(name: string, load: () => Promise<T>, alternative?: string): Promise<T> {
+  try {
+    return await load();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException | null)?.code;
+    if ((code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && String((e as Error).message).includes(name)) {
+      throw new QuantFaceError('E_DEPENDENCY',
+        `running a TF.js model needs the optional package ${name}: \`npm install ${name}@^4.22.0\`${alternative ? ` (${alternative})` : ''}`, { cause: e });
+    }
+    throw e;
+  }
+}
 let tfPromise: Promise<Tf> | null = null;
 let tfBackend: string | null = null;
 
@@ -258,15 +276,17 @@ let tfBackend: string | null = null;
 export async function loadTf(backend: 'wasm' | 'cpu' = 'wasm'): Promise<Tf> {
   if (!tfPromise) {
     tfPromise = (async () => {
-      const tf = await import('@tensorflow/tfjs');
+      const tf = await importOptional<Tf>('@tensorflow/tfjs', () => import('@tensorflow/tfjs'));
       tf.env().set('PROD', true); // no "install tfjs-node" banner; we cannot
       return tf;
     })();
+    tfPromise.catch(() => { tfPromise = null; }); // a later call retries (e.g. after installing it)
   }
   const tf = await tfPromise;
   if (tfBackend !== backend) {
     if (backend === 'wasm') {
-      const wasm = await import('@tensorflow/tfjs-backend-wasm');
+      const wasm = await importOptional<typeof import('@tensorflow/tfjs-backend-wasm')>(
+        '@tensorflow/tfjs-backend-wasm', () => import('@tensorflow/tfjs-backend-wasm'), "or pass --backend cpu");
       const require = createRequire(import.meta.url);
       const dir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm')) + '/';
       wasm.setWasmPaths(dir);
