@@ -995,7 +995,8 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         if (!stopped) await refine(step);
       } else {
         const rangesFrozen = (): boolean => calibration === 'first' || step >= calibSteps;
-        if (calibration === 'first' && startStep === 0) {
+        // A resumed run's ranges (and best student) come from its checkpoint, even one written at step 0.
+        if (calibration === 'first' && resumedFrom === undefined) {
           progress({ phase: 'calibrate', step: 0, totalSteps: calibSteps, message: `calibrating the activation ranges (${calibSteps} batches), then distilling from that student` });
           const k = await calibrateInference(calibSteps, (kk, epoch) => progress({ phase: 'calibrate', step: kk, totalSteps: calibSteps, epoch }));
           log.write({ event: 'calibrate', steps: k, before: 'training' });
@@ -1004,7 +1005,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
             swapIn(false);
           }
         }
-        if (!stopped && rangesFrozen() && startStep === 0 && (keepBest || guard)) {
+        if (!stopped && rangesFrozen() && resumedFrom === undefined && (keepBest || guard)) {
           progress({ phase: 'evaluate', step: 0, totalSteps, message: 'held-out agreement' });
           startAgreement = evaluateAndKeep(0);
           lastAgreement = startAgreement;
