@@ -304,7 +304,7 @@ for (const arm of arms) {
     for (const seed of mode.startsWith('ptq') ? seeds.slice(0, 1) : seeds) {
       const key = `${arm}/${bits}/${mode}${tag ? `/${tag}` : ''}${seed !== 0 ? `/s${seed}` : ''}`;
       if (results[key] && limit === undefined && !fresh) {
-        console.log(`${key}: done before (LFW ${results[key]!.lfw.toFixed(4)}), skipped`);
+        console.log(`${key}: done before (LFW int8 ${f(results[key]!.lfwRuntime, 4)}, engine ${f(results[key]!.lfw, 4)}), skipped`);
         continue;
       }
       const file = join(outDir, `${key.replace(/[/:]/g, '_')}.qfm`);
