@@ -215,7 +215,7 @@ export interface QuantizeOptions {
   noTrain?: boolean;
   /** Held-out share for the agreement metric: fraction (0, 1), a count >= 1, or 0 for none. Default 0.1 (at most 256 images). */
   holdout?: number;
-  /** Evaluate agreement every N steps (default: 10 times per run). 0: only at the end. */
+  /** Evaluate agreement (and choose the best student) every N steps (default: 20 times per run). 0: only at the end. */
   evalEvery?: number;
   /** Augmentation (lib/data). Default { flip: true }. */
   augment?: AugmentOptions | false;
