@@ -19,7 +19,7 @@
  *     [--weight-decay X] [--act-range minmax|mse|learned] [--weight-range minmax|mse|learned] \
  *     [--lr-schedule step|cosine] [--range-lr-scale X] [--feature-loss W] \
  *     [--layer-bits RULES] [--equalize ALPHA[:range|rms]] [--qdrop P] [--relation-loss W] [--seed S]
- *     [--teacher faceplugin|mobileface|PATH [--eval-align landmarks|lfw-funneled]] [--seeds 0,1] [--skip-engine-lfw]
+ *     [--teacher faceplugin|mobileface|PATH [--eval-align landmarks|lfw-funneled]] [--seeds 0,1] [--skip-engine-lfw] [--fill-engine-lfw]
  *     [--out DIR] [--limit PAIRS] [--threads T] [--tag T] [--fresh]
  *
  * Modes (presets; --steps, --batch, --lr, ... override the distillation ones;
@@ -364,6 +364,24 @@ if (limit === undefined)
     r.lfwCosine = lfwAgreement((await loadQfm(file)).model);
     written.add(r.key);
     save();
+  }
+
+// ---------------------------------------------------------------- engine accuracy of rows measured without it
+// --fill-engine-lfw: the fake-quant engine's LFW accuracy of every row that has a saved student but no engine
+// figure (rows measured with --skip-engine-lfw), from the saved .qfm; no retraining.
+if (limit === undefined && process.argv.includes('--fill-engine-lfw'))
+  for (const r of Object.values(results)) {
+    if (r.mode === 'teacher' || (r.lfw !== null && Number.isFinite(r.lfw))) continue;
+    const file = join(outDir, `${r.key.replace(/[/:]/g, '_')}.qfm`);
+    if (!existsSync(file)) continue;
+    const [m] = await lfwPairs([{ embedder: await loadQfmEmbedder(file, { name: r.key }) }]);
+    r.lfw = m!.acc;
+    r.lfwStd = m!.std;
+    r.drop = (teacherAcc - m!.acc) * 100;
+    r.evalSeconds = m!.seconds;
+    written.add(r.key);
+    save();
+    console.log(`${r.key}: LFW engine ${f(r.lfw, 4)} (drop ${f(r.drop, 2)} pt), filled from ${file}`);
   }
 
 // ---------------------------------------------------------------- table
