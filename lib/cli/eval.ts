@@ -6,14 +6,14 @@
 import { extname, join, resolve } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { Command, Option } from 'commander';
-import { intArg } from './args.js';
+import { addInputOptions, inputOverrides, intArg, type InputFlags } from './args.js';
 import { saveModelMeta } from '../eval/embedder.js';
 import { formatTable, writeReport } from '../eval/report.js';
 import { ALIGN_OPTIONS, runEval, type AlignOption } from '../eval/run.js';
 import { QuantFaceError, ioError } from '../errors.js';
 import { updateQfmProvenance } from '../io/qfm.js';
 
-export interface EvalCliOptions {
+export interface EvalCliOptions extends InputFlags {
   model: string[];
   pairs?: string;
   bin?: string;
@@ -24,7 +24,7 @@ export interface EvalCliOptions {
   out: string;
   batch: number;
   limit?: number;
-  backend: 'wasm' | 'cpu';
+  backend: 'auto' | 'engine' | 'wasm' | 'cpu';
   quiet?: boolean;
   /** Store each .qfm model's verification threshold (mean over the folds) in the file. */
   saveThreshold?: boolean;
@@ -50,7 +50,9 @@ export async function evalCommand(opts: EvalCliOptions, out: NodeJS.WritableStre
   }
   const tty = !opts.quiet && (err as NodeJS.WriteStream).isTTY === true;
   let lastPrint = 0;
+  const input = inputOverrides(opts);
   const report = await runEval({
+    ...(input ? { input } : {}),
     models: opts.model,
     ...(opts.pairs !== undefined ? { pairs: opts.pairs } : {}),
     ...(opts.bin !== undefined ? { bin: opts.bin } : {}),
@@ -62,7 +64,7 @@ export async function evalCommand(opts: EvalCliOptions, out: NodeJS.WritableStre
     batch: opts.batch,
     backend: opts.backend,
     onModel: (name, assumed) => {
-      if (!opts.quiet) err.write(`model ${name}${assumed ? ' (no metadata file: assuming RGB, raw 0..255 input)' : ''}\n`);
+      if (!opts.quiet) err.write(`model ${name}${assumed ? ' (nothing records its input: assuming the format\'s default preprocessing; give --input-mean/--input-std/--bgr or a sidecar model.quantface.json)' : ''}\n`);
     },
     onProgress: (p) => {
       if (opts.quiet) return;
@@ -110,7 +112,7 @@ export function register(program: Command): void {
   program
     .command('eval')
     .description('evaluate face-verification accuracy of one or more models (the first is the teacher)')
-    .requiredOption('-m, --model <path>', 'TF.js model.json or quantface model metadata (.json); repeat for students', (v: string, prev: string[] = []) => [...prev, v])
+    .requiredOption('-m, --model <path>', 'model: .qfm, .onnx, TF.js model.json, face-api weights manifest or quantface model metadata (told by content); repeat for students', (v: string, prev: string[] = []) => [...prev, v])
     .option('--pairs <dir>', 'LFW-style pairs: a folder with pairs.txt (or the pairs file) over an image folder')
     .option('--bin <file>', 'insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin, ...)')
     .option('--ijb <dir>', 'IJB-B / IJB-C folder in insightface layout (meta/, loose_crop/)')
@@ -120,10 +122,10 @@ export function register(program: Command): void {
     .option('-o, --out <dir>', 'output folder for report.json / report.html', 'quantface-eval')
     .option('-b, --batch <n>', 'images per batch (each with its mirror image)', intArg('--batch', 1), 32)
     .option('--limit <n>', 'evaluate about n pairs only (a quick check; LFW keeps all folds balanced)', intArg('--limit', 1))
-    .addOption(new Option('--backend <name>', 'TF.js backend for TF.js models').choices(['wasm', 'cpu']).default('wasm'))
+    .addOption(new Option('--backend <name>', 'auto/engine: every model on quantface\'s runtime (float in fp32, .qfm students in int8); wasm/cpu: TF.js graph models on @tensorflow/tfjs with that backend').choices(['auto', 'engine', 'wasm', 'cpu']).default('auto'))
     .option('-q, --quiet', 'no progress output')
-    .option('--save-threshold', 'store each .qfm model\'s verification threshold (cosine, mean over the folds) in the file, for loadModel().verify()')
-    .action(async (opts: EvalCliOptions) => {
-      await evalCommand(opts);
-    });
+    .option('--save-threshold', 'store each .qfm model\'s verification threshold (cosine, mean over the folds) in the file, for loadModel().verify()');
+  addInputOptions(program.commands[program.commands.length - 1]!, 'the models').action(async (opts: EvalCliOptions) => {
+    await evalCommand(opts);
+  });
 }

@@ -98,6 +98,12 @@ export interface QuantizeOptions {
    * 'mobileface'). Default 'faceplugin' (LFW 98.4).
    */
   teacher?: string | Module;
+  /**
+   * Input description of a teacher file that records none (CLI --input-mean, --input-std, --bgr, --template):
+   * lower precedence than the file, its sidecar and the registry of known models (lib/io/load.ts).
+   * The resolved description is written into the student .qfm.
+   */
+  teacherInput?: import('../io/load.js').InputOverrides;
   /** Training faces: a folder, `generated:N`, or an ImageFolder. Required (the CLI supplies the zero-config default). */
   data: string | ImageFolder;
   /** Alignment of the folder's images (lib/data presets: none, ffhq, lfw-funneled, box:x,y,side, landmarks:FILE). Default 'none'. */
@@ -524,6 +530,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     typeof teacherArg === 'string' && isKnownTeacher(teacherArg) && !existsSync(teacherArg)
       ? await resolveKnownTeacher(teacherArg, { ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}), onMessage: (m) => progress({ phase: 'load', step: 0, totalSteps: 0, message: m }) })
       : teacherArg,
+    o.teacherInput ? { input: o.teacherInput } : {},
   );
   const info: ModelInfo = teacher.info;
   const size = info.inputShape[0];

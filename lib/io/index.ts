@@ -3,7 +3,36 @@
  * export), face-api's ResNet descriptor weights, and the quantface model
  * file (.qfm).
  */
-export { ImportedModel, preprocess, validateModelInfo, type ModelInfo, type Preprocessing, type Triple } from './model-info.js';
+export {
+  ImportedModel,
+  preprocess,
+  validateModelInfo,
+  validateAlignment,
+  describeInput,
+  ARCFACE_TEMPLATE_POINTS,
+  ALIGNMENT_BOX_PRESETS,
+  MODEL_FORMATS,
+  type ModelInfo,
+  type ModelFormat,
+  type Preprocessing,
+  type InputAlignment,
+  type Triple,
+} from './model-info.js';
+export { detectModelFormat, META_KIND, type ModelFileFormat, type DetectedModelFile } from './detect.js';
+export { KNOWN_MODELS_BY_SHA256, knownModel, type KnownModel } from './known-models.js';
+export {
+  loadModelFile,
+  describeTfjsModelFile,
+  parseDescription,
+  parseTemplate,
+  parseTriple,
+  sidecarPath,
+  type InputOverrides,
+  type InfoSource,
+  type ModelFileOptions,
+  type LoadedModelFile,
+  type ResolvedDescription,
+} from './load.js';
 export {
   importTfjsGraphModel,
   readTfjsGraphModel,
