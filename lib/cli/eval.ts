@@ -3,7 +3,7 @@
  * (teacher first, then students) on a pairs folder, an insightface .bin
  * or an IJB-B/C folder; prints a table, writes report.json + report.html.
  */
-import { extname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import { addInputOptions, inputOverrides, intArg, type InputFlags } from './args.js';
@@ -12,6 +12,7 @@ import { formatTable, writeReport } from '../eval/report.js';
 import { ALIGN_OPTIONS, runEval, type AlignOption } from '../eval/run.js';
 import { QuantFaceError, ioError } from '../errors.js';
 import { updateQfmProvenance } from '../io/qfm.js';
+import { detectModelFormat } from '../io/detect.js';
 
 export interface EvalCliOptions extends InputFlags {
   model: string[];
@@ -42,7 +43,9 @@ export function cosineThreshold(foldThresholds: readonly number[]): number {
 
 /** Runs the eval command with parsed options; returns the paths written. */
 export async function evalCommand(opts: EvalCliOptions, out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): Promise<{ json: string; html: string }> {
-  const qfmModels = opts.model.filter((m) => extname(m).toLowerCase() === '.qfm');
+  // .qfm files told by content (a student may be named anything); unreadable paths fail later with their own error.
+  const isQfm = await Promise.all(opts.model.map(async (m) => (await detectModelFormat(m).catch(() => null))?.format === 'qfm'));
+  const qfmModels = opts.model.filter((_, i) => isQfm[i]);
   if (opts.saveThreshold) {
     if (opts.ijb !== undefined) throw new QuantFaceError('E_ARG', '--save-threshold needs a pairs folder or a .bin set (IJB reports TAR at FAR, not a threshold)');
     if (qfmModels.length === 0) throw new QuantFaceError('E_ARG', '--save-threshold writes into .qfm model files: give at least one --model FILE.qfm');
@@ -87,7 +90,7 @@ export async function evalCommand(opts: EvalCliOptions, out: NodeJS.WritableStre
     for (let i = 0; i < opts.model.length; i++) {
       const path = opts.model[i]!;
       const m = report.models[i];
-      if (extname(path).toLowerCase() !== '.qfm' || !m?.foldThresholds) continue;
+      if (!isQfm[i] || !m?.foldThresholds) continue;
       const threshold = cosineThreshold(m.foldThresholds);
       await updateQfmProvenance(path, (p) => {
         const notes = p.notes && typeof p.notes === 'object' && !Array.isArray(p.notes) ? p.notes : {};
