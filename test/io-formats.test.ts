@@ -263,3 +263,19 @@ t.test('mobileface: TF.js (wasm) and the runtime give the same embeddings', { sk
   t.same(a.meta.alignment, { kind: 'box', preset: 'lfw-funneled' });
   a.dispose?.(); b.dispose?.();
 });
+
+t.test('eval -m takes every format; the same network scores the same through each', { skip: hasLfw() ? false : `${lfwDir} absent: skipped` }, async (t) => {
+  const f = await files;
+  const dir = tempDir(t, 'qf-formats-evalall-');
+  const { quantizeModel } = await import('../lib/runtime/index.js');
+  const q = quantizeModel(tinyTeacher(5), { weightBits: 8, actBits: 8, images: crops(8), batchSize: 8 });
+  const w8 = join(dir, 'w8a8.qfm');
+  await saveQfm(q, w8);
+  await evalCommand({ model: [f.onnx, f.qfm, f.onnxAsJson, w8, f.tfjs], pairs: lfwDir, limit: 40, batch: 16, backend: 'auto', quiet: true, out: dir }, new Sink(), new Sink());
+  const r = JSON.parse(readFileSync(join(dir, 'report.json'), 'utf8')) as { models: Array<{ accuracy: number; foldThresholds: number[]; auc: number; meta: { format: string } }> };
+  t.same(r.models.map((m) => m.meta.format), ['onnx', 'qfm', 'onnx', 'qfm', 'tfjs-graph']);
+  const [a, b, c] = r.models;
+  t.same([b!.accuracy, b!.foldThresholds, b!.auc], [a!.accuracy, a!.foldThresholds, a!.auc], '.qfm and ONNX: the same accuracy, thresholds and AUC');
+  t.same([c!.accuracy, c!.auc], [a!.accuracy, a!.auc], 'an ONNX file named .json: the same');
+  t.ok(r.models.every((m) => Number.isFinite(m.accuracy) && Number.isFinite(m.auc)), 'the int8 student and the TF.js model are scored');
+});
