@@ -3,8 +3,7 @@
  * and structure), never by its extension alone:
  *
  * - 'qfm': the quantface model file magic (\x89QFM\r\n\x1a\n).
- * - 'tflite': a FlatBuffer with the TFLite file identifier "TFL3" at byte 4
- *   (recognised, not imported: E_UNSUPPORTED_FORMAT).
+ * - 'tflite': a FlatBuffer with the TFLite file identifier "TFL3" at byte 4.
  * - JSON objects: a TF.js graph model (modelTopology + weightsManifest),
  *   a TF.js layers model (refused: E_UNSUPPORTED_FORMAT), a quantface model
  *   metadata file (kind 'quantface-model-meta'); a JSON array of
@@ -108,14 +107,14 @@ async function looksLikeOnnx(path: string, size: number): Promise<boolean> {
 }
 
 const EXPECTED =
-  'quantface reads a quantface model file (.qfm), an ONNX model (.onnx), a TF.js graph model (model.json with its weight shards), ' +
+  'quantface reads a quantface model file (.qfm), an ONNX model (.onnx), a TFLite model (.tflite), a TF.js graph model (model.json with its weight shards), ' +
   "face-api's weights manifest or a quantface model metadata JSON";
 
 /**
  * Tells a model file's format from its content. Errors: E_IO (missing,
  * unreadable, a folder), E_FORMAT (none of the formats, bad JSON),
  * E_UNSUPPORTED_FORMAT (a recognised format quantface does not import:
- * TFLite, TF.js layers models).
+ * TF.js layers models).
  */
 export async function detectModelFormat(file: string): Promise<DetectedModelFile> {
   const path = resolve(file);
@@ -137,13 +136,7 @@ export async function detectModelFormat(file: string): Promise<DetectedModelFile
     throw ioError(e, path);
   }
   if (head.length >= 8 && QFM_MAGIC.every((v, i) => head[i] === v)) return { format: 'qfm', path, bytes: size };
-  if (head.length >= 8 && head.toString('latin1', 4, 8) === 'TFL3') {
-    throw new QuantFaceError(
-      'E_UNSUPPORTED_FORMAT',
-      `${path} is a TensorFlow Lite model (FlatBuffer 'TFL3'); quantface does not import TFLite yet: convert it to ONNX (e.g. tf2onnx --tflite ${path} --output model.onnx) and pass the .onnx`,
-      { path },
-    );
-  }
+  if (head.length >= 8 && head.toString('latin1', 4, 8) === 'TFL3') return { format: 'tflite', path, bytes: size };
   const first = head.toString('latin1').trimStart()[0];
   if (first === '{' || first === '[') {
     if (size > MAX_JSON_BYTES) throw new QuantFaceError('E_FORMAT', `${path}: a ${size}-byte JSON file is too large for a model description (limit ${MAX_JSON_BYTES})`, { path });

