@@ -202,7 +202,7 @@ function resolveLevels(levels: Level[], base: ModelInfo, known?: KnownModel): Re
             'leave the flag out, or write a sidecar model.quantface.json to override the record',
         );
       };
-      if (opt.colorOrder && l.colorOrder && opt.colorOrder !== l.colorOrder) why('colour order', opt.colorOrder, l.colorOrder, opt.colorOrder === 'BGR' ? '--bgr' : '--rgb');
+      if (opt.colorOrder && l.colorOrder && opt.colorOrder !== l.colorOrder) why('colour order', opt.colorOrder, l.colorOrder, opt.colorOrder === 'BGR' ? '--bgr' : 'the colour order option');
       if (opt.normalize && l.normalize && !sameNormalize(opt.normalize, l.normalize)) why('scaling', fmtNormalize(opt.normalize), fmtNormalize(l.normalize), '--input-mean/--input-std');
       if (opt.alignment && l.alignment && !sameAlignment(opt.alignment, l.alignment)) why('alignment', fmtAlignment(opt.alignment), fmtAlignment(l.alignment), '--template');
     }
