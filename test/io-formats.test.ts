@@ -279,3 +279,17 @@ t.test('eval -m takes every format; the same network scores the same through eac
   t.same([c!.accuracy, c!.auc], [a!.accuracy, a!.auc], 'an ONNX file named .json: the same');
   t.ok(r.models.every((m) => Number.isFinite(m.accuracy) && Number.isFinite(m.auc)), 'the int8 student and the TF.js model are scored');
 });
+
+t.test("face-api's weights manifest runs on the runtime like the engine module", { skip: existsSync(faceapiManifest) ? false : `${faceapiManifest} absent: skipped` }, async (t) => {
+  const { loadFaceApiResNet, preprocess, runModel } = await import('../lib/io/index.js');
+  const fm = await loadModel(faceapiManifest);
+  t.equal(fm.dim, 128);
+  t.equal(fm.inputSize, 150);
+  const x = crops(1, 150);
+  const got = fm.embedSync(x) as Float32Array;
+  await fm.dispose();
+  const m = await loadFaceApiResNet(faceapiManifest);
+  const want = runModel(m, preprocess(m.info, x, 1)).data;
+  const d = maxAbs(got, want);
+  t.ok(d <= 1e-4 * maxAbsOf(want), `max abs diff ${d.toExponential(2)} (scale ${maxAbsOf(want).toFixed(3)})`);
+});
