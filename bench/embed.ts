@@ -231,7 +231,7 @@ async function lfw(): Promise<void> {
   const calib = (await faceCrops(16)).subarray(0, 16 * PER);
   const students: [string, Module][] = [['fp32', fp]];
   for (const b of arg('bits', '8,6,4').split(',').map(Number)) students.push([`W${b}A${b}`, quantizeModel(fp, { weightBits: b, actBits: b, images: calib, batchSize: 8 })]);
-  const meta = { name: 'mobileface', format: 'tfjs-graph' as const, path: tfjs, inputSize: 112, colorOrder: 'RGB' as const, normalize: 'raw' as const };
+  const meta = { name: 'mobileface', format: 'tfjs-graph' as const, path: tfjs, inputShape: [112, 112, 3] as [number, number, number], outputDim: 256, normalizedOutput: false, preprocessing: { colorOrder: 'RGB' as const, normalize: 'raw' as const } };
   const embedders = [];
   // Every embedding each model produced, in call order (runVerification feeds
   // every model the same batches), to compare runtime vs fake-quant per image.

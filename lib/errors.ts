@@ -12,6 +12,8 @@ export type QuantFaceErrorCode =
   | 'E_FORMAT'
   /** A model uses an operation that quantface does not implement. */
   | 'E_UNSUPPORTED_OP'
+  /** A file is a recognised model format that quantface does not import (TFLite, TF.js layers models); the message says how to convert it. */
+  | 'E_UNSUPPORTED_FORMAT'
   /** A file or folder could not be read or written. */
   | 'E_IO'
   /** CUDA was asked for but is not available on this machine. */

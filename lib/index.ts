@@ -8,9 +8,14 @@ export * from './errors.js';
 export * from './data/index.js';
 export * from './eval/index.js';
 export * from './io/index.js';
-// Both eval and io define these; the root exports eval's, io's under other names.
-export { preprocess, type Triple } from './eval/index.js';
-export { preprocess as preprocessModelInput, type Triple as ModelTriple } from './io/index.js';
+// One model description (lib/io ModelInfo) and one preprocess(); eval re-exports io's.
+export { preprocess, type Triple } from './io/index.js';
+/** @deprecated The same function as {@link preprocess} (there is one preprocessing function now). */
+export const preprocessModelInput = preprocess;
+/** @deprecated The same type as {@link Triple}. */
+export type ModelTriple = Triple;
+import { preprocess } from './io/index.js';
+import type { Triple } from './io/index.js';
 export * from './tensor.js';
 export * from './nn/index.js';
 export * from './quant/index.js';

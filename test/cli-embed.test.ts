@@ -92,7 +92,9 @@ t.test('embed: bad input gets clear errors', async (t) => {
   await t.rejects(embedCommand([a, junk], { model: path }, new Sink()), { message: /junk\.jpg/ }, 'the unreadable file is named');
   await t.rejects(embedCommand([a], { model: path, compare: true }, new Sink()), { code: 'E_ARG', message: /exactly two/ });
   await t.rejects(embedCommand([], { model: path }, new Sink()), { code: 'E_ARG' });
-  await t.rejects(embedCommand([a], { model: join(dir, 'model.bin') }, new Sink()), { code: 'E_ARG', message: /unknown model file type/ });
+  await t.rejects(embedCommand([a], { model: join(dir, 'model.bin') }, new Sink()), { code: 'E_IO', message: /model\.bin/ }, 'a missing model file');
+  writeFileSync(join(dir, 'model.bin'), Buffer.from('not a model at all'));
+  await t.rejects(embedCommand([a], { model: join(dir, 'model.bin') }, new Sink()), { code: 'E_FORMAT', message: /not a model file quantface can read/ }, 'unknown content');
   await t.rejects(embedCommand([join(dir, 'missing.png')], { model: path }, new Sink()), { message: /missing\.png/ });
   const outFile = join(dir, 'never.jsonl');
   await t.rejects(embedCommand([a, junk], { model: path, out: outFile }, new Sink()));

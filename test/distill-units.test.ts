@@ -115,7 +115,7 @@ t.test('teacher loader errors', async (t) => {
   const dir = tempDir(t, 'teacher');
   const weird = join(dir, 'model.pt');
   writeFileSync(weird, 'x');
-  await t.rejects(loadTeacher(weird), { code: 'E_ARG', message: /unknown model file type/ });
+  await t.rejects(loadTeacher(weird), { code: 'E_FORMAT', message: /not a model file quantface can read/ }, 'unknown content (told by content, not the .pt extension)');
   const bad = join(dir, 'model.json');
   writeFileSync(bad, '{ not json');
   await t.rejects(loadTeacher(bad), { code: 'E_FORMAT' });

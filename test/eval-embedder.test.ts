@@ -11,7 +11,7 @@ import { hasMobileface, mobilefacePath, mulberry32, tempDir } from './fixtures/e
 import { writeTinyModel, S, D } from './fixtures/eval/tiny-model.js';
 
 function reference(meta: ModelMeta, w: Float32Array, x: Float32Array, n: number): Float64Array {
-  const pre = preprocess(meta, x, n);
+  const pre = preprocess(meta, x.subarray(0, n * S * S * 3), n).data;
   const out = new Float64Array(n * D);
   for (let i = 0; i < n; i++) for (let d = 0; d < D; d++) {
     let s = 0;
@@ -24,14 +24,18 @@ function reference(meta: ModelMeta, w: Float32Array, x: Float32Array, n: number)
 t.test('preprocess applies colour order, mean/std and layout', async (t) => {
   const base = validateMeta({ path: 'm.json', inputSize: 2 }, 'test');
   const x = Float32Array.from({ length: 2 * 2 * 3 }, (_, i) => i * 10);
-  t.same(Array.from(preprocess(base, x, 1)), Array.from(x), 'raw RGB is unchanged');
-  const bgr = preprocess({ ...base, colorOrder: 'BGR' }, x, 1);
+  t.same(Array.from(preprocess(base, x, 1).data), Array.from(x), 'raw RGB is unchanged');
+  const bgr = preprocess({ ...base, preprocessing: { colorOrder: 'BGR', normalize: 'raw' } }, x, 1).data;
   t.same(Array.from(bgr.subarray(0, 6)), [20, 10, 0, 50, 40, 30]);
-  const norm = preprocess({ ...base, normalize: { mean: [0, 10, 20], std: 2 } }, x, 1);
+  const norm = preprocess({ ...base, preprocessing: { colorOrder: 'RGB', normalize: { mean: [0, 10, 20], std: 2 } } }, x, 1).data;
   t.same(Array.from(norm.subarray(0, 3)), [0, 0, 0]);
   t.same(Array.from(norm.subarray(3, 6)), [15, 15, 15]);
   const nchw = preprocess({ ...base, layout: 'NCHW' }, x, 1);
-  t.same(Array.from(nchw), [0, 30, 60, 90, 10, 40, 70, 100, 20, 50, 80, 110]);
+  t.same(nchw.shape, [1, 3, 2, 2]);
+  t.same(Array.from(nchw.data), [0, 30, 60, 90, 10, 40, 70, 100, 20, 50, 80, 110]);
+  // the old flat metadata form still validates (sidecars written by earlier versions)
+  const flat = validateMeta({ path: 'm.json', inputSize: 2, colorOrder: 'BGR', normalize: { mean: 1, std: 2 }, crop: 'ffhq' }, 'test');
+  t.same([flat.preprocessing, flat.alignment, flat.inputShape], [{ colorOrder: 'BGR', normalize: { mean: 1, std: 2 } }, { kind: 'box', preset: 'ffhq' }, [2, 2, 3]]);
   t.throws(() => preprocess(base, x, 2), { code: 'E_SHAPE' });
 });
 
@@ -44,16 +48,16 @@ t.test('metadata validation and resolution', async (t) => {
   writeTinyModel(dir, 1);
   const plain = await resolveModelMeta(join(dir, 'tiny.json'));
   t.equal(plain.assumed, true, 'unknown model without metadata: assumed');
-  t.same([plain.meta.inputSize, plain.meta.dim, plain.meta.colorOrder, plain.meta.normalize, plain.meta.name], [S, D, 'RGB', 'raw', 'tiny']);
+  t.same([plain.meta.inputShape[0], plain.meta.outputDim, plain.meta.preprocessing.colorOrder, plain.meta.preprocessing.normalize, plain.meta.name], [S, D, 'RGB', 'raw', 'tiny']);
   t.equal(sidecarPath(join(dir, 'tiny.json')), join(dir, 'tiny.quantface.json'));
   writeFileSync(sidecarPath(join(dir, 'tiny.json')), JSON.stringify({ colorOrder: 'BGR', normalize: { mean: 127.5, std: 127.5 }, inputSize: S, name: 'tiny-bgr' }));
   const side = await resolveModelMeta(join(dir, 'tiny.json'));
   t.equal(side.assumed, false);
-  t.same([side.meta.colorOrder, side.meta.name, side.meta.path], ['BGR', 'tiny-bgr', join(dir, 'tiny.json')]);
+  t.same([side.meta.preprocessing.colorOrder, side.meta.name, side.meta.path], ['BGR', 'tiny-bgr', join(dir, 'tiny.json')]);
   // a metadata file pointing at the model (relative path), as eval writes them
   await saveModelMeta({ ...side.meta, path: 'tiny.json', name: 'saved' }, join(dir, 'saved.json'));
   const saved = await resolveModelMeta(join(dir, 'saved.json'));
-  t.same([saved.meta.name, saved.meta.path, saved.meta.colorOrder], ['saved', join(dir, 'tiny.json'), 'BGR']);
+  t.same([saved.meta.name, saved.meta.path, saved.meta.preprocessing.colorOrder], ['saved', join(dir, 'tiny.json'), 'BGR']);
   writeFileSync(join(dir, 'other.json'), JSON.stringify({ hello: 1 }));
   await t.rejects(resolveModelMeta(join(dir, 'other.json')), { code: 'E_FORMAT', message: new RegExp(META_KIND) });
   writeFileSync(join(dir, 'broken.json'), '{');
@@ -96,7 +100,7 @@ t.test('a TF.js graph model loaded from disk (two shards, sidecar preprocessing)
 t.test('the mobileface teacher', { skip: !hasMobileface() ? `mobileface not found at ${mobilefacePath} (../shared/models): skipped` : false }, async (t) => {
   const { embedder, assumed } = await loadEmbedder(mobilefacePath);
   t.equal(assumed, false, 'known model: preprocessing recorded');
-  t.same([embedder.dim, embedder.inputSize, embedder.meta.colorOrder, embedder.meta.normalize, embedder.meta.crop], [256, 112, 'RGB', 'raw', 'lfw-funneled']);
+  t.same([embedder.dim, embedder.inputSize, embedder.meta.preprocessing.colorOrder, embedder.meta.preprocessing.normalize, embedder.meta.alignment], [256, 112, 'RGB', 'raw', { kind: 'box', preset: 'lfw-funneled' }]);
   const rnd = mulberry32(11);
   const one = 112 * 112 * 3;
   const x = Float32Array.from({ length: 2 * one }, () => 255 * rnd());

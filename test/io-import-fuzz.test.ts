@@ -1,4 +1,6 @@
-// Robustness of the TF.js and ONNX importers: a few thousand random
+// Robustness of the TF.js and ONNX importers, and of format detection
+// ('any': mutated .qfm / ONNX / TF.js bytes under one neutral name through
+// loadModelFile): a few thousand random
 // mutations of each format (raw bytes, truncations, structural JSON /
 // protobuf edits, weight shards) in a child process. Every file must either
 // import or be refused with a QuantFaceError; nothing may crash or hang.
@@ -9,11 +11,12 @@ import { tempDir } from './fixtures/tmp.js';
 
 const child = fileURLToPath(new URL('./fixtures/io/import-fuzz-child.ts', import.meta.url));
 
-for (const format of ['tfjs', 'onnx'] as const) {
+for (const format of ['tfjs', 'onnx', 'any'] as const) {
   const seed = 1 + Math.floor(Math.random() * 1e9);
-  t.test(`${format}: 2500 mutated files, seed ${seed}`, async (t) => {
+  const n = format === 'any' ? 1500 : 2500;
+  t.test(`${format}: ${n} mutated files, seed ${seed}`, async (t) => {
     const dir = tempDir(t, `qf-fuzz-${format}-`); // removed here even when the child is killed
-    const r = spawnSync(process.execPath, ['--import', 'tsx', child, format, String(seed), '2500', dir], { encoding: 'utf8', timeout: 50_000, env: process.env });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', child, format, String(seed), String(n), dir], { encoding: 'utf8', timeout: 50_000, env: process.env });
     t.equal(r.signal, null, `child not killed (stderr: ${r.stderr.slice(-1500)})`);
     t.equal(r.status, 0, `child exited cleanly (stderr: ${r.stderr.slice(-1500)})`);
     const res = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { count: number; ok: number; errors: number; codes: Record<string, number>; other: string[]; otherCount: number };

@@ -3,7 +3,9 @@
 // batching of concurrent calls, the event loop during inference, and bad
 // inputs (QuantFaceError codes).
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import sharp from 'sharp';
 import { loadModel, similarity, verify, type FaceModel } from '../lib/runtime/index.js';
 import { QuantFaceError } from '../lib/errors.js';
@@ -152,7 +154,11 @@ t.test('bad inputs and options give QuantFaceError codes', { skip }, async (t) =
   await t.rejects(loadModel(TEACHER, { maxBatch: 0 }), code('E_ARG'), 'bad maxBatch');
   await t.rejects(loadModel(TEACHER, { threads: 1.5 }), code('E_ARG'), 'bad threads');
   await t.rejects(loadModel('/nonexistent/model.qfm'), code('E_IO'), 'missing model file');
-  await t.rejects(loadModel('model.bin'), code('E_ARG'), 'unknown model type');
+  // Formats are told by content: a file of unknown content is E_FORMAT, whatever its name.
+  const junk = join(mkdtempSync(join(tmpdir(), 'qf-rt-api-')), 'model.onnx');
+  writeFileSync(junk, 'not a model');
+  await t.rejects(loadModel(junk), code('E_FORMAT'), 'unknown content');
+  rmSync(dirname(junk), { recursive: true, force: true });
   // the model still works after all that
   t.equal((await m.embed(jpeg)).length, 256, 'still serving');
 });

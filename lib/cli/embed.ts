@@ -6,19 +6,18 @@
  * `quantface info`: what a model file holds (format version, size, bit
  * widths, parameters, preprocessing, provenance, verification threshold).
  */
-import { stat } from 'node:fs/promises';
-import { extname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { Command } from 'commander';
-import { intArg, numberArg } from './args.js';
-import { QuantFaceError, ioError } from '../errors.js';
+import { addInputOptions, inputOverrides, intArg, numberArg, type InputFlags } from './args.js';
+import { QuantFaceError } from '../errors.js';
 import { loadModel, storedThreshold, type FaceModel } from '../runtime/index.js';
-import { loadQfm, writeFileAtomic } from '../io/qfm.js';
-import { importTfjsGraphModel } from '../io/tfjs.js';
-import { importOnnxModel } from '../io/onnx.js';
+import { writeFileAtomic } from '../io/qfm.js';
+import { loadModelFile, type InfoSource, type ModelFileOptions } from '../io/load.js';
+import { describeInput } from '../io/model-info.js';
+import type { ModelFileFormat } from '../io/detect.js';
 import { countParams } from '../models/index.js';
-import type { Module } from '../nn/module.js';
 
-export interface EmbedCliOptions {
+export interface EmbedCliOptions extends InputFlags {
   model: string;
   align?: string;
   threads?: number;
@@ -35,7 +34,9 @@ const f7 = (x: number): number => Number(x.toPrecision(7));
 export async function embedCommand(images: string[], o: EmbedCliOptions, out: NodeJS.WritableStream = process.stdout): Promise<string> {
   if (images.length === 0) throw new QuantFaceError('E_ARG', 'give at least one image file');
   if (o.compare && images.length !== 2) throw new QuantFaceError('E_ARG', `--compare takes exactly two images (got ${images.length})`);
+  const input = inputOverrides(o);
   const model: FaceModel = await loadModel(o.model, {
+    ...(input ? { input } : {}),
     ...(o.threads !== undefined ? { threads: o.threads } : {}),
     ...(o.align !== undefined ? { align: o.align } : {}),
     ...(o.threshold !== undefined ? { threshold: o.threshold } : {}),
@@ -74,7 +75,8 @@ export async function embedCommand(images: string[], o: EmbedCliOptions, out: No
 
 export interface ModelSummary {
   path: string;
-  format: 'qfm' | 'tfjs-graph' | 'onnx';
+  /** Format told by the file's content. */
+  format: Exclude<ModelFileFormat, 'quantface-meta'>;
   bytes: number;
   parameters: number;
   version?: string;
@@ -83,23 +85,28 @@ export interface ModelSummary {
   floatTensors?: number;
   activationQuantizers?: number;
   activationBits?: number[];
+  /** The resolved model description (input size, colour order, scaling, alignment, output). */
   info?: unknown;
+  /** One line: the input the model takes. */
+  input?: string;
+  /** Where the colour order, scaling and alignment came from (file, sidecar, registry, options, default). */
+  inputFrom?: { colorOrder: InfoSource; normalize: InfoSource; alignment: InfoSource | 'unknown' };
+  /** SHA-256 of the file (the key of the registry of known models) and the registry's name for it. */
+  sha256?: string;
+  known?: string;
   provenance?: unknown;
   verifyThreshold?: number | null;
 }
 
-/** What a model file holds. Errors: E_IO, E_FORMAT, E_ARG (unknown extension). */
-export async function summarizeModel(path: string): Promise<ModelSummary> {
-  const p = resolve(path);
-  let bytes: number;
-  try {
-    bytes = (await stat(p)).size;
-  } catch (e) {
-    throw ioError(e, p);
-  }
-  const ext = extname(p).toLowerCase();
-  if (ext === '.qfm') {
-    const q = await loadQfm(p);
+/** What a model file holds (any format, told by content). Errors: E_IO, E_FORMAT, E_UNSUPPORTED_FORMAT, E_UNSUPPORTED_OP. */
+export async function summarizeModel(path: string, o: ModelFileOptions = {}): Promise<ModelSummary> {
+  const f = await loadModelFile(path, o);
+  const p = f.path;
+  const desc = f.info
+    ? { info: f.info, input: describeInput(f.info), inputFrom: f.from }
+    : {};
+  if (f.format === 'qfm') {
+    const q = f.qfm!;
     const packed = q.metadata.tensors.filter((t) => t.storage === 'packed');
     return {
       path: p,
@@ -112,18 +119,22 @@ export async function summarizeModel(path: string): Promise<ModelSummary> {
       floatTensors: q.metadata.tensors.length - packed.length,
       activationQuantizers: q.metadata.activations.length,
       activationBits: [...new Set(q.metadata.activations.map((a) => a.bits))].sort((a, b) => a - b),
-      ...(q.info ? { info: q.info } : {}),
+      ...desc,
       provenance: q.provenance,
       verifyThreshold: storedThreshold(q.provenance) ?? null,
     };
   }
-  let m: Module;
-  let format: ModelSummary['format'];
-  if (ext === '.json') { m = await importTfjsGraphModel(p); format = 'tfjs-graph'; }
-  else if (ext === '.onnx') { m = await importOnnxModel(p); format = 'onnx'; }
-  else throw new QuantFaceError('E_ARG', `${p}: unknown model file type '${ext}' (use .qfm, a TF.js model.json or .onnx)`);
-  const info = (m as { info?: unknown }).info;
-  return { path: p, format, bytes, parameters: countParams(m), ...(info ? { info } : {}) };
+  const { stat } = await import('node:fs/promises');
+  const bytes = (await stat(p)).size;
+  return {
+    path: p,
+    format: f.format,
+    bytes,
+    parameters: countParams(f.model),
+    ...desc,
+    ...(f.fileSha256 ? { sha256: f.fileSha256 } : {}),
+    ...(f.known ? { known: f.known.name } : {}),
+  };
 }
 
 export function formatSummary(s: ModelSummary): string {
@@ -133,6 +144,11 @@ export function formatSummary(s: ModelSummary): string {
     lines.push(`  activations ${s.activationQuantizers ? `${s.activationQuantizers} quantizers, ${s.activationBits!.join('/')}-bit` : 'float'}`);
     lines.push(`  threshold   ${s.verifyThreshold === null || s.verifyThreshold === undefined ? 'none stored (quantface eval --save-threshold sets one)' : s.verifyThreshold.toFixed(4)}`);
   }
+  if (s.input) {
+    const fr = s.inputFrom;
+    lines.push(`  input       ${s.input}${fr ? ` (colour ${fr.colorOrder}, scaling ${fr.normalize}, alignment ${fr.alignment})` : ''}`);
+  }
+  if (s.known) lines.push(`  known model ${s.known} (registry, by SHA-256 ${s.sha256})`);
   if (s.info) lines.push(`  model info  ${JSON.stringify(s.info)}`);
   if (s.provenance) lines.push(`  provenance  ${JSON.stringify(s.provenance)}`);
   return lines.join('\n');
@@ -140,27 +156,28 @@ export function formatSummary(s: ModelSummary): string {
 
 /** Adds the `embed` and `info` subcommands to the program. */
 export function register(program: Command): void {
-  program
+  const embed = program
     .command('embed')
     .description('face embeddings of image files (JSON lines), or the similarity of two with --compare')
     .argument('<images...>', 'image files (JPEG, PNG, WebP)')
-    .requiredOption('-m, --model <path>', 'model: a .qfm student, a TF.js model.json or an .onnx')
+    .requiredOption('-m, --model <path>', 'model: a .qfm, an .onnx, a TF.js model.json or a face-api weights manifest (told by content)')
     .option('--align <preset>', 'face crop of the images: none (already 112x112 crops; default) | ffhq | lfw-funneled | box:x,y,side')
     .option('--threads <n>', 'native threads', intArg('--threads', 1))
     .option('--threshold <cosine>', 'verification threshold for --compare (default: the model file\'s)', numberArg('--threshold'))
     .option('--compare', 'print the cosine similarity of the two images (and match, when a threshold is known)')
     .option('--float', 'run a quantized model with its float weights (fp32) instead of int8')
-    .option('-o, --out <file>', 'write the output to a file (atomically) instead of stdout')
-    .action(async (images: string[], opts: EmbedCliOptions & { float?: boolean }) => {
-      await embedCommand(images, { ...opts, ...(opts.float ? { precision: 'float' as const } : {}) });
-    });
-  program
+    .option('-o, --out <file>', 'write the output to a file (atomically) instead of stdout');
+  addInputOptions(embed).action(async (images: string[], opts: EmbedCliOptions & { float?: boolean }) => {
+    await embedCommand(images, { ...opts, ...(opts.float ? { precision: 'float' as const } : {}) });
+  });
+  const info = program
     .command('info')
-    .description('what a model file holds: format, size, bit widths, parameters, preprocessing, provenance')
-    .argument('<model>', 'a .qfm, a TF.js model.json or an .onnx')
-    .option('--json', 'print JSON')
-    .action(async (model: string, opts: { json?: boolean }) => {
-      const s = await summarizeModel(model);
-      process.stdout.write((opts.json ? JSON.stringify(s, null, 2) : formatSummary(s)) + '\n');
-    });
+    .description('what a model file holds: format (told by content), size, bit widths, parameters, input description and where it came from, provenance')
+    .argument('<model>', 'a .qfm, an .onnx, a TF.js model.json or a face-api weights manifest')
+    .option('--json', 'print JSON');
+  addInputOptions(info).action(async (model: string, opts: InputFlags & { json?: boolean }) => {
+    const input = inputOverrides(opts);
+    const s = await summarizeModel(model, input ? { input } : {});
+    process.stdout.write((opts.json ? JSON.stringify(s, null, 2) : formatSummary(s)) + '\n');
+  });
 }

@@ -3,17 +3,18 @@
  * (teacher first, then students) on a pairs folder, an insightface .bin
  * or an IJB-B/C folder; prints a table, writes report.json + report.html.
  */
-import { extname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { Command, Option } from 'commander';
-import { intArg } from './args.js';
+import { addInputOptions, inputOverrides, intArg, type InputFlags } from './args.js';
 import { saveModelMeta } from '../eval/embedder.js';
 import { formatTable, writeReport } from '../eval/report.js';
 import { ALIGN_OPTIONS, runEval, type AlignOption } from '../eval/run.js';
 import { QuantFaceError, ioError } from '../errors.js';
 import { updateQfmProvenance } from '../io/qfm.js';
+import { detectModelFormat } from '../io/detect.js';
 
-export interface EvalCliOptions {
+export interface EvalCliOptions extends InputFlags {
   model: string[];
   pairs?: string;
   bin?: string;
@@ -24,7 +25,7 @@ export interface EvalCliOptions {
   out: string;
   batch: number;
   limit?: number;
-  backend: 'wasm' | 'cpu';
+  backend: 'auto' | 'engine' | 'wasm' | 'cpu';
   quiet?: boolean;
   /** Store each .qfm model's verification threshold (mean over the folds) in the file. */
   saveThreshold?: boolean;
@@ -42,7 +43,9 @@ export function cosineThreshold(foldThresholds: readonly number[]): number {
 
 /** Runs the eval command with parsed options; returns the paths written. */
 export async function evalCommand(opts: EvalCliOptions, out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): Promise<{ json: string; html: string }> {
-  const qfmModels = opts.model.filter((m) => extname(m).toLowerCase() === '.qfm');
+  // .qfm files told by content (a student may be named anything); unreadable paths fail later with their own error.
+  const isQfm = await Promise.all(opts.model.map(async (m) => (await detectModelFormat(m).catch(() => null))?.format === 'qfm'));
+  const qfmModels = opts.model.filter((_, i) => isQfm[i]);
   if (opts.saveThreshold) {
     if (opts.ijb !== undefined) throw new QuantFaceError('E_ARG', '--save-threshold needs a pairs folder or a .bin set (IJB reports TAR at FAR, not a threshold)');
     if (qfmModels.length === 0) throw new QuantFaceError('E_ARG', '--save-threshold writes into .qfm model files: give at least one --model FILE.qfm');
@@ -50,7 +53,9 @@ export async function evalCommand(opts: EvalCliOptions, out: NodeJS.WritableStre
   }
   const tty = !opts.quiet && (err as NodeJS.WriteStream).isTTY === true;
   let lastPrint = 0;
+  const input = inputOverrides(opts);
   const report = await runEval({
+    ...(input ? { input } : {}),
     models: opts.model,
     ...(opts.pairs !== undefined ? { pairs: opts.pairs } : {}),
     ...(opts.bin !== undefined ? { bin: opts.bin } : {}),
@@ -62,7 +67,7 @@ export async function evalCommand(opts: EvalCliOptions, out: NodeJS.WritableStre
     batch: opts.batch,
     backend: opts.backend,
     onModel: (name, assumed) => {
-      if (!opts.quiet) err.write(`model ${name}${assumed ? ' (no metadata file: assuming RGB, raw 0..255 input)' : ''}\n`);
+      if (!opts.quiet) err.write(`model ${name}${assumed ? ' (nothing records its input: assuming the format\'s default preprocessing; give --input-mean/--input-std/--bgr or a sidecar model.quantface.json)' : ''}\n`);
     },
     onProgress: (p) => {
       if (opts.quiet) return;
@@ -85,7 +90,7 @@ export async function evalCommand(opts: EvalCliOptions, out: NodeJS.WritableStre
     for (let i = 0; i < opts.model.length; i++) {
       const path = opts.model[i]!;
       const m = report.models[i];
-      if (extname(path).toLowerCase() !== '.qfm' || !m?.foldThresholds) continue;
+      if (!isQfm[i] || !m?.foldThresholds) continue;
       const threshold = cosineThreshold(m.foldThresholds);
       await updateQfmProvenance(path, (p) => {
         const notes = p.notes && typeof p.notes === 'object' && !Array.isArray(p.notes) ? p.notes : {};
@@ -110,7 +115,7 @@ export function register(program: Command): void {
   program
     .command('eval')
     .description('evaluate face-verification accuracy of one or more models (the first is the teacher)')
-    .requiredOption('-m, --model <path>', 'TF.js model.json or quantface model metadata (.json); repeat for students', (v: string, prev: string[] = []) => [...prev, v])
+    .requiredOption('-m, --model <path>', 'model: .qfm, .onnx, TF.js model.json, face-api weights manifest or quantface model metadata (told by content); repeat for students', (v: string, prev: string[] = []) => [...prev, v])
     .option('--pairs <dir>', 'LFW-style pairs: a folder with pairs.txt (or the pairs file) over an image folder')
     .option('--bin <file>', 'insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin, ...)')
     .option('--ijb <dir>', 'IJB-B / IJB-C folder in insightface layout (meta/, loose_crop/)')
@@ -120,10 +125,10 @@ export function register(program: Command): void {
     .option('-o, --out <dir>', 'output folder for report.json / report.html', 'quantface-eval')
     .option('-b, --batch <n>', 'images per batch (each with its mirror image)', intArg('--batch', 1), 32)
     .option('--limit <n>', 'evaluate about n pairs only (a quick check; LFW keeps all folds balanced)', intArg('--limit', 1))
-    .addOption(new Option('--backend <name>', 'TF.js backend for TF.js models').choices(['wasm', 'cpu']).default('wasm'))
+    .addOption(new Option('--backend <name>', 'auto/engine: every model on quantface\'s runtime (float in fp32, .qfm students in int8); wasm/cpu: TF.js graph models on @tensorflow/tfjs with that backend').choices(['auto', 'engine', 'wasm', 'cpu']).default('auto'))
     .option('-q, --quiet', 'no progress output')
-    .option('--save-threshold', 'store each .qfm model\'s verification threshold (cosine, mean over the folds) in the file, for loadModel().verify()')
-    .action(async (opts: EvalCliOptions) => {
-      await evalCommand(opts);
-    });
+    .option('--save-threshold', 'store each .qfm model\'s verification threshold (cosine, mean over the folds) in the file, for loadModel().verify()');
+  addInputOptions(program.commands[program.commands.length - 1]!, 'the models').action(async (opts: EvalCliOptions) => {
+    await evalCommand(opts);
+  });
 }

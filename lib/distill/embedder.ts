@@ -19,7 +19,7 @@ export interface EngineEmbedderOptions {
   name?: string;
   /** Model file, for the report (default '(in memory)'). */
   path?: string;
-  /** Default crop for pairs folders (default 'lfw-funneled', as mobileface's). */
+  /** Default crop for pairs folders (default: the model's recorded alignment, else 'lfw-funneled', as mobileface's). */
   crop?: CropPreset;
   /** Images per forward pass (default 64). */
   chunk?: number;
@@ -41,18 +41,13 @@ export class EngineEmbedder implements Embedder {
     this.dim = info.outputDim;
     this.inputSize = info.inputShape[0];
     this.chunk = o.chunk ?? 64;
-    const nz = info.preprocessing.normalize;
     this.meta = {
+      ...info,
       name: o.name ?? info.name,
-      // ModelMeta only knows 'tfjs-graph' so far; the path says what this really is (an engine / .qfm model).
-      format: 'tfjs-graph',
+      format: 'engine',
       path: o.path ?? '(in memory)',
-      inputSize: this.inputSize,
-      colorOrder: info.preprocessing.colorOrder,
-      normalize: nz,
       layout: 'NHWC',
-      crop: o.crop ?? 'lfw-funneled',
-      dim: this.dim,
+      alignment: o.crop ? { kind: 'box', preset: o.crop } : info.alignment ?? { kind: 'box', preset: 'lfw-funneled' },
       source: `quantface engine (${info.format}${info.source ? `; ${info.source}` : ''})`,
     };
   }

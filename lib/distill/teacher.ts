@@ -7,14 +7,12 @@
 import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { extname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { QuantFaceError } from '../errors.js';
 import { Module, noGrad } from '../nn/module.js';
 import { bufferPool } from '../nn/pool.js';
 import { isQat } from '../quant/qat.js';
-import { importTfjsGraphModel } from '../io/tfjs.js';
-import { importOnnxModel } from '../io/onnx.js';
-import { loadQfm } from '../io/qfm.js';
+import { loadModelFile, type InputOverrides } from '../io/load.js';
 import { preprocess, type ModelInfo, type Preprocessing } from '../io/model-info.js';
 import type { FTensor } from '../tensor.js';
 
@@ -41,6 +39,8 @@ export interface TeacherOptions {
   inputSize?: [number, number];
   /** Name recorded for a Module teacher. */
   name?: string;
+  /** Input description of a teacher file that does not record one (CLI --input-mean/--input-std/--bgr/--template). */
+  input?: InputOverrides;
 }
 
 /**
@@ -91,24 +91,12 @@ export async function loadTeacher(teacher: string | Module, opts: TeacherOptions
     const path = resolve(teacher);
     source = path;
     if (!existsSync(path)) throw new QuantFaceError('E_IO', `teacher ${path} does not exist; pass a TF.js model.json, an .onnx file or a float .qfm`, { path });
-    const ext = extname(path).toLowerCase();
-    if (ext === '.json') {
-      const m = await importTfjsGraphModel(path);
-      model = m;
-      info = m.info;
-    } else if (ext === '.onnx') {
-      const m = await importOnnxModel(path);
-      model = m;
-      info = m.info;
-    } else if (ext === '.qfm') {
-      const l = await loadQfm(path);
-      model = l.model;
-      info = l.info;
-      if (isQat(model))
-        throw new QuantFaceError('E_ARG', `teacher ${path} is already quantized (it has fake quantizers); the teacher must be a float model`, { path });
-    } else {
-      throw new QuantFaceError('E_ARG', `teacher ${path}: unknown model file type '${ext || '(none)'}'; pass a TF.js model.json, an .onnx file or a float .qfm`, { path });
-    }
+    // Format told by content (lib/io/detect.ts); input description: file > sidecar > registry > opts.input.
+    const f = await loadModelFile(path, opts.input ? { input: opts.input } : {});
+    model = f.model;
+    info = f.info;
+    if (f.format === 'qfm' && isQat(model))
+      throw new QuantFaceError('E_ARG', `teacher ${path} is already quantized (it has fake quantizers); the teacher must be a float model`, { path });
   } else if (teacher instanceof Module) {
     model = teacher;
     info = (teacher as { info?: ModelInfo }).info;

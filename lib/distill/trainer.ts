@@ -77,6 +77,12 @@ export interface QuantizeOptions {
    * 'mobileface'). Default 'faceplugin' (LFW 98.4).
    */
   teacher?: string | Module;
+  /**
+   * Input description of a teacher file that records none (CLI --input-mean, --input-std, --bgr, --template):
+   * lower precedence than the file, its sidecar and the registry of known models (lib/io/load.ts).
+   * The resolved description is written into the student .qfm.
+   */
+  teacherInput?: import('../io/load.js').InputOverrides;
   /** Training faces: a folder, `generated:N`, or an ImageFolder. Required (the CLI supplies the zero-config default). */
   data: string | ImageFolder;
   /** Alignment of the folder's images (lib/data presets: none, ffhq, lfw-funneled, box:x,y,side, landmarks:FILE). Default 'none'. */

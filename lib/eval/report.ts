@@ -180,8 +180,11 @@ export function renderHtml(r: EvalReport): string {
     folds = `<h2>Per-fold accuracy (insightface 10-fold protocol)</h2>\n<table>${head}\n${rows.join('\n')}</table>`;
   }
   const metaRows = r.models.map((m) => {
-    const norm = m.meta.normalize === 'raw' ? 'raw 0..255' : `(x - ${JSON.stringify(m.meta.normalize.mean)}) / ${JSON.stringify(m.meta.normalize.std)}`;
-    return `<tr><td>${esc(m.name)}</td><td>${esc(m.meta.path)}</td><td>${m.meta.inputSize}</td><td>${m.meta.colorOrder}</td><td>${esc(norm)}</td><td>${m.meta.layout ?? 'NHWC'}</td><td>${m.meta.dim ?? ''}</td><td>${m.metaAssumed ? 'assumed (no metadata file)' : 'recorded'}</td></tr>`;
+    const nz = m.meta.preprocessing.normalize;
+    const norm = nz === 'raw' ? 'raw 0..255' : `(x - ${JSON.stringify(nz.mean)}) / ${JSON.stringify(nz.std)}`;
+    const al = m.meta.alignment;
+    const align = !al ? '' : al.kind === 'box' ? `box ${al.preset}` : `5-point template${al.name ? ` ${al.name}` : ''}`;
+    return `<tr><td>${esc(m.name)}</td><td>${esc(m.meta.path)}</td><td>${m.meta.format}</td><td>${m.meta.inputShape[0]}</td><td>${m.meta.preprocessing.colorOrder}</td><td>${esc(norm)}</td><td>${esc(align)}</td><td>${m.meta.layout ?? 'NHWC'}</td><td>${m.meta.outputDim || ''}</td><td>${m.metaAssumed ? 'assumed (nothing records it)' : 'recorded'}</td></tr>`;
   }).join('\n');
   const json = JSON.stringify(r).replace(/</g, '\\u003c');
   return `<!DOCTYPE html>
@@ -208,7 +211,7 @@ ${rocSvg(r.models)}
 ${summaryRows}</table>
 ${folds}
 <h2>Models and preprocessing</h2>
-<table><tr><th>model</th><th>file</th><th>input</th><th>colour</th><th>scaling</th><th>layout</th><th>dim</th><th>metadata</th></tr>
+<table><tr><th>model</th><th>file</th><th>format</th><th>input</th><th>colour</th><th>scaling</th><th>alignment</th><th>layout</th><th>dim</th><th>description</th></tr>
 ${metaRows}</table>
 <p class="sub">Protocol: ${verif ? 'flip-sum embeddings, L2-normalised, squared L2 distance, thresholds 0..3.99 step 0.01, 10 contiguous folds, first best threshold on the other nine (insightface); VAL at FAR=1e-3 with thresholds step 0.001.' : 'ArcFace-template similarity alignment, faceness-weighted flip-sum features, media mean, template sum, L2-normalised, cosine scores (insightface IJB 1:1).'} ROC: scikit-learn roc_curve with intermediate-point dropping; TAR at the ROC point nearest each FAR.</p>
 <script type="application/json" id="quantface-report">${json}</script>

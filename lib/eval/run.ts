@@ -9,7 +9,8 @@ import { access } from 'node:fs/promises';
 import { QuantFaceError } from '../errors.js';
 import { CROP_PRESETS, type CropPreset } from './align.js';
 import { readBinSet } from './bin.js';
-import { loadEmbedder, type Embedder } from './embedder.js';
+import { loadEmbedder, type Embedder, type EvalBackend } from './embedder.js';
+import type { InputOverrides } from '../io/load.js';
 import { readIjbMeta, runIjb } from './ijb.js';
 import { readLandmarks, readPairs } from './pairs.js';
 import { thinRoc, type EvalReport, type ReportModel } from './report.js';
@@ -19,7 +20,7 @@ export type AlignOption = CropPreset | 'landmarks';
 export const ALIGN_OPTIONS: readonly AlignOption[] = [...CROP_PRESETS, 'landmarks'];
 
 export interface EvalOptions {
-  /** Model arguments (model.json or metadata files); the first is the teacher. */
+  /** Model files, any format (told by content), or metadata files; the first is the teacher. */
   models: string[];
   /** Or ready embedders (library use, tests). */
   embedders?: Array<{ embedder: Embedder; assumed?: boolean }>;
@@ -33,7 +34,10 @@ export interface EvalOptions {
   landmarks?: string;
   batch?: number;
   limit?: number;
-  backend?: 'wasm' | 'cpu';
+  /** 'auto' (default) / 'engine': quantface's runtime for every format; 'wasm' / 'cpu': TF.js graph models on @tensorflow/tfjs. */
+  backend?: EvalBackend;
+  /** Input description for model files that record none (CLI --input-mean, --input-std, --bgr, --template). */
+  input?: InputOverrides;
   onProgress?: (p: { done: number; total: number; seconds: number }) => void;
   /** Called once per loaded model. */
   onModel?: (name: string, assumed: boolean) => void;
@@ -77,7 +81,7 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
   const owned: Embedder[] = [];
   try {
     for (const m of o.models) {
-      const r = await loadEmbedder(m, o.backend ? { backend: o.backend } : {});
+      const r = await loadEmbedder(m, { ...(o.backend ? { backend: o.backend } : {}), ...(o.input ? { input: o.input } : {}) });
       loaded.push(r);
       owned.push(r.embedder);
     }
@@ -113,12 +117,17 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
       set = binVerificationSet(await readBinSet(resolve(o.bin)), resolve(o.bin), preset, o.limit);
     } else {
       const list = await readPairs(o.pairs!, o.limit !== undefined ? { limit: o.limit } : {});
-      const alignOpt: AlignOption = o.align ?? embedders[0]!.meta.crop ?? 'lfw-funneled';
+      // Default crop: the teacher's recorded alignment (a 5-point template needs a landmarks file), else lfw-funneled.
+      const recorded = embedders[0]!.meta.alignment;
+      const lmFile = o.landmarks ?? join(list.root, 'landmarks-5pt.txt');
+      const alignOpt: AlignOption =
+        o.align ?? (recorded?.kind === 'box' ? recorded.preset : recorded?.kind === 'template' && (await exists(lmFile)) ? 'landmarks' : 'lfw-funneled');
       let align: AlignChoice;
       if (alignOpt === 'landmarks') {
-        const file = o.landmarks ?? join(list.root, 'landmarks-5pt.txt');
+        const file = lmFile;
         if (!(await exists(file))) throw new QuantFaceError('E_IO', `--align landmarks needs a landmarks file: ${file} does not exist (give --landmarks FILE)`);
-        align = { kind: 'landmarks', landmarks: await readLandmarks(file) };
+        // Warp to the teacher's template when it records one (default: the ArcFace template).
+        align = { kind: 'landmarks', landmarks: await readLandmarks(file), ...(recorded?.kind === 'template' ? { template: recorded.points, templateName: recorded.name ?? 'recorded 5-point' } : {}) };
       } else {
         align = { kind: 'preset', preset: alignOpt };
       }

@@ -15,10 +15,11 @@ import { rocAuc, rocCurve, tarAtFar, type RocCurve, type TarAtFar } from './roc.
 /** How images of a set are cropped. */
 export type AlignChoice =
   | { kind: 'preset'; preset: CropPreset }
-  | { kind: 'landmarks'; landmarks: Map<string, ArrayLike<number>>; template?: readonly (readonly [number, number])[]; continuous?: boolean };
+  | { kind: 'landmarks'; landmarks: Map<string, ArrayLike<number>>; template?: readonly (readonly [number, number])[]; templateName?: string; continuous?: boolean };
 
 export function describeAlign(a: AlignChoice): string {
-  return a.kind === 'preset' ? a.preset : `landmarks (${a.landmarks.size} images, similarity transform to the ArcFace template)`;
+  const t = a.kind === 'landmarks' && a.template ? (a.templateName === 'arcface' ? 'the ArcFace' : `the model's ${a.templateName ?? '5-point'}`) : 'the ArcFace';
+  return a.kind === 'preset' ? a.preset : `landmarks (${a.landmarks.size} images, similarity transform to ${t} template)`;
 }
 
 /** A set of verification pairs over a list of images. */

@@ -3,7 +3,36 @@
  * export), face-api's ResNet descriptor weights, and the quantface model
  * file (.qfm).
  */
-export { ImportedModel, preprocess, validateModelInfo, type ModelInfo, type Preprocessing, type Triple } from './model-info.js';
+export {
+  ImportedModel,
+  preprocess,
+  validateModelInfo,
+  validateAlignment,
+  describeInput,
+  ARCFACE_TEMPLATE_POINTS,
+  ALIGNMENT_BOX_PRESETS,
+  MODEL_FORMATS,
+  type ModelInfo,
+  type ModelFormat,
+  type Preprocessing,
+  type InputAlignment,
+  type Triple,
+} from './model-info.js';
+export { detectModelFormat, META_KIND, type ModelFileFormat, type DetectedModelFile } from './detect.js';
+export { KNOWN_MODELS_BY_SHA256, knownModel, type KnownModel } from './known-models.js';
+export {
+  loadModelFile,
+  describeTfjsModelFile,
+  parseDescription,
+  parseTemplate,
+  parseTriple,
+  sidecarPath,
+  type InputOverrides,
+  type InfoSource,
+  type ModelFileOptions,
+  type LoadedModelFile,
+  type ResolvedDescription,
+} from './load.js';
 export {
   importTfjsGraphModel,
   readTfjsGraphModel,
@@ -18,6 +47,7 @@ export {
   type TfWeight,
 } from './tfjs.js';
 export { importOnnxModel, convertOnnx, type OnnxImportOptions } from './onnx.js';
+export { importTfliteModel, parseTflite, convertTflite, tfliteToTfGraph, type TfliteModel } from './tflite.js';
 export { exportOnnx, saveOnnx, type OnnxExportOptions } from './onnx-export.js';
 export { loadFaceApiResNet } from './faceapi.js';
 export {

@@ -319,6 +319,7 @@ export async function convertOnnx(model: OnnxModel, path: string, opts: OnnxImpo
   cv.model.output(out.ref);
   info.outputDim = out.shape[1]!;
   info.normalizedOutput = cv.model.getChild(out.ref) instanceof L2Normalize;
+  if (recorded) cv.model.recorded = recorded;
   cv.model.eval();
   return cv.model;
 }

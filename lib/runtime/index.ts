@@ -25,13 +25,11 @@
  * - The native thread pool is process-wide: `threads` resizes it for every
  *   model in the process.
  */
-import { extname, resolve } from 'node:path';
 import { QuantFaceError } from '../errors.js';
 import { binding } from '../binding.js';
 import { Module } from '../nn/module.js';
-import { loadQfm, type LoadedQfm, type Provenance } from '../io/qfm.js';
-import { importTfjsGraphModel } from '../io/tfjs.js';
-import { importOnnxModel } from '../io/onnx.js';
+import type { LoadedQfm, Provenance } from '../io/qfm.js';
+import { loadModelFile, type InputOverrides, type LoadedModelFile } from '../io/load.js';
 import type { ModelInfo, Preprocessing } from '../io/model-info.js';
 import { compileModel, type CompiledModel, type CompileOptions, type CompileReport, type Plan } from './compile.js';
 import { prepareInput, prepareInputSync, resolveAlign, resolveLimits, type AlignInput, type EmbedInput, type InputLimits } from './input.js';
@@ -57,6 +55,8 @@ export interface LoadModelOptions {
   preprocessing?: Preprocessing;
   /** See CompileOptions.approximateInput. */
   approximateInput?: boolean;
+  /** Input description for model files that do not record one (lower precedence than the file, its sidecar and the registry of known models). */
+  input?: InputOverrides;
 }
 
 export interface EmbedCallOptions {
@@ -351,15 +351,18 @@ export class FaceModel {
   }
 }
 
-/** What loadModel reads: a path (.qfm, TF.js model.json, .onnx) or an engine model. */
-export type ModelSource = string | Module;
+/** What loadModel reads: a model file path (any format, detected by content) or an engine model. */
+export type ModelSource = string | Module | LoadedModelFile;
 
 /**
- * Loads and compiles a model for inference. Paths: a quantface model file
- * (.qfm: quantized students keep their packed integer weights), a TF.js
- * graph model (model.json) or an ONNX file (float models run in fp32). An
+ * Loads and compiles a model for inference. Paths (format told by content,
+ * not extension): a quantface model file (.qfm: quantized students keep
+ * their packed integer weights), a TF.js graph model (model.json), an ONNX
+ * file or face-api's weights manifest (float models run in fp32). The
+ * input description comes from the file, its sidecar, the registry of
+ * known models or `o.input` (lib/io/load.ts). An
  * engine Module (e.g. a fake-quantized student in memory) compiles as it is.
- * Errors: E_IO, E_FORMAT, E_UNSUPPORTED_OP, E_ARG.
+ * Errors: E_IO, E_FORMAT, E_UNSUPPORTED_FORMAT, E_UNSUPPORTED_OP, E_ARG.
  */
 export async function loadModel(source: ModelSource, o: LoadModelOptions = {}): Promise<FaceModel> {
   if (o.threads !== undefined) {
@@ -369,16 +372,15 @@ export async function loadModel(source: ModelSource, o: LoadModelOptions = {}): 
   let model: Module;
   let qfm: LoadedQfm | undefined;
   if (typeof source === 'string') {
-    const path = resolve(source);
-    const ext = extname(path).toLowerCase();
-    if (ext === '.qfm') {
-      qfm = await loadQfm(path);
-      model = qfm.model;
-    } else if (ext === '.json') model = await importTfjsGraphModel(path);
-    else if (ext === '.onnx') model = await importOnnxModel(path);
-    else throw new QuantFaceError('E_ARG', `loadModel: ${path}: unknown model file type '${ext}' (use .qfm, a TF.js model.json or .onnx)`);
+    const f = await loadModelFile(source, o.input ? { input: o.input } : {});
+    model = f.model;
+    qfm = f.qfm;
   } else if (source instanceof Module) model = source;
-  else throw new QuantFaceError('E_ARG', 'loadModel: pass a model file path or an engine Module');
+  else if (source && typeof source === 'object' && (source as LoadedModelFile).model instanceof Module && typeof (source as LoadedModelFile).path === 'string') {
+    // A file already loaded by lib/io's loadModelFile (its description resolved).
+    model = source.model;
+    qfm = source.qfm;
+  } else throw new QuantFaceError('E_ARG', 'loadModel: pass a model file path or an engine Module');
   const info = qfm?.info ?? (model as { info?: ModelInfo }).info;
   const copts: CompileOptions = {
     ...(o.precision ? { precision: o.precision } : {}),
