@@ -87,6 +87,8 @@ async function main(): Promise<void> {
       groups[l.to][l.key] = v;
     }
   }
+  if (process.platform === 'linux' && process.env.MALLOC_ARENA_MAX === undefined)
+    console.error('note: MALLOC_ARENA_MAX is not set: glibc keeps freed image buffers in per-thread arenas and RSS stays high after bursts; start with MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=1048576 (npm run serve:example does)');
   // libvips: one thread per image (4 images decode at once on libuv's pool) and no operation cache, so
   // that decoded pixels are not kept after a request (--sharp-concurrency N, --sharp-cache to change)
   sharp.concurrency(num(a.get('sharp-concurrency') ?? process.env.QF_SHARP_CONCURRENCY, 'sharp-concurrency') ?? 1);

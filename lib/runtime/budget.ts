@@ -8,7 +8,8 @@
  * - pixels: the source pixels being decoded (the CPU work in flight).
  *
  * A call takes what it needs (first its crops, then each image's decode);
- * what does not fit waits in one FIFO queue of at most maxWaiting images,
+ * what does not fit waits in one FIFO queue of at most maxWaiting images
+ * (small decodes and crop reservations that fit may pass large ones),
  * for at most queueTimeoutMs. A call that would overfill the queue, or
  * waits too long, is refused with QuantFaceError E_BUSY (the server
  * answers 503 with Retry-After): nothing grows without bound. A decode is
@@ -16,7 +17,7 @@
  *
  * Limits come from configureBudget() / loadModel({ budget }) (process-wide,
  * like the thread pool), else the environment (QF_MAX_INFLIGHT_BYTES,
- * QF_MAX_INFLIGHT_PIXELS, QF_MAX_WAITING, QF_QUEUE_TIMEOUT_MS), else the
+ * QF_MAX_INFLIGHT_PIXELS, QF_MAX_WAITING, QF_QUEUE_TIMEOUT_MS, QF_SMALL_PIXELS), else the
  * defaults below.
  */
 import { QuantFaceError } from '../errors.js';
@@ -24,12 +25,18 @@ import { QuantFaceError } from '../errors.js';
 export interface BudgetOptions {
   /** Estimated native bytes of decodes in flight plus crops queued (default 256 MiB). */
   maxInflightBytes?: number;
-  /** Source pixels being decoded at once (default 200 M). */
+  /** Source pixels being decoded at once (default 120 M). */
   maxInflightPixels?: number;
   /** Images that may wait for budget; more are refused with E_BUSY at once (default 256). */
   maxWaiting?: number;
   /** Longest wait for budget before E_BUSY, ms (default 10,000). */
   queueTimeoutMs?: number;
+  /**
+   * Decodes of at most this many pixels (and crop reservations) pass the
+   * waiting queue when they fit, so that ordinary photos keep flowing while
+   * large images wait their turn (default 4 M).
+   */
+  smallPixels?: number;
 }
 
 export interface BudgetStats {
@@ -52,13 +59,14 @@ export interface Lease {
   release(part?: Cost): void;
 }
 
-const DEFAULTS: Required<BudgetOptions> = { maxInflightBytes: 256 << 20, maxInflightPixels: 200_000_000, maxWaiting: 256, queueTimeoutMs: 10_000 };
+const DEFAULTS: Required<BudgetOptions> = { maxInflightBytes: 256 << 20, maxInflightPixels: 120_000_000, maxWaiting: 256, queueTimeoutMs: 10_000, smallPixels: 4_000_000 };
 
 const ENV: Record<keyof BudgetOptions, string> = {
   maxInflightBytes: 'QF_MAX_INFLIGHT_BYTES',
   maxInflightPixels: 'QF_MAX_INFLIGHT_PIXELS',
   maxWaiting: 'QF_MAX_WAITING',
   queueTimeoutMs: 'QF_QUEUE_TIMEOUT_MS',
+  smallPixels: 'QF_SMALL_PIXELS',
 };
 
 function check(o: BudgetOptions, from: string): void {
@@ -172,7 +180,8 @@ export class InflightBudget {
     const big = this.tooLarge(c, what);
     if (big) return Promise.reject(big);
     const decode = c.pixels > 0;
-    if (this.waiters.length === 0 && this.fits(c, decode)) return Promise.resolve(this.take(c, decode));
+    const small = c.pixels <= this.lim.smallPixels;
+    if ((this.waiters.length === 0 || small) && this.fits(c, decode)) return Promise.resolve(this.take(c, decode));
     return new Promise<Lease>((grant, fail) => {
       const w: Waiter = {
         cost: c,
@@ -205,10 +214,14 @@ export class InflightBudget {
   }
 
   private pump(): void {
-    while (this.waiters.length && this.fits(this.waiters[0]!.cost, this.waiters[0]!.decode)) {
-      const w = this.waiters.shift()!;
-      clearTimeout(w.timer);
-      w.grant(this.take(w.cost, w.decode));
+    // first in, first out; small ones that fit may pass a large one that does not
+    for (let i = 0; i < this.waiters.length; ) {
+      const w = this.waiters[i]!;
+      if ((i === 0 || w.cost.pixels <= this.lim.smallPixels) && this.fits(w.cost, w.decode)) {
+        this.waiters.splice(i, 1);
+        clearTimeout(w.timer);
+        w.grant(this.take(w.cost, w.decode));
+      } else i++;
     }
   }
 }

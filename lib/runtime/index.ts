@@ -60,7 +60,7 @@ export interface LoadModelOptions {
    * model in the process; see lib/runtime/budget.ts): set here, it changes
    * the limits for all models, like `threads`. Default: the environment
    * (QF_MAX_INFLIGHT_BYTES, QF_MAX_INFLIGHT_PIXELS, QF_MAX_WAITING,
-   * QF_QUEUE_TIMEOUT_MS), else 256 MiB, 200 M pixels, 256 waiting images, 10 s.
+   * QF_QUEUE_TIMEOUT_MS, QF_SMALL_PIXELS), else 256 MiB, 120 M pixels, 256 waiting images, 10 s, small decodes up to 4 M pixels.
    */
   budget?: BudgetOptions;
   /** Preprocessing for models that do not record one (default: model info, else (x - 127.5) / 127.5). */
