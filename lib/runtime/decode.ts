@@ -85,6 +85,17 @@ export async function readHeader(bytes: Uint8Array, lim: Required<InputLimits>, 
   };
 }
 
+/**
+ * Up to this many pixels a landmark warp reads its region at full
+ * resolution (as lib/data's warpAffine on the whole image: the same crop,
+ * bit for bit), and an image is decoded region by region without
+ * shrink-on-load (the same pixels as a full decode). Above it, a face over
+ * 3x the crop is shrunk in libvips first (landmarks: a pre-smoothed warp,
+ * cosine >= 0.99 to the full-resolution one on the test faces) and a JPEG /
+ * WebP image whose face region is most of it is decoded with shrink-on-load.
+ */
+export const EXACT_PIXELS = 4_000_000;
+
 /** A rectangle [x0, x1) x [y0, y1) of whole pixels. */
 interface Rect {
   x0: number;
@@ -146,7 +157,8 @@ export function planCrop(spec: AlignSpec, W: number, H: number, size: number, wh
     }
     if (![minX, maxX, minY, maxY].every(Number.isFinite)) throw new QuantFaceError('E_ARG', 'the alignment transform is singular; the landmarks are invalid');
     const scale = Math.sqrt(Math.abs(inv[0]! * inv[4]! - inv[1]! * inv[3]!)); // source pixels per output pixel
-    if (scale > 3) {
+    const full = clampRect({ x0: Math.floor(minX) - 2, y0: Math.floor(minY) - 2, x1: Math.floor(maxX) + 3, y1: Math.floor(maxY) + 3 }, W, H);
+    if (scale > 3 && (full.x1 - full.x0) * (full.y1 - full.y0) > EXACT_PIXELS) {
       // a face over 3x the crop: shrink the region so that it is sampled at ~2 source pixels per output pixel
       const r = widen(clampRect({ x0: Math.floor(minX) - 1, y0: Math.floor(minY) - 1, x1: Math.floor(maxX) + 3, y1: Math.floor(maxY) + 3 }, W, H));
       const rw = r.x1 - r.x0, rh = r.y1 - r.y0;
@@ -159,7 +171,7 @@ export function planCrop(spec: AlignSpec, W: number, H: number, size: number, wh
       const m2 = Float64Array.of(a / sx, b / sy, a * ox + b * oy + tx, c / sx, d / sy, c * ox + d * oy + ty);
       return { region: r, outWidth: w, outHeight: h, shrink: true, finish: (win) => warpAffine(win, m2, size) };
     }
-    const r = clampRect({ x0: Math.floor(minX) - 2, y0: Math.floor(minY) - 2, x1: Math.floor(maxX) + 3, y1: Math.floor(maxY) + 3 }, W, H);
+    const r = full;
     return { region: r, outWidth: r.x1 - r.x0, outHeight: r.y1 - r.y0, shrink: false, finish: (win) => warpAffine(windowed(win, r), m, size) };
   }
   const box: Box = spec.kind === 'preset' ? presetBox(spec.preset, W, H) : spec.box;
@@ -223,9 +235,9 @@ export function orientRgb(src: Uint8Array, w: number, h: number, o: number): Rgb
   return { data: out, width: dw, height: dh };
 }
 
-/** Formats with shrink-on-load in libvips (sharp uses it when the whole image is resized). */
+/** Formats with shrink-on-load in libvips (sharp uses it when the whole image is resized), used above EXACT_PIXELS. */
 export function hasShrinkOnLoad(h: ImageHeader): boolean {
-  return h.format === 'jpeg' || h.format === 'webp';
+  return (h.format === 'jpeg' || h.format === 'webp') && h.width * h.height > EXACT_PIXELS;
 }
 
 /** True when libvips holds the whole decoded frame in memory for this image and plan. */
@@ -256,7 +268,8 @@ export async function decodeRegion(bytes: Uint8Array, h: ImageHeader, plan: Crop
   const isWhole = r.x0 === 0 && r.y0 === 0 && r.x1 === h.width && r.y1 === h.height;
   try {
     let p = sharp(bytes, { failOn: 'error', limitInputPixels: lim.maxPixels, sequentialRead: true });
-    if (!isWhole) p = p.extract({ left: r.x0, top: r.y0, width: r.x1 - r.x0, height: r.y1 - r.y0 });
+    // an extract (even of the whole image) turns sharp's automatic shrink-on-load off: keep it only where planned
+    if (!(isWhole && plan.shrink && hasShrinkOnLoad(h))) p = p.extract({ left: r.x0, top: r.y0, width: r.x1 - r.x0, height: r.y1 - r.y0 });
     if (plan.shrink) p = p.resize(rotated ? plan.outHeight : plan.outWidth, rotated ? plan.outWidth : plan.outHeight, { kernel: 'linear', fit: 'fill' });
     if (timeoutSeconds > 0) p = p.timeout({ seconds: timeoutSeconds });
     const { data, info } = await p.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
