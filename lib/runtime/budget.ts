@@ -182,6 +182,10 @@ export class InflightBudget {
     const decode = c.pixels > 0;
     const small = c.pixels <= this.lim.smallPixels;
     if ((this.waiters.length === 0 || small) && this.fits(c, decode)) return Promise.resolve(this.take(c, decode));
+    if (this.waiters.length >= this.lim.maxWaiting) {
+      this.refusedCalls++;
+      return Promise.reject(new QuantFaceError('E_BUSY', `busy: ${this.waiters.length} images are waiting for the in-flight budget (the queue holds ${this.lim.maxWaiting}); retry later`));
+    }
     return new Promise<Lease>((grant, fail) => {
       const w: Waiter = {
         cost: c,
@@ -191,11 +195,11 @@ export class InflightBudget {
         timer: setTimeout(() => {
           const i = this.waiters.indexOf(w);
           if (i >= 0) this.waiters.splice(i, 1);
+          this.refusedCalls++;
           fail(new QuantFaceError('E_BUSY', `busy: ${what} waited ${this.lim.queueTimeoutMs} ms for the in-flight budget (${Math.floor(this.lim.maxInflightBytes / 2 ** 20)} MiB, ${this.lim.maxInflightPixels} pixels); retry later`));
           this.pump();
         }, this.lim.queueTimeoutMs),
       };
-      w.timer.unref?.();
       this.waiters.push(w);
     });
   }
