@@ -58,6 +58,8 @@ const LIMITS = {
   'body-limit': { env: 'QF_BODY_LIMIT', to: 'server', key: 'bodyLimit' },
   'max-images': { env: 'QF_MAX_IMAGES', to: 'server', key: 'maxImages' },
   'max-inflight-body-bytes': { env: 'QF_MAX_INFLIGHT_BODY_BYTES', to: 'server', key: 'maxInflightBodyBytes' },
+  'small-body-bytes': { env: 'QF_SMALL_BODY_BYTES', to: 'server', key: 'smallBodyBytes' },
+  'small-pixels': { env: 'QF_SMALL_PIXELS', to: 'budget', key: 'smallPixels' },
   'request-timeout-ms': { env: 'QF_REQUEST_TIMEOUT_MS', to: 'server', key: 'requestTimeoutMs' },
   'headers-timeout-ms': { env: 'QF_HEADERS_TIMEOUT_MS', to: 'server', key: 'headersTimeoutMs' },
   'connection-timeout-ms': { env: 'QF_CONNECTION_TIMEOUT_MS', to: 'server', key: 'connectionTimeoutMs' },

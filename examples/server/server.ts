@@ -34,6 +34,8 @@ export interface ServerOptions {
    * read (default 64 MiB).
    */
   maxInflightBodyBytes?: number;
+  /** Bodies up to this size are not counted against maxInflightBodyBytes, so that small requests pass a burst of large ones (default 256 KiB; at most maxConnections of them). */
+  smallBodyBytes?: number;
   /** Time to receive a whole request, headers and body, ms: slow bodies are cut (default 20,000). */
   requestTimeoutMs?: number;
   /** Time to receive the headers, ms (default 10,000). */
@@ -133,6 +135,7 @@ export function buildServer(o: ServerOptions): FastifyInstance {
   const maxImages = o.maxImages ?? 32;
   const bodyLimit = o.bodyLimit ?? 8 << 20;
   const maxBodies = o.maxInflightBodyBytes ?? 64 << 20;
+  const smallBody = o.smallBodyBytes ?? 256 << 10;
   const retryAfter = String(o.retryAfterSeconds ?? 1);
   const handlerTimeoutMs = o.handlerTimeoutMs ?? 30_000;
   const maxJsonDepth = o.maxJsonDepth ?? 8;
@@ -174,7 +177,7 @@ export function buildServer(o: ServerOptions): FastifyInstance {
     if (req.method !== 'POST') return done();
     const len = Number(req.headers['content-length']);
     const size = Number.isFinite(len) && len >= 0 ? Math.min(len, bodyLimit + 1) : bodyLimit;
-    if (size > bodyLimit) return done(); // fastify answers 413 without reading it
+    if (size > bodyLimit || size <= smallBody) return done(); // over the limit: fastify answers 413 without reading it
     if (bodies > 0 && bodies + size > maxBodies) {
       counters.bodiesRefused++;
       void reply

@@ -305,7 +305,7 @@ export class FaceModel {
     const many = Array.isArray(input);
     const list = many ? (input as readonly EmbedInput[]) : [input as EmbedInput];
     const budget = inflightBudget();
-    budget.admit(list.length);
+    // (a full waiting queue refuses only what would have to wait: small images that fit pass)
     // the call's crops are held in the budget from here until their embeddings are out
     const cropLease = await budget.acquire({ bytes: list.length * this.inputSize * this.inputSize * 3, pixels: 0 }, many ? `a call of ${list.length} images` : 'the input image');
     try {
@@ -334,7 +334,6 @@ export class FaceModel {
     const per = this.inputSize * this.inputSize * 3;
     if (!Number.isInteger(n) || n < 1 || crops.length !== n * per) throw new QuantFaceError('E_SHAPE', `embedCrops: ${n} crops of ${this.inputSize}x${this.inputSize}x3 need ${n * per} bytes, got ${crops.length}`);
     const budget = inflightBudget();
-    budget.admit(n);
     const lease = await budget.acquire({ bytes: n * per, pixels: 0 }, `${n} crops`);
     try {
       const done: Promise<Float32Array>[] = [];
