@@ -33,8 +33,9 @@ export interface BudgetOptions {
   queueTimeoutMs?: number;
   /**
    * Decodes of at most this many pixels (and crop reservations) pass the
-   * waiting queue when they fit, so that ordinary photos keep flowing while
-   * large images wait their turn (default 4 M).
+   * waiting queue when they fit, and may use a reserve of 1/8 over the
+   * limits, so that ordinary photos keep flowing while large images wait
+   * their turn (default 4 M).
    */
   smallPixels?: number;
 }
@@ -145,7 +146,10 @@ export class InflightBudget {
 
   private fits(c: Cost, decode: boolean): boolean {
     if (decode && this.decoding === 0) return true; // progress: one decode can always run
-    return this.bytes + c.bytes <= this.lim.maxInflightBytes && this.pixels + c.pixels <= this.lim.maxInflightPixels;
+    // small work (crops, images up to smallPixels) may also use a reserve of 1/8 over the limits, so
+    // that ordinary requests keep flowing while large ones fill the budget
+    const k = c.pixels <= this.lim.smallPixels ? 1.125 : 1;
+    return this.bytes + c.bytes <= this.lim.maxInflightBytes * k && this.pixels + c.pixels <= this.lim.maxInflightPixels * k;
   }
 
   private take(c: Cost, decode: boolean): Lease {
