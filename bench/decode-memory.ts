@@ -3,7 +3,7 @@
 // per format and size, each image in its own child process.
 //
 //   flock -s /tmp/qf-cpu.lock node --import tsx bench/decode-memory.ts
-//       [--sizes 1,10,40] [--formats png,jpeg,webp] [--align ffhq]
+//       [--sizes 1,10,40] [--formats png,jpeg,webp[,jpeg-progressive,png-interlaced]] [--align ffhq]
 //       [--impl lib/runtime/input.ts[,tmp/before/lib/runtime/input.ts]] [--repeat 1]
 //
 // The test images are a face photo (../shared/data/synthetic-faces) resized
@@ -91,10 +91,15 @@ async function images(sizes: number[], formats: string[]): Promise<{ mp: number;
   for (const mp of sizes) {
     const side = Math.floor(Math.sqrt(mp * 1e6));
     for (const format of formats) {
-      const file = join(dir, `face-${mp}mp.${format}`);
+      const file = join(dir, `face-${mp}mp-${format}.${format.split('-')[0]}`);
       if (!existsSync(file)) {
         const img = sharp(face, { limitInputPixels: false }).resize(side, side, { kernel: 'cubic' });
-        const enc = format === 'png' ? img.png({ compressionLevel: 6 }) : format === 'jpeg' ? img.jpeg({ quality: 90 }) : img.webp({ quality: 85 });
+        const enc =
+          format === 'png' ? img.png({ compressionLevel: 6 })
+          : format === 'png-interlaced' ? img.png({ compressionLevel: 6, progressive: true })
+          : format === 'jpeg' ? img.jpeg({ quality: 90 })
+          : format === 'jpeg-progressive' ? img.jpeg({ quality: 90, progressive: true })
+          : img.webp({ quality: 85 });
         await enc.toFile(file + '.part');
         execFileSync('mv', [file + '.part', file]);
       }

@@ -266,8 +266,10 @@ async function attackMain(): Promise<void> {
     out.issue19 = i19;
     log(`issue 19 (8 x 32 x 6300^2 PNG at once): ${JSON.stringify(i19)}`);
     if (!i19.alive) {
-      await new Promise((r) => srv.child.once('exit', r));
+      if (srv.child.exitCode === null && srv.child.signalCode === null) await new Promise((r) => srv.child.once('exit', r));
+      log('restarting the server after the issue-19 request');
       srv = await restart();
+      await load(srv.url, face, 4, { amount: 100 });
     }
     // 2. normal traffic alone
     const alone = await load(srv.url, face, 4, { duration: 5 });

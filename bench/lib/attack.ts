@@ -290,7 +290,7 @@ export async function runAttack(c: AttackConfig): Promise<AttackReport> {
   const slowRes = await Promise.all(slow);
   clearInterval(sampler);
   const hwm = rssKb(c.pid, 'VmHWM');
-  const isAlive = alive(c.pid);
+  const isAlive = !killed && alive(c.pid);
   const health = isAlive ? await get(c.url, '/health') : 0;
   const answers: Record<string, number> = {};
   for (const s of slowRes) answers[s.answer] = (answers[s.answer] ?? 0) + 1;
@@ -349,6 +349,6 @@ export async function issue19(url: string, pid: number, n: number, rssCapMb?: nu
   clearInterval(sampler);
   const answers: Record<string, number> = {};
   for (const r of res) answers[`${r.status} ${r.code}`] = (answers[`${r.status} ${r.code}`] ?? 0) + 1;
-  const isAlive = alive(pid);
+  const isAlive = !killed && alive(pid);
   return { answers, seconds, peakMb: peak / 1024, alive: isAlive, killedByWatchdog: killed, healthAfter: isAlive ? await get(url, '/health') : 0 };
 }
