@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { alignImage, type AlignSpec } from '../lib/data/align.js';
-import { prepareInput, resolveLimits, roundCrop } from '../lib/runtime/input.js';
+import { finishInput, inspectInput, prepareInput, resolveLimits, roundCrop } from '../lib/runtime/input.js';
 import { planCrop, orientRgb, EXACT_PIXELS } from '../lib/runtime/decode.js';
 import { InflightBudget, configureBudget, inflightBudget } from '../lib/runtime/budget.js';
 import { loadModel } from '../lib/runtime/index.js';
@@ -135,6 +135,18 @@ t.test('bad images: E_FORMAT, never a crash or a hang', async (t) => {
   const huge = await sharp({ create: { width: 7000, height: 7000, channels: 3, background: '#000' }, limitInputPixels: false }).png().toBuffer();
   await t.rejects(prep(huge, spec), { code: 'E_SHAPE', message: /limit/ }, '49 M pixels: over the 40 M limit, refused on the header');
   await t.rejects(prepareInput(jpeg, { size: 112, align: { kind: 'landmarks', landmarks: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1] }, limits }), code('E_ARG'), 'degenerate landmarks');
+  // files are read by libvips (not held in memory); one that disappears before its decode is E_IO
+  const dir = mkdtempSync(join(tmpdir(), 'qf-decode-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const f = join(dir, 'a.png');
+  writeFileSync(f, png);
+  const o = { size: 112, align: spec, limits };
+  t.ok(eq(await prepareInput(f, o), await prep(png, spec)), 'a path gives the crop of its bytes');
+  const insp = await inspectInput(f, o);
+  rmSync(f);
+  await t.rejects(finishInput(insp, o), code('E_IO'), 'a file removed between the header and the decode');
+  writeFileSync(f, '');
+  await t.rejects(prepareInput(f, o), code('E_FORMAT'), 'an empty file');
 });
 
 t.test('peak memory of one 36 M pixel PNG stays small (child process)', async (t) => {

@@ -11,11 +11,18 @@
  *                  are null when neither the request nor the model has one)
  *
  * Errors are JSON { error, code, message } with 400 (malformed body, not an
- * image, bad field), 413 (body or image dimensions over the limits), 415
- * (unsupported Content-Type), 422 (an image the model cannot use, e.g. not
- * square with alignment 'none'), 503 (shutting down), 500 (a bug).
- * Images are decoded off the event loop (sharp) and inference runs on a
- * native worker thread; concurrent requests are batched by the model.
+ * image, bad field, JSON nested too deep), 408 (request not received in
+ * time: node closes slow bodies and headers), 413 (body, image or request
+ * pixels over the limits, or an image that needs more than the whole
+ * in-flight budget), 415 (unsupported Content-Type), 422 (an image the
+ * model cannot use, e.g. not square with alignment 'none'), 503 with
+ * Retry-After (E_BUSY: the bodies in flight or the model's in-flight
+ * budget are full; E_TIMEOUT: a decode or the answer took too long;
+ * E_CLOSED: shutting down), 500 (a bug).
+ * Images are decoded off the event loop (sharp, only the region the
+ * alignment reads) and inference runs on a native worker thread; concurrent
+ * requests are batched by the model. Memory and CPU are bounded by the
+ * limits in ServerOptions and by the model's limits and budget.
  */
 import Fastify, { type FastifyInstance, type FastifyError } from 'fastify';
 import { QuantFaceError } from '../../lib/errors.js';

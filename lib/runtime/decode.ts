@@ -28,7 +28,7 @@
  * their line buffers and the window.
  */
 import sharp from 'sharp';
-import { QuantFaceError } from '../errors.js';
+import { QuantFaceError, ioError } from '../errors.js';
 import { ARCFACE_TEMPLATE, cropBox, invertAffine, landmarkAffine, presetBox, toRgb, warpAffine, type Affine, type AlignSpec, type Box, type RgbImage } from '../data/align.js';
 import type { InputLimits } from './input.js';
 
@@ -49,6 +49,14 @@ export interface ImageHeader {
   sampleBytes: number;
 }
 
+/** A file that went missing (or became unreadable) between stat() and libvips: E_IO. */
+function fileError(input: Uint8Array | string, e: unknown): QuantFaceError | null {
+  if (typeof input !== 'string') return null;
+  const m = String((e as Error)?.message);
+  if (/no such file|does not exist|not exist|missing|permission denied/i.test(m)) return ioError(Object.assign(new Error(m), { code: /permission/i.test(m) ? 'EACCES' : 'ENOENT' }), input);
+  return null;
+}
+
 function checkDims(width: number, height: number, lim: Required<InputLimits>, what: string): void {
   if (width > lim.maxSide || height > lim.maxSide || width * height > lim.maxPixels)
     throw new QuantFaceError('E_SHAPE', `${what} is ${width}x${height} pixels; the limit is ${lim.maxPixels} pixels and ${lim.maxSide} per side`);
@@ -57,14 +65,16 @@ function checkDims(width: number, height: number, lim: Required<InputLimits>, wh
 export { checkDims };
 
 /** Reads and checks the header of encoded image bytes (no pixels are decoded). */
-export async function readHeader(bytes: Uint8Array, lim: Required<InputLimits>, what: string): Promise<ImageHeader> {
-  if (bytes.length > lim.maxBytes) throw new QuantFaceError('E_SHAPE', `${what} is ${bytes.length} bytes; the limit is ${lim.maxBytes}`);
-  if (bytes.length === 0) throw new QuantFaceError('E_FORMAT', `${what} is empty`);
+export async function readHeader(bytes: Uint8Array | string, lim: Required<InputLimits>, what: string): Promise<ImageHeader> {
+  if (typeof bytes !== 'string') {
+    if (bytes.length > lim.maxBytes) throw new QuantFaceError('E_SHAPE', `${what} is ${bytes.length} bytes; the limit is ${lim.maxBytes}`);
+    if (bytes.length === 0) throw new QuantFaceError('E_FORMAT', `${what} is empty`);
+  }
   let meta: sharp.Metadata;
   try {
     meta = await sharp(bytes, { failOn: 'error', limitInputPixels: false }).metadata();
   } catch (e) {
-    throw new QuantFaceError('E_FORMAT', `${what} is not a readable image (${(e as Error).message})`, { cause: e });
+    throw fileError(bytes, e) ?? new QuantFaceError('E_FORMAT', `${what} is not a readable image (${(e as Error).message})`, { cause: e });
   }
   if (!meta.width || !meta.height) throw new QuantFaceError('E_FORMAT', `${what}: the image has no size`);
   checkDims(meta.width, meta.height, lim, what);
@@ -262,7 +272,7 @@ export function decodeCost(h: ImageHeader, plan: CropPlan): number {
  * (the window the plan's finish() aligns). timeoutSeconds: libvips stops a
  * decode that runs longer (0: no limit).
  */
-export async function decodeRegion(bytes: Uint8Array, h: ImageHeader, plan: CropPlan, lim: Required<InputLimits>, what: string, timeoutSeconds = 0): Promise<RgbImage> {
+export async function decodeRegion(bytes: Uint8Array | string, h: ImageHeader, plan: CropPlan, lim: Required<InputLimits>, what: string, timeoutSeconds = 0): Promise<RgbImage> {
   const r = storedRect(plan.region, h.orientation, h.width, h.height);
   const rotated = h.orientation >= 5;
   const isWhole = r.x0 === 0 && r.y0 === 0 && r.x1 === h.width && r.y1 === h.height;
@@ -279,6 +289,8 @@ export async function decodeRegion(bytes: Uint8Array, h: ImageHeader, plan: Crop
   } catch (e) {
     const msg = (e as Error).message;
     if (/timeout/i.test(msg)) throw new QuantFaceError('E_TIMEOUT', `${what}: decoding took over ${timeoutSeconds} s and was stopped`, { cause: e });
+    const io = fileError(bytes, e);
+    if (io) throw io;
     throw new QuantFaceError('E_FORMAT', `${what} could not be decoded (${msg})`, { cause: e });
   }
 }

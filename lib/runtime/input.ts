@@ -17,7 +17,7 @@
  * corrupt), E_SHAPE (too large, wrong raw size, not square for `none`),
  * E_IO (cannot read the file), E_ARG (bad option).
  */
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { QuantFaceError, ioError } from '../errors.js';
 import { alignImage, toRgb, type AlignSpec, type CropPreset, type RgbImage } from '../data/align.js';
 import { parseAlign } from '../data/dataset.js';
@@ -143,7 +143,7 @@ export interface PrepareOptions {
  */
 export type InspectedInput =
   | { kind: 'crop'; crop: Uint8Array }
-  | { kind: 'encoded'; what: string; bytes: Uint8Array; header: ImageHeader; plan: CropPlan; cost: Cost };
+  | { kind: 'encoded'; what: string; bytes: Uint8Array | string; header: ImageHeader; plan: CropPlan; cost: Cost };
 
 function alignError(e: unknown, what: string): QuantFaceError {
   if (e instanceof QuantFaceError) return e;
@@ -163,7 +163,7 @@ function checkSquare(spec: AlignSpec, w: number, h: number, what: string): void 
 export async function inspectInput(input: EmbedInput, o: PrepareOptions, index?: number): Promise<InspectedInput> {
   const what = index === undefined ? 'the input image' : `input ${index}`;
   const per = o.size * o.size * 3;
-  let bytes: Uint8Array;
+  let bytes: Uint8Array | string;
   let name = what;
   if (typeof input === 'string') {
     let st;
@@ -174,11 +174,8 @@ export async function inspectInput(input: EmbedInput, o: PrepareOptions, index?:
     }
     if (!st.isFile()) throw ioError(Object.assign(new Error('not a file'), { code: 'EISDIR' }), input);
     if (st.size > o.limits.maxBytes) throw new QuantFaceError('E_SHAPE', `${input} is ${st.size} bytes; the limit is ${o.limits.maxBytes}`, { path: input });
-    try {
-      bytes = await readFile(input);
-    } catch (e) {
-      throw ioError(e, input);
-    }
+    if (st.size === 0) throw new QuantFaceError('E_FORMAT', `${input} is empty`, { path: input });
+    bytes = input; // libvips reads the file itself, as far as the region needs: the file is not held in memory
     name = input;
   } else if (input instanceof Float32Array) {
     if (input.length !== per) throw new QuantFaceError('E_SHAPE', `${what}: a Float32Array input must be an aligned ${o.size}x${o.size}x3 crop (${per} values), got ${input.length}`);
