@@ -15,16 +15,33 @@
 // 4. Malformed images, bodies over the limit and images over the pixel limit
 //    get 4xx, and the server keeps answering (a last /embed and /health).
 // Prints a table and writes bench/results/server-load-<time>.json.
+//
+// Attack mode (issue 19): `npm run bench:server-load -- --attack [--seconds 30]
+//   [--normal 4] [--heavy 2] [--slow 4] [--soak 10000] [--rss-cap-mb 4000]
+//   [--server examples/server/main.ts] [--server-args '--max-inflight-bytes 1e8']`
+// starts the server with its default limits (plus --server-args), then
+// 1. the issue-19 request (32 x 6300x6300 black PNG in JSON), 8 at once;
+// 2. normal traffic alone for 5 s (p50 / p99);
+// 3. --seconds of hostile traffic (bench/lib/attack.ts: the most pixels per
+//    request in PNG / JPEG / WebP, progressive, interlaced and EXIF-rotated
+//    images, slow bodies and headers, truncated and malformed images,
+//    oversized base64, nested and huge JSON) with normal traffic beside it:
+//    peak RSS, normal p50 / p99, answers by code, errors;
+// 4. --soak normal requests afterwards at 16 connections with RSS samples.
+// A watchdog kills the server when its RSS passes --rss-cap-mb (for
+// measuring an older server, e.g. --server tmp/before/examples/server/main.ts
+// from `git archive <commit> lib examples | tar -x -C tmp/before`).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { request } from 'node:http';
 import sharp from 'sharp';
 import { packageRoot } from '../lib/binding.js';
 import { saveQfm } from '../lib/io/index.js';
 import { faceCrops, faceFiles, student, teacher, PER } from './lib/runtime-faces.js';
+import { formatAttack, issue19, runAttack, type AttackReport } from './lib/attack.js';
 
 // autocannon ships no types: the part of its API used here.
 interface AcResult {
@@ -64,10 +81,11 @@ function rssKb(pid: number): number {
   return m ? Number(m[1]) : NaN;
 }
 
-async function startServer(model: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(packageRoot, 'examples/server/main.ts'), '--model', model, '--port', '0', '--threads', threads, '--align', 'ffhq', '--max-pixels', '4000000', '--body-limit', String(4 << 20)], {
+async function startServer(model: string, extra = ['--max-pixels', '4000000', '--body-limit', String(4 << 20)], main = join(packageRoot, 'examples/server/main.ts')): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', main, '--model', model, '--port', '0', '--threads', threads, '--align', 'ffhq', ...extra], {
     cwd: packageRoot,
-    env: process.env,
+    // as `npm run serve:example` starts it (glibc returns freed image buffers to the system)
+    env: { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '1048576', ...process.env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const url = await new Promise<string>((resolve, reject) => {
@@ -219,7 +237,80 @@ async function main(): Promise<void> {
   process.exit(0);
 }
 
-main().catch((e: unknown) => {
+async function buildModel(): Promise<{ model: string; tmp?: string }> {
+  const given = arg('model', '');
+  if (given) return { model: given };
+  const tmp = mkdtempSync(join(tmpdir(), 'qf-load-'));
+  const s = student(await teacher(), (await faceCrops(16)).subarray(0, 16 * PER));
+  const model = join(tmp, 'mobileface-w8a8.qfm');
+  await saveQfm(s, model);
+  return { model, tmp };
+}
+
+async function attackMain(): Promise<void> {
+  const seconds = Number(arg('seconds', '30'));
+  const soak = Number(arg('soak', '10000'));
+  const capMb = Number(arg('rss-cap-mb', '4000'));
+  const mainPath = resolve(packageRoot, arg('server', 'examples/server/main.ts'));
+  const extra = arg('server-args', '').split(/\s+/).filter(Boolean);
+  const { model, tmp } = await buildModel();
+  const face = readFileSync(faceFiles(1)[0]!);
+  const log = (x: string): void => console.error(x);
+  const out: { server: string; extra: string[]; issue19?: unknown; alone?: Load; attack?: AttackReport; soak?: { requests: number; rss: number[]; load?: Load } } = { server: mainPath, extra };
+  const restart = async (): Promise<Awaited<ReturnType<typeof startServer>>> => startServer(model, extra, mainPath);
+  let srv = await restart();
+  try {
+    await load(srv.url, face, 4, { amount: 100 }); // warm up
+    // 1. the issue's request, 8 at once
+    const i19 = await issue19(srv.url, srv.child.pid!, 8, capMb, log);
+    out.issue19 = i19;
+    log(`issue 19 (8 x 32 x 6300^2 PNG at once): ${JSON.stringify(i19)}`);
+    if (!i19.alive) {
+      if (srv.child.exitCode === null && srv.child.signalCode === null) await new Promise((r) => srv.child.once('exit', r));
+      log('restarting the server after the issue-19 request');
+      srv = await restart();
+      await load(srv.url, face, 4, { amount: 100 });
+    }
+    // 2. normal traffic alone
+    const alone = await load(srv.url, face, 4, { duration: 5 });
+    out.alone = alone;
+    log(`normal traffic alone (4 connections, 5 s): p50 ${alone.p50} ms, p99 ${alone.p99} ms, ${alone.reqPerSec.toFixed(0)} req/s`);
+    // 3. the attack with normal traffic
+    const r = await runAttack({ url: srv.url, pid: srv.child.pid!, maxPixels: 40_000_000, maxRequestPixels: 200_000_000, maxImages: 32, bodyLimit: 8 << 20, seconds, heavyWorkers: Number(arg('heavy', '2')), normalClients: Number(arg('normal', '4')), slowSockets: Number(arg('slow', '4')), face, rssCapMb: capMb, log });
+    out.attack = r;
+    // 4. soak
+    if (r.alive && soak > 0) {
+      const pid = srv.child.pid!;
+      const rss = [rssKb(pid) / 1024];
+      const timer = setInterval(() => rss.push(rssKb(pid) / 1024), 500);
+      const l = await load(srv.url, face, 16, { amount: soak });
+      clearInterval(timer);
+      rss.push(rssKb(pid) / 1024);
+      out.soak = { requests: soak, rss, load: l };
+    }
+  } finally {
+    srv.child.kill('SIGTERM');
+    await new Promise((r) => (srv.child.exitCode !== null || srv.child.signalCode !== null ? r(null) : srv.child.once('exit', r)));
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  }
+  console.log(`\n## attack on the example server (${out.server}${extra.length ? ' ' + extra.join(' ') : ''}; model ${tmp ? 'mobileface W8A8 PTQ .qfm' : model}; server threads ${threads}; clients in this process)\n`);
+  const i = out.issue19 as Awaited<ReturnType<typeof issue19>>;
+  console.log(`issue 19 request (32 x 6300x6300 black PNG, 4.9 MB JSON), 8 at once: answers ${JSON.stringify(i.answers)} in ${i.seconds.toFixed(1)} s; server peak RSS ${i.peakMb.toFixed(0)} MB; alive ${i.alive}${i.killedByWatchdog ? ` (killed by the watchdog at ${capMb} MB)` : ''}; /health after ${i.healthAfter || 'no answer'}`);
+  if (out.alone) console.log(`normal traffic alone: 4 connections, p50 ${out.alone.p50} ms, p99 ${out.alone.p99} ms, ${out.alone.reqPerSec.toFixed(0)} req/s`);
+  if (out.attack) console.log(`\n${seconds} s of attack:\n${formatAttack(out.attack)}`);
+  if (out.soak) {
+    const s = out.soak.rss;
+    console.log(`\nsoak after the attack: ${out.soak.requests} requests at 16 connections (${out.soak.load!.reqPerSec.toFixed(0)} req/s, non-2xx ${out.soak.load!.non2xx}, errors ${out.soak.load!.errors}); RSS start ${s[0]!.toFixed(0)} MB, min ${Math.min(...s).toFixed(0)}, max ${Math.max(...s).toFixed(0)}, end ${s[s.length - 1]!.toFixed(0)} MB (${s.length} samples)`);
+  }
+  const dir = join(packageRoot, 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `server-attack-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify(out, null, 1));
+  console.log(`\nresults: ${file}`);
+  process.exit(0);
+}
+
+(argv.includes('--attack') ? attackMain() : main()).catch((e: unknown) => {
   console.error(e);
   process.exit(1);
 });

@@ -30,6 +30,10 @@ export type QuantFaceErrorCode =
   | 'E_DATA'
   /** An object (data loader, worker pool) was used after close(). */
   | 'E_CLOSED'
+  /** The runtime's in-flight budget is full (too much work queued): retry later. */
+  | 'E_BUSY'
+  /** An operation ran past its time limit (e.g. decoding one image) and was stopped. */
+  | 'E_TIMEOUT'
   /** The native addon has no binary for this platform, or it would not load (the message says how to build it). */
   | 'E_NATIVE'
   /** An optional package that this feature needs is not installed (the message names it). */

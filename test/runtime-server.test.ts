@@ -107,3 +107,36 @@ t.test('concurrent requests are batched; health during load', { skip }, async (t
   const h = await app.inject({ method: 'GET', url: '/health' });
   t.equal(h.json().stats.images, 48);
 });
+
+t.test('503 with Retry-After: bodies in flight over the budget, answers over the handler timeout', { skip }, async (t) => {
+  const model = await loadModel(TEACHER);
+  const app = buildServer({ model, maxInflightBodyBytes: 100_000, smallBodyBytes: 1000, handlerTimeoutMs: 60_000, retryAfterSeconds: 3 });
+  const slow = buildServer({ model, handlerTimeoutMs: 1 });
+  t.teardown(async () => {
+    await app.close();
+    await slow.close();
+    await model.dispose();
+  });
+  const img = await sharp({ create: { width: 112, height: 112, channels: 3, background: '#808080' } }).png({ compressionLevel: 0 }).toBuffer();
+  t.ok(img.length > 30_000 && img.length < 100_000, `a ${img.length}-byte body`);
+  const post = (a: typeof app) => a.inject({ method: 'POST', url: '/embed', payload: img, headers: { 'content-type': 'image/png' } });
+  const res = await Promise.all([post(app), post(app), post(app), post(app)]);
+  const codes = res.map((r) => r.statusCode);
+  t.ok(codes.includes(200), `some bodies fit (${codes.join(', ')})`);
+  const busy = res.filter((r) => r.statusCode === 503);
+  t.ok(busy.length >= 1, 'the rest were refused before their bodies were read');
+  for (const r of busy) {
+    t.equal(r.json().code, 'E_BUSY');
+    t.equal(r.headers['retry-after'], '3', 'with Retry-After');
+  }
+  // the budget was given back: requests one at a time all fit
+  for (let i = 0; i < 3; i++) t.equal((await post(app)).statusCode, 200, `sequential request ${i} after the burst`);
+  const tiny = { width: 112, height: 112 };
+  const to = await slow.inject({ method: 'POST', url: '/embed', payload: await sharp({ create: { ...tiny, channels: 3, background: '#777' } }).jpeg().toBuffer(), headers: { 'content-type': 'image/jpeg' } });
+  t.equal(to.statusCode, 503, 'an answer over handlerTimeoutMs (1 ms) is a 503');
+  t.equal(to.json().code, 'E_TIMEOUT');
+  t.ok(to.headers['retry-after'], 'with Retry-After');
+  const h = await app.inject({ method: 'GET', url: '/health' });
+  t.equal(h.json().stats.server.bodyBytesInFlight, 0, '/health shows no bodies in flight');
+  t.type(h.json().stats.inflight.limits.maxInflightBytes, 'number', '/health shows the in-flight budget');
+});

@@ -3,14 +3,15 @@
  *
  *   npm run serve:example -- --model student.qfm [--port 3000] [--host 127.0.0.1]
  *       [--threads 2] [--align none|ffhq|lfw-funneled|box:x,y,side] [--threshold 0.3]
- *       [--max-batch 32] [--body-limit 8388608] [--max-pixels 40000000] [--log]
+ *       [--max-batch 32] [--log] [limits: see LIMITS below and the README]
  *
- * Environment variables QF_MODEL, PORT, HOST, QF_THREADS, QF_ALIGN and
- * QF_THRESHOLD give the same settings. Without a model, the mobileface
+ * Environment variables QF_MODEL, PORT, HOST, QF_THREADS, QF_ALIGN,
+ * QF_THRESHOLD and those of LIMITS give the same settings. Without a model, the mobileface
  * teacher of ../shared/models is served (float). Stops cleanly on SIGINT /
  * SIGTERM (finishes the requests in flight).
  */
 import { existsSync } from 'node:fs';
+import sharp from 'sharp';
 import { resolve } from 'node:path';
 import { loadModel } from '../../lib/runtime/index.js';
 import { packageRoot } from '../../lib/binding.js';
@@ -36,6 +37,40 @@ function num(v: string | undefined, name: string): number | undefined {
   return n;
 }
 
+/**
+ * Limits: CLI flag, environment variable, where it goes. Every one is
+ * optional; the defaults (in the library and in server.ts) keep the server
+ * under about 1 GB RSS whatever clients send.
+ */
+const LIMITS = {
+  // per image and per call (loadModel limits)
+  'max-pixels': { env: 'QF_MAX_PIXELS', to: 'limits', key: 'maxPixels' },
+  'max-side': { env: 'QF_MAX_SIDE', to: 'limits', key: 'maxSide' },
+  'max-image-bytes': { env: 'QF_MAX_IMAGE_BYTES', to: 'limits', key: 'maxBytes' },
+  'max-request-pixels': { env: 'QF_MAX_REQUEST_PIXELS', to: 'limits', key: 'maxRequestPixels' },
+  'decode-timeout-ms': { env: 'QF_DECODE_TIMEOUT_MS', to: 'limits', key: 'decodeTimeoutMs' },
+  // process-wide in-flight budget (loadModel budget)
+  'max-inflight-bytes': { env: 'QF_MAX_INFLIGHT_BYTES', to: 'budget', key: 'maxInflightBytes' },
+  'max-inflight-pixels': { env: 'QF_MAX_INFLIGHT_PIXELS', to: 'budget', key: 'maxInflightPixels' },
+  'max-waiting': { env: 'QF_MAX_WAITING', to: 'budget', key: 'maxWaiting' },
+  'queue-timeout-ms': { env: 'QF_QUEUE_TIMEOUT_MS', to: 'budget', key: 'queueTimeoutMs' },
+  // HTTP (buildServer)
+  'body-limit': { env: 'QF_BODY_LIMIT', to: 'server', key: 'bodyLimit' },
+  'max-images': { env: 'QF_MAX_IMAGES', to: 'server', key: 'maxImages' },
+  'max-inflight-body-bytes': { env: 'QF_MAX_INFLIGHT_BODY_BYTES', to: 'server', key: 'maxInflightBodyBytes' },
+  'small-body-bytes': { env: 'QF_SMALL_BODY_BYTES', to: 'server', key: 'smallBodyBytes' },
+  'small-pixels': { env: 'QF_SMALL_PIXELS', to: 'budget', key: 'smallPixels' },
+  'request-timeout-ms': { env: 'QF_REQUEST_TIMEOUT_MS', to: 'server', key: 'requestTimeoutMs' },
+  'headers-timeout-ms': { env: 'QF_HEADERS_TIMEOUT_MS', to: 'server', key: 'headersTimeoutMs' },
+  'connection-timeout-ms': { env: 'QF_CONNECTION_TIMEOUT_MS', to: 'server', key: 'connectionTimeoutMs' },
+  'keep-alive-timeout-ms': { env: 'QF_KEEP_ALIVE_TIMEOUT_MS', to: 'server', key: 'keepAliveTimeoutMs' },
+  'handler-timeout-ms': { env: 'QF_HANDLER_TIMEOUT_MS', to: 'server', key: 'handlerTimeoutMs' },
+  'max-connections': { env: 'QF_MAX_CONNECTIONS', to: 'server', key: 'maxConnections' },
+  'retry-after': { env: 'QF_RETRY_AFTER', to: 'server', key: 'retryAfterSeconds' },
+  'max-json-depth': { env: 'QF_MAX_JSON_DEPTH', to: 'server', key: 'maxJsonDepth' },
+  'max-json-values': { env: 'QF_MAX_JSON_VALUES', to: 'server', key: 'maxJsonValues' },
+} as const;
+
 async function main(): Promise<void> {
   const a = args(process.argv.slice(2));
   const fallback = resolve(packageRoot, '../shared/models/mobileface/mobileface.json');
@@ -43,16 +78,32 @@ async function main(): Promise<void> {
   if (!modelPath) throw new Error('pass --model <file.qfm | model.json | model.onnx> (or set QF_MODEL)');
   const threads = num(a.get('threads') ?? process.env.QF_THREADS, 'threads');
   const threshold = num(a.get('threshold') ?? process.env.QF_THRESHOLD, 'threshold');
-  const maxBatch = num(a.get('max-batch'), 'max-batch');
-  const maxPixels = num(a.get('max-pixels'), 'max-pixels');
+  const maxBatch = num(a.get('max-batch') ?? process.env.QF_MAX_BATCH, 'max-batch');
+  const known = new Set(['model', 'port', 'host', 'threads', 'threshold', 'max-batch', 'align', 'log', 'sharp-concurrency', 'sharp-cache', ...Object.keys(LIMITS)]);
+  for (const k of a.keys()) if (!known.has(k)) throw new Error(`unknown option --${k}`);
+  const groups: Record<'limits' | 'budget' | 'server', Record<string, number>> = { limits: {}, budget: {}, server: {} };
+  for (const [flag, l] of Object.entries(LIMITS)) {
+    const v = num(a.get(flag) ?? process.env[l.env], flag);
+    if (v !== undefined) {
+      if (!(Number.isInteger(v) && v > 0)) throw new Error(`--${flag} must be a positive integer (got ${v})`);
+      groups[l.to][l.key] = v;
+    }
+  }
+  if (process.platform === 'linux' && process.env.MALLOC_ARENA_MAX === undefined)
+    console.error('note: MALLOC_ARENA_MAX is not set: glibc keeps freed image buffers in per-thread arenas and RSS stays high after bursts; start with MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=1048576 (npm run serve:example does)');
+  // libvips: one thread per image (4 images decode at once on libuv's pool) and no operation cache, so
+  // that decoded pixels are not kept after a request (--sharp-concurrency N, --sharp-cache to change)
+  sharp.concurrency(num(a.get('sharp-concurrency') ?? process.env.QF_SHARP_CONCURRENCY, 'sharp-concurrency') ?? 1);
+  if (!(a.has('sharp-cache') || process.env.QF_SHARP_CACHE === '1')) sharp.cache(false);
   const model = await loadModel(modelPath, {
     ...(threads ? { threads } : {}),
     ...(threshold !== undefined ? { threshold } : {}),
     ...(maxBatch ? { maxBatch } : {}),
     align: a.get('align') ?? process.env.QF_ALIGN ?? 'none',
-    ...(maxPixels ? { limits: { maxPixels } } : {}),
+    limits: groups.limits,
+    budget: groups.budget,
   });
-  const app = buildServer({ model, bodyLimit: num(a.get('body-limit'), 'body-limit') ?? 8 << 20, logger: a.has('log'), name: modelPath });
+  const app = buildServer({ model, ...groups.server, logger: a.has('log'), name: modelPath });
   const port = num(a.get('port') ?? process.env.PORT, 'port') ?? 3000;
   const host = a.get('host') ?? process.env.HOST ?? '127.0.0.1';
   const url = await app.listen({ port, host });

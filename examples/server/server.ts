@@ -11,11 +11,18 @@
  *                  are null when neither the request nor the model has one)
  *
  * Errors are JSON { error, code, message } with 400 (malformed body, not an
- * image, bad field), 413 (body or image dimensions over the limits), 415
- * (unsupported Content-Type), 422 (an image the model cannot use, e.g. not
- * square with alignment 'none'), 503 (shutting down), 500 (a bug).
- * Images are decoded off the event loop (sharp) and inference runs on a
- * native worker thread; concurrent requests are batched by the model.
+ * image, bad field, JSON nested too deep), 408 (request not received in
+ * time: node closes slow bodies and headers), 413 (body, image or request
+ * pixels over the limits, or an image that needs more than the whole
+ * in-flight budget), 415 (unsupported Content-Type), 422 (an image the
+ * model cannot use, e.g. not square with alignment 'none'), 503 with
+ * Retry-After (E_BUSY: the bodies in flight or the model's in-flight
+ * budget are full; E_TIMEOUT: a decode or the answer took too long;
+ * E_CLOSED: shutting down), 500 (a bug).
+ * Images are decoded off the event loop (sharp, only the region the
+ * alignment reads) and inference runs on a native worker thread; concurrent
+ * requests are batched by the model. Memory and CPU are bounded by the
+ * limits in ServerOptions and by the model's limits and budget.
  */
 import Fastify, { type FastifyInstance, type FastifyError } from 'fastify';
 import { QuantFaceError } from '../../lib/errors.js';
@@ -27,6 +34,32 @@ export interface ServerOptions {
   bodyLimit?: number;
   /** Largest number of images in one /embed request (default 32). */
   maxImages?: number;
+  /**
+   * Request bodies being received or processed at once, bytes (by
+   * Content-Length; a chunked body counts as bodyLimit). A request that
+   * does not fit is answered 503 E_BUSY with Retry-After before its body is
+   * read (default 64 MiB).
+   */
+  maxInflightBodyBytes?: number;
+  /** Bodies up to this size are not counted against maxInflightBodyBytes, so that small requests pass a burst of large ones (default 256 KiB; at most maxConnections of them). */
+  smallBodyBytes?: number;
+  /** Time to receive a whole request, headers and body, ms: slow bodies are cut (default 20,000). */
+  requestTimeoutMs?: number;
+  /** Time to receive the headers, ms (default 10,000). */
+  headersTimeoutMs?: number;
+  /** A socket idle this long is closed, ms (default 60,000). */
+  connectionTimeoutMs?: number;
+  /** Keep-alive sockets idle this long are closed, ms (default 5,000). */
+  keepAliveTimeoutMs?: number;
+  /** Longest time from a received body to the answer, ms: then 503 E_TIMEOUT (default 30,000). */
+  handlerTimeoutMs?: number;
+  /** Open connections at most; more are closed at once (default 256). */
+  maxConnections?: number;
+  /** Retry-After of 503 answers, seconds (default 1). */
+  retryAfterSeconds?: number;
+  /** Largest JSON nesting depth (default 8) and number of values (default 4096) in a JSON body. */
+  maxJsonDepth?: number;
+  maxJsonValues?: number;
   /** fastify logger (default false). */
   logger?: boolean;
   /** Name reported by /health. */
@@ -54,6 +87,10 @@ function fromError(e: unknown): HttpError {
         return /the limit is|over the limits/.test(e.message) ? httpError(413, e.code, e.message) : httpError(422, e.code, e.message);
       case 'E_CLOSED':
         return httpError(503, e.code, 'the server is shutting down');
+      case 'E_BUSY':
+        return httpError(503, e.code, e.message);
+      case 'E_TIMEOUT':
+        return httpError(503, e.code, e.message);
       default:
         return httpError(500, e.code, e.message);
     }
@@ -68,6 +105,30 @@ function fromError(e: unknown): HttpError {
   return httpError(500, 'E_INTERNAL', e instanceof Error ? e.message : String(e));
 }
 
+/**
+ * One pass over a JSON text before JSON.parse: refuses nesting deeper than
+ * maxDepth and more than maxValues values (commas), so that a small body
+ * cannot expand into a huge object tree on the heap.
+ */
+export function checkJsonShape(text: string, maxDepth: number, maxValues: number): void {
+  let depth = 0;
+  let values = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i++; // backslash: skip the escaped character
+      else if (c === 34) inString = false;
+      continue;
+    }
+    if (c === 34) inString = true;
+    else if (c === 123 || c === 91) {
+      if (++depth > maxDepth) throw new QuantFaceError('E_ARG', `the JSON body is nested deeper than ${maxDepth} levels`);
+    } else if (c === 125 || c === 93) depth--;
+    else if (c === 44 && ++values >= maxValues) throw new QuantFaceError('E_ARG', `the JSON body holds more than ${maxValues} values`);
+  }
+}
+
 function decodeBase64(v: unknown, field: string): Buffer {
   if (typeof v !== 'string' || v.length === 0) throw new QuantFaceError('E_ARG', `'${field}' must be a non-empty base64 string`);
   const s = v.replace(/^data:[^;,]*;base64,/, '');
@@ -79,9 +140,36 @@ function decodeBase64(v: unknown, field: string): Buffer {
 export function buildServer(o: ServerOptions): FastifyInstance {
   const model = o.model;
   const maxImages = o.maxImages ?? 32;
-  const app = Fastify({ bodyLimit: o.bodyLimit ?? 8 << 20, logger: o.logger ?? false });
+  const bodyLimit = o.bodyLimit ?? 8 << 20;
+  const maxBodies = o.maxInflightBodyBytes ?? 64 << 20;
+  const smallBody = o.smallBodyBytes ?? 256 << 10;
+  const retryAfter = String(o.retryAfterSeconds ?? 1);
+  const handlerTimeoutMs = o.handlerTimeoutMs ?? 30_000;
+  const maxJsonDepth = o.maxJsonDepth ?? 8;
+  const maxJsonValues = o.maxJsonValues ?? 4096;
+  const app = Fastify({
+    bodyLimit,
+    logger: o.logger ?? false,
+    requestTimeout: o.requestTimeoutMs ?? 20_000,
+    connectionTimeout: o.connectionTimeoutMs ?? 60_000,
+    keepAliveTimeout: o.keepAliveTimeoutMs ?? 5_000,
+    // node checks requestTimeout / headersTimeout every connectionsCheckingInterval (default 30 s)
+    http: { headersTimeout: o.headersTimeoutMs ?? 10_000, connectionsCheckingInterval: 1_000 },
+  });
+  app.server.maxConnections = o.maxConnections ?? 256;
   const raw = (_req: unknown, body: Buffer | string, done: (err: Error | null, body?: unknown) => void): void => done(null, body);
   app.removeContentTypeParser('text/plain'); // only images and JSON: anything else is a 415
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    try {
+      const text = body as string;
+      checkJsonShape(text, maxJsonDepth, maxJsonValues);
+      done(null, text.length === 0 ? undefined : JSON.parse(text));
+    } catch (e) {
+      if (e instanceof QuantFaceError) done(e);
+      else done(Object.assign(new Error(`the body is not valid JSON (${(e as Error).message})`), { statusCode: 400, code: 'FST_ERR_CTP_INVALID_JSON_BODY' }));
+    }
+  });
   app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, raw);
   app.addContentTypeParser(/^image\/[\w.+-]+$/, { parseAs: 'buffer' }, raw);
   let closing = false;
@@ -89,11 +177,56 @@ export function buildServer(o: ServerOptions): FastifyInstance {
     closing = true;
   });
 
+  // bodies in flight: a request that does not fit is refused before its body is read
+  let bodies = 0;
+  const counters = { busy: 0, bodiesRefused: 0 };
+  app.addHook('onRequest', (req, reply, done) => {
+    if (req.method !== 'POST') return done();
+    const len = Number(req.headers['content-length']);
+    const size = Number.isFinite(len) && len >= 0 ? Math.min(len, bodyLimit + 1) : bodyLimit;
+    if (size > bodyLimit || size <= smallBody) return done(); // over the limit: fastify answers 413 without reading it
+    if (bodies > 0 && bodies + size > maxBodies) {
+      counters.bodiesRefused++;
+      void reply
+        .status(503)
+        .header('retry-after', retryAfter)
+        .header('connection', 'close')
+        .send({ error: 'server error', code: 'E_BUSY', message: `busy: ${bodies} bytes of request bodies are in flight (the limit is ${maxBodies}); retry later` });
+      return;
+    }
+    bodies += size;
+    let held = true;
+    reply.raw.once('close', () => {
+      if (held) bodies -= size;
+      held = false;
+    });
+    done();
+  });
+
   app.setErrorHandler((err, _req, reply) => {
     const h = fromError(err);
-    if (h.status >= 500) app.log.error(err);
+    if (h.status >= 500 && h.status !== 503) app.log.error(err);
+    if (h.status === 503) {
+      if (h.code === 'E_BUSY') counters.busy++;
+      void reply.header('retry-after', retryAfter);
+    }
     void reply.status(h.status).send({ error: h.status >= 500 ? 'server error' : 'bad request', code: h.code, message: h.message });
   });
+  // every route answers within handlerTimeoutMs (the work itself is bounded by the model's budget and decode timeouts)
+  const timed = <T>(p: Promise<T>): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      const t = setTimeout(() => reject(new QuantFaceError('E_TIMEOUT', `no answer within ${handlerTimeoutMs} ms; retry later`)), handlerTimeoutMs);
+      p.then(
+        (v) => {
+          clearTimeout(t);
+          resolve(v);
+        },
+        (e: unknown) => {
+          clearTimeout(t);
+          reject(e);
+        },
+      );
+    });
   app.setNotFoundHandler((req, reply) => {
     void reply.status(404).send({ error: 'not found', code: 'E_NOT_FOUND', message: `no route ${req.method} ${req.url}` });
   });
@@ -103,12 +236,12 @@ export function buildServer(o: ServerOptions): FastifyInstance {
     return {
       status: closing ? 'closing' : 'ok',
       model: { name: o.name ?? model.info?.name ?? 'model', dim: model.dim, inputSize: model.inputSize, precision: r.precision, threshold: model.threshold ?? null },
-      stats: model.stats(),
+      stats: { ...model.stats(), server: { bodyBytesInFlight: bodies, busyAnswers: counters.busy + counters.bodiesRefused } },
     };
   });
 
-  app.post('/embed', async (req) => {
-    const body = req.body;
+  app.post('/embed', async (req) => timed(embedRoute(req.body)));
+  const embedRoute = async (body: unknown): Promise<unknown> => {
     if (Buffer.isBuffer(body)) {
       const e = await model.embed(body);
       return { dim: model.dim, embedding: Array.from(e) };
@@ -126,10 +259,11 @@ export function buildServer(o: ServerOptions): FastifyInstance {
       }
     }
     throw new QuantFaceError('E_ARG', "send the image bytes as the body (Content-Type image/jpeg, image/png, image/webp or application/octet-stream), or JSON { image: base64 } / { images: [base64, ...] }");
-  });
+  };
 
-  app.post('/verify', async (req) => {
-    const b = req.body as Record<string, unknown> | undefined;
+  app.post('/verify', async (req) => timed(verifyRoute(req.body)));
+  const verifyRoute = async (body: unknown): Promise<unknown> => {
+    const b = body as Record<string, unknown> | undefined;
     if (!b || typeof b !== 'object' || Buffer.isBuffer(b) || Array.isArray(b)) throw new QuantFaceError('E_ARG', 'send JSON { a: base64 image, b: base64 image, threshold?: number }');
     const t = b.threshold;
     if (t !== undefined && (typeof t !== 'number' || !Number.isFinite(t))) throw new QuantFaceError('E_ARG', "'threshold' must be a number");
@@ -137,6 +271,6 @@ export function buildServer(o: ServerOptions): FastifyInstance {
     const threshold = (t as number | undefined) ?? model.threshold;
     const similarity = model.similarity(ea!, eb!);
     return { similarity, threshold: threshold ?? null, match: threshold === undefined ? null : similarity >= threshold };
-  });
+  };
   return app;
 }

@@ -21,6 +21,14 @@ export interface RgbImage {
   data: Uint8Array;
   width: number;
   height: number;
+  /**
+   * Set when `data` holds only a window of a larger image (the runtime
+   * decodes just the region an alignment reads): the window's top-left
+   * corner and the whole image's size. Boxes, landmarks and borders stay in
+   * the whole image's coordinates, so a crop of a window that covers every
+   * pixel the crop reads equals the crop of the whole image, bit for bit.
+   */
+  window?: { left: number; top: number; fullWidth: number; fullHeight: number };
 }
 
 /** Square box in continuous pixel coordinates. */
@@ -141,16 +149,24 @@ export function cropBox(img: RgbImage, box: Box, size = 112, out?: Float32Array,
   if (!(box.side > 0)) throw new QuantFaceError('E_ARG', `crop box side must be positive (got ${box.side})`);
   const dst = out ?? new Float32Array(size * size * 3);
   if (dst.length < offset + size * size * 3) throw new QuantFaceError('E_SHAPE', `cropBox: output holds ${dst.length} values, needs ${offset + size * size * 3}`);
-  const { width: W, height: H, data } = img;
+  const { data } = img;
+  const W = img.window ? img.window.fullWidth : img.width;
+  const H = img.window ? img.window.fullHeight : img.height;
+  const left = img.window?.left ?? 0;
+  const top = img.window?.top ?? 0;
+  const stride = img.width * 3;
   const wx = axisWeights(box.x, box.side, size, W);
   const wy = axisWeights(box.y, box.side, size, H);
   // horizontal pass over the rows the vertical pass needs
   let rowLo = H, rowHi = 0;
-  for (let i = 0; i < size; i++) { rowLo = Math.min(rowLo, wy.first[i]!); rowHi = Math.max(rowHi, wy.first[i]! + wy.count[i]!); }
+  // (rows with no taps, past the image's edges, are left out: nothing reads them)
+  for (let i = 0; i < size; i++) if (wy.count[i]! > 0) { rowLo = Math.min(rowLo, wy.first[i]!); rowHi = Math.max(rowHi, wy.first[i]! + wy.count[i]!); }
   if (rowHi <= rowLo) { dst.fill(0, offset, offset + size * size * 3); return dst; }
   const tmp = new Float64Array((rowHi - rowLo) * size * 3);
+  if (rowLo < top || rowHi > top + img.height) throw new QuantFaceError('E_INTERNAL', `cropBox: rows ${rowLo}..${rowHi} are outside the decoded window`);
+  for (let i = 0; i < size; i++) if (wx.count[i]! > 0 && (wx.first[i]! < left || wx.first[i]! + wx.count[i]! > left + img.width)) throw new QuantFaceError('E_INTERNAL', 'cropBox: columns outside the decoded window');
   for (let r = rowLo; r < rowHi; r++) {
-    const rowOff = r * W * 3;
+    const rowOff = (r - top) * stride - left * 3;
     const tOff = (r - rowLo) * size * 3;
     for (let i = 0; i < size; i++) {
       let a = 0, b = 0, c = 0;
@@ -244,8 +260,14 @@ export function warpAffine(img: RgbImage, m: Affine, size = 112, out?: Float32Ar
   const dst = out ?? new Float32Array(size * size * 3);
   if (dst.length < offset + size * size * 3) throw new QuantFaceError('E_SHAPE', `warpAffine: output holds ${dst.length} values, needs ${offset + size * size * 3}`);
   const inv = invertAffine(m);
-  const { width: W, height: H, data } = img;
-  const px = (x: number, y: number, c: number) => (x < 0 || y < 0 || x >= W || y >= H ? 0 : data[(y * W + x) * 3 + c]!);
+  const { data } = img;
+  const W = img.window ? img.window.fullWidth : img.width;
+  const H = img.window ? img.window.fullHeight : img.height;
+  const left = img.window?.left ?? 0;
+  const top = img.window?.top ?? 0;
+  const ww = img.width;
+  const at = (x: number, y: number) => ((y - top) * ww + (x - left)) * 3;
+  const px = (x: number, y: number, c: number) => (x < 0 || y < 0 || x >= W || y >= H ? 0 : data[at(x, y) + c]!);
   for (let v = 0; v < size; v++) {
     for (let u = 0; u < size; u++) {
       const xs = inv[0]! * u + inv[1]! * v + inv[2]!;
@@ -254,7 +276,7 @@ export function warpAffine(img: RgbImage, m: Affine, size = 112, out?: Float32Ar
       const fx = xs - x0, fy = ys - y0;
       const o = offset + (v * size + u) * 3;
       if (x0 >= 0 && y0 >= 0 && x0 + 1 < W && y0 + 1 < H) {
-        const p00 = (y0 * W + x0) * 3, p01 = p00 + 3, p10 = p00 + W * 3, p11 = p10 + 3;
+        const p00 = at(x0, y0), p01 = p00 + 3, p10 = p00 + ww * 3, p11 = p10 + 3;
         for (let c = 0; c < 3; c++) {
           const top = data[p00 + c]! + (data[p01 + c]! - data[p00 + c]!) * fx;
           const bot = data[p10 + c]! + (data[p11 + c]! - data[p10 + c]!) * fx;
@@ -309,7 +331,7 @@ export type AlignSpec =
 /** Applies an AlignSpec (see {@link cropBox} / {@link alignByLandmarks}). */
 export function alignImage(img: RgbImage, spec: AlignSpec, size = 112, out?: Float32Array, offset = 0): Float32Array {
   switch (spec.kind) {
-    case 'preset': return cropBox(img, presetBox(spec.preset, img.width, img.height), size, out, offset);
+    case 'preset': return cropBox(img, presetBox(spec.preset, img.window?.fullWidth ?? img.width, img.window?.fullHeight ?? img.height), size, out, offset);
     case 'box': return cropBox(img, spec.box, size, out, offset);
     case 'landmarks': return alignByLandmarks(img, spec.landmarks, spec.template ?? ARCFACE_TEMPLATE, size, out, offset);
   }

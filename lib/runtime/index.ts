@@ -32,11 +32,13 @@ import type { LoadedQfm, Provenance } from '../io/qfm.js';
 import { loadModelFile, type InputOverrides, type LoadedModelFile } from '../io/load.js';
 import type { ModelInfo, Preprocessing } from '../io/model-info.js';
 import { compileModel, type CompiledModel, type CompileOptions, type CompileReport, type Plan } from './compile.js';
-import { prepareInput, prepareInputSync, resolveAlign, resolveLimits, type AlignInput, type EmbedInput, type InputLimits } from './input.js';
+import { finishInput, inspectInput, prepareInputSync, resolveAlign, resolveLimits, type AlignInput, type EmbedInput, type InputLimits, type InspectedInput, type PrepareOptions } from './input.js';
+import { configureBudget, inflightBudget, type BudgetOptions, type BudgetStats, type Cost } from './budget.js';
 
 export { compileModel, CompiledModel, type CompileOptions, type CompileReport, type Plan, type LOp, type LValue } from './compile.js';
 export { addInputQuantizers, calibrateActivations, quantizeModel, engineEmbed, type CalibrateOptions, type QuantizeModelOptions, type InputQuantizerOptions } from './calibrate.js';
 export { prepareInput, prepareInputSync, resolveAlign, type EmbedInput, type RawImage, type AlignInput, type InputLimits } from './input.js';
+export { configureBudget, inflightBudget, InflightBudget, type BudgetOptions, type BudgetStats } from './budget.js';
 
 export interface LoadModelOptions {
   /** Native thread pool size (process-wide; default: physical cores or QUANTFACE_THREADS). */
@@ -49,8 +51,16 @@ export interface LoadModelOptions {
   align?: AlignInput;
   /** Cosine threshold of verify() (default: the model file's, if any). */
   threshold?: number;
-  /** Limits on encoded and decoded images. */
+  /** Limits on encoded and decoded images and on one embed() call (pixels in all, decode time). */
   limits?: InputLimits;
+  /**
+   * The process-wide in-flight budget (decodes and queued crops of every
+   * model in the process; see lib/runtime/budget.ts): set here, it changes
+   * the limits for all models, like `threads`. Default: the environment
+   * (QF_MAX_INFLIGHT_BYTES, QF_MAX_INFLIGHT_PIXELS, QF_MAX_WAITING,
+   * QF_QUEUE_TIMEOUT_MS, QF_SMALL_PIXELS), else 256 MiB, 120 M pixels, 256 waiting images, 10 s, small decodes up to 4 M pixels.
+   */
+  budget?: BudgetOptions;
   /** Preprocessing for models that do not record one (default: model info, else (x - 127.5) / 127.5). */
   preprocessing?: Preprocessing;
   /** See CompileOptions.approximateInput. */
@@ -81,6 +91,8 @@ export interface RuntimeStats {
   queued: number;
   /** Largest batch run so far. */
   largestBatch: number;
+  /** The process-wide in-flight budget now (shared by every model). */
+  inflight: BudgetStats;
 }
 
 /** Cosine similarity of two embeddings (0 when one of them is all zeros). */
@@ -177,7 +189,7 @@ export class FaceModel {
   }
 
   stats(): RuntimeStats {
-    return { ...this.counters, queued: this.queue.length };
+    return { ...this.counters, queued: this.queue.length, inflight: inflightBudget().stats() };
   }
 
   private check(): void {
@@ -244,10 +256,41 @@ export class FaceModel {
     });
   }
 
+  /**
+   * Decodes and aligns a call's inputs under the limits and the in-flight
+   * budget: headers first (the call's pixel total is checked before any
+   * decode), then each image's decode holds its estimated memory and pixels
+   * while it runs. On the first failure the call's waiting decodes are
+   * cancelled.
+   */
   private async crops(inputs: readonly EmbedInput[], o: EmbedCallOptions): Promise<Uint8Array[]> {
     const align = o.align === undefined ? this.alignSpec : resolveAlign(o.align);
-    const opts = { size: this.inputSize, align, limits: this.limits };
-    return Promise.all(inputs.map((x, i) => prepareInput(x, opts, inputs.length > 1 ? i : undefined)));
+    const opts: PrepareOptions = { size: this.inputSize, align, limits: this.limits };
+    const many = inputs.length > 1;
+    const inspected: InspectedInput[] = await Promise.all(inputs.map((x, i) => inspectInput(x, opts, many ? i : undefined)));
+    let pixels = 0;
+    for (const p of inspected) if (p.kind === 'encoded') pixels += p.cost.pixels;
+    if (pixels > this.limits.maxRequestPixels)
+      throw new QuantFaceError('E_SHAPE', `this call has ${inputs.length} images of ${pixels} pixels in all; the limit is ${this.limits.maxRequestPixels} pixels per call (limits.maxRequestPixels)`);
+    const budget = inflightBudget();
+    const mine = new Set<Cost>();
+    const one = async (p: InspectedInput): Promise<Uint8Array> => {
+      if (p.kind === 'crop') return p.crop;
+      mine.add(p.cost);
+      const lease = await budget.acquire(p.cost, p.what);
+      try {
+        this.check();
+        return await finishInput(p, opts);
+      } finally {
+        lease.release();
+      }
+    };
+    try {
+      return await Promise.all(inspected.map(one));
+    } catch (e) {
+      budget.cancel((c) => mine.has(c), e);
+      throw e;
+    }
   }
 
   /**
@@ -261,17 +304,25 @@ export class FaceModel {
     this.check();
     const many = Array.isArray(input);
     const list = many ? (input as readonly EmbedInput[]) : [input as EmbedInput];
-    const crops = await this.crops(list, o);
-    this.check();
-    const done = crops.map(
-      (crop) =>
-        new Promise<Float32Array>((resolve, reject) => {
-          this.queue.push({ crop, resolve, reject });
-        }),
-    );
-    this.pump();
-    const r = await Promise.all(done);
-    return many ? r : r[0]!;
+    const budget = inflightBudget();
+    // (a full waiting queue refuses only what would have to wait: small images that fit pass)
+    // the call's crops are held in the budget from here until their embeddings are out
+    const cropLease = await budget.acquire({ bytes: list.length * this.inputSize * this.inputSize * 3, pixels: 0 }, many ? `a call of ${list.length} images` : 'the input image');
+    try {
+      const crops = await this.crops(list, o);
+      this.check();
+      const done = crops.map(
+        (crop) =>
+          new Promise<Float32Array>((resolve, reject) => {
+            this.queue.push({ crop, resolve, reject });
+          }),
+      );
+      this.pump();
+      const r = await Promise.all(done);
+      return many ? r : r[0]!;
+    } finally {
+      cropLease.release();
+    }
   }
 
   /**
@@ -282,13 +333,19 @@ export class FaceModel {
     this.check();
     const per = this.inputSize * this.inputSize * 3;
     if (!Number.isInteger(n) || n < 1 || crops.length !== n * per) throw new QuantFaceError('E_SHAPE', `embedCrops: ${n} crops of ${this.inputSize}x${this.inputSize}x3 need ${n * per} bytes, got ${crops.length}`);
-    const done: Promise<Float32Array>[] = [];
-    for (let i = 0; i < n; i++) {
-      const crop = crops.slice(i * per, (i + 1) * per);
-      done.push(new Promise<Float32Array>((resolve, reject) => this.queue.push({ crop, resolve, reject })));
+    const budget = inflightBudget();
+    const lease = await budget.acquire({ bytes: n * per, pixels: 0 }, `${n} crops`);
+    try {
+      const done: Promise<Float32Array>[] = [];
+      for (let i = 0; i < n; i++) {
+        const crop = crops.slice(i * per, (i + 1) * per);
+        done.push(new Promise<Float32Array>((resolve, reject) => this.queue.push({ crop, resolve, reject })));
+      }
+      this.pump();
+      return await Promise.all(done);
+    } finally {
+      lease.release();
     }
-    this.pump();
-    return Promise.all(done);
   }
 
   /**
@@ -369,6 +426,7 @@ export async function loadModel(source: ModelSource, o: LoadModelOptions = {}): 
     if (!Number.isInteger(o.threads) || o.threads < 1 || o.threads > 1024) throw new QuantFaceError('E_ARG', `threads must be an integer in [1, 1024] (got ${String(o.threads)})`);
     binding.setThreads(o.threads);
   }
+  if (o.budget !== undefined) configureBudget(o.budget);
   let model: Module;
   let qfm: LoadedQfm | undefined;
   if (typeof source === 'string') {

@@ -17,11 +17,12 @@
  * corrupt), E_SHAPE (too large, wrong raw size, not square for `none`),
  * E_IO (cannot read the file), E_ARG (bad option).
  */
-import { readFile, stat } from 'node:fs/promises';
-import sharp from 'sharp';
+import { stat } from 'node:fs/promises';
 import { QuantFaceError, ioError } from '../errors.js';
-import { alignImage, presetBox, toRgb, type AlignSpec, type Box, type CropPreset, type RgbImage } from '../data/align.js';
+import { alignImage, toRgb, type AlignSpec, type CropPreset, type RgbImage } from '../data/align.js';
 import { parseAlign } from '../data/dataset.js';
+import { checkDims, decodeCost, decodeRegion, hasShrinkOnLoad, planCrop, readHeader, type CropPlan, type ImageHeader } from './decode.js';
+import type { Cost } from './budget.js';
 
 /** Decoded 8-bit pixels. */
 export interface RawImage {
@@ -46,9 +47,13 @@ export interface InputLimits {
   maxSide?: number;
   /** Smallest side, pixels. Default 16. */
   minSide?: number;
+  /** Largest total of source pixels in one embed() call (images x pixels). Default 200 M. */
+  maxRequestPixels?: number;
+  /** Longest decode of one image, ms (libvips stops it; E_TIMEOUT). Default 20,000. */
+  decodeTimeoutMs?: number;
 }
 
-const DEFAULT_LIMITS: Required<InputLimits> = { maxBytes: 20 << 20, maxPixels: 40_000_000, maxSide: 16384, minSide: 16 };
+const DEFAULT_LIMITS: Required<InputLimits> = { maxBytes: 20 << 20, maxPixels: 40_000_000, maxSide: 16384, minSide: 16, maxRequestPixels: 200_000_000, decodeTimeoutMs: 20_000 };
 
 export function resolveLimits(l: InputLimits | undefined): Required<InputLimits> {
   const r = { ...DEFAULT_LIMITS, ...(l ?? {}) };
@@ -77,74 +82,6 @@ function isImageMagic(b: Uint8Array): boolean {
   if ((b[0] === 0x49 && b[1] === 0x49 && b[2] === 0x2a) || (b[0] === 0x4d && b[1] === 0x4d && b[3] === 0x2a)) return true; // TIFF
   if (b.length >= 12 && String.fromCharCode(b[4]!, b[5]!, b[6]!, b[7]!) === 'ftyp') return true; // AVIF / HEIF
   return false;
-}
-
-function checkDims(width: number, height: number, lim: Required<InputLimits>, what: string): void {
-  if (width > lim.maxSide || height > lim.maxSide || width * height > lim.maxPixels)
-    throw new QuantFaceError('E_SHAPE', `${what} is ${width}x${height} pixels; the limit is ${lim.maxPixels} pixels and ${lim.maxSide} per side`);
-  if (width < lim.minSide || height < lim.minSide) throw new QuantFaceError('E_SHAPE', `${what} is ${width}x${height} pixels; at least ${lim.minSide} per side is needed`);
-}
-
-/**
- * Decodes encoded image bytes to RGB with sharp (off the main thread),
- * checking the limits on the header before decoding. When the face box is
- * much larger than the crop, sharp first shrinks the region around it (so
- * the JavaScript resampler never works on a huge image).
- */
-async function decodeBytes(bytes: Uint8Array, lim: Required<InputLimits>, what: string): Promise<RgbImage> {
-  if (bytes.length > lim.maxBytes) throw new QuantFaceError('E_SHAPE', `${what} is ${bytes.length} bytes; the limit is ${lim.maxBytes}`);
-  if (bytes.length === 0) throw new QuantFaceError('E_FORMAT', `${what} is empty`);
-  let meta: sharp.Metadata;
-  try {
-    meta = await sharp(bytes, { failOn: 'error', limitInputPixels: false }).metadata();
-  } catch (e) {
-    throw new QuantFaceError('E_FORMAT', `${what} is not a readable image (${(e as Error).message})`, { cause: e });
-  }
-  if (!meta.width || !meta.height) throw new QuantFaceError('E_FORMAT', `${what}: the image has no size`);
-  checkDims(meta.width, meta.height, lim, what);
-  try {
-    const { data, info } = await sharp(bytes, { failOn: 'error', limitInputPixels: lim.maxPixels })
-      .rotate() // honour EXIF orientation
-      .removeAlpha()
-      .toColourspace('srgb')
-      .raw()
-      .toBuffer({ resolveWithObject: true });
-    const src = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    return { data: info.channels === 3 ? src : toRgb(src, info.width, info.height, info.channels), width: info.width, height: info.height };
-  } catch (e) {
-    throw new QuantFaceError('E_FORMAT', `${what} could not be decoded (${(e as Error).message})`, { cause: e });
-  }
-}
-
-function boxOf(spec: AlignSpec, w: number, h: number): Box | null {
-  if (spec.kind === 'preset') return presetBox(spec.preset, w, h);
-  if (spec.kind === 'box') return spec.box;
-  return null;
-}
-
-/** Shrinks a huge image around the crop box with sharp before the JavaScript resampler runs. */
-async function preShrink(img: RgbImage, spec: AlignSpec, size: number): Promise<{ img: RgbImage; spec: AlignSpec }> {
-  const box = boxOf(spec, img.width, img.height);
-  if (!box || box.side <= 3 * size) return { img, spec };
-  const left = Math.max(0, Math.floor(box.x));
-  const top = Math.max(0, Math.floor(box.y));
-  const right = Math.min(img.width, Math.ceil(box.x + box.side));
-  const bottom = Math.min(img.height, Math.ceil(box.y + box.side));
-  if (right - left < 2 || bottom - top < 2) return { img, spec };
-  const f = box.side / (2 * size); // shrink factor: the box becomes 2x the crop
-  const w = Math.max(2, Math.round((right - left) / f));
-  const h = Math.max(2, Math.round((bottom - top) / f));
-  const { data } = await sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })
-    .extract({ left, top, width: right - left, height: bottom - top })
-    .resize(w, h, { kernel: 'linear', fit: 'fill' })
-    .raw()
-    .toBuffer({ resolveWithObject: true });
-  const sx = w / (right - left);
-  const sy = h / (bottom - top);
-  return {
-    img: { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: w, height: h },
-    spec: { kind: 'box', box: { x: (box.x - left) * sx, y: (box.y - top) * sy, side: box.side * sx } },
-  };
 }
 
 /** Rounds a float crop (0..255) to bytes: round half to even, clamped (NaN -> 0). */
@@ -199,11 +136,35 @@ export interface PrepareOptions {
   limits: Required<InputLimits>;
 }
 
-/** Turns one input into a size x size x 3 RGB crop. */
-export async function prepareInput(input: EmbedInput, o: PrepareOptions, index?: number): Promise<Uint8Array> {
+/**
+ * One input after inspection: either its crop already (raw crops, decoded
+ * pixels) or an encoded image whose header was read and whose decode is
+ * planned (cost: what the decode will hold, for the in-flight budget).
+ */
+export type InspectedInput =
+  | { kind: 'crop'; crop: Uint8Array }
+  | { kind: 'encoded'; what: string; bytes: Uint8Array | string; header: ImageHeader; plan: CropPlan; cost: Cost };
+
+function alignError(e: unknown, what: string): QuantFaceError {
+  if (e instanceof QuantFaceError) return e;
+  return new QuantFaceError('E_ARG', `${what}: cannot align (${(e as Error).message})`, { cause: e });
+}
+
+function checkSquare(spec: AlignSpec, w: number, h: number, what: string): void {
+  if (spec.kind === 'preset' && spec.preset === 'none' && w !== h)
+    throw new QuantFaceError('E_SHAPE', `${what} is ${w}x${h}; alignment 'none' needs a square face crop (use align 'ffhq', 'lfw-funneled', a box or landmarks)`);
+}
+
+/**
+ * First step of prepareInput: reads files and image headers (no pixels are
+ * decoded), checks the limits and plans the decode; raw crops and decoded
+ * pixels are aligned at once.
+ */
+export async function inspectInput(input: EmbedInput, o: PrepareOptions, index?: number): Promise<InspectedInput> {
   const what = index === undefined ? 'the input image' : `input ${index}`;
   const per = o.size * o.size * 3;
-  let img: RgbImage;
+  let bytes: Uint8Array | string;
+  let name = what;
   if (typeof input === 'string') {
     let st;
     try {
@@ -213,37 +174,61 @@ export async function prepareInput(input: EmbedInput, o: PrepareOptions, index?:
     }
     if (!st.isFile()) throw ioError(Object.assign(new Error('not a file'), { code: 'EISDIR' }), input);
     if (st.size > o.limits.maxBytes) throw new QuantFaceError('E_SHAPE', `${input} is ${st.size} bytes; the limit is ${o.limits.maxBytes}`, { path: input });
-    let bytes: Buffer;
-    try {
-      bytes = await readFile(input);
-    } catch (e) {
-      throw ioError(e, input);
-    }
-    img = await decodeBytes(bytes, o.limits, input);
+    if (st.size === 0) throw new QuantFaceError('E_FORMAT', `${input} is empty`, { path: input });
+    bytes = input; // libvips reads the file itself, as far as the region needs: the file is not held in memory
+    name = input;
   } else if (input instanceof Float32Array) {
     if (input.length !== per) throw new QuantFaceError('E_SHAPE', `${what}: a Float32Array input must be an aligned ${o.size}x${o.size}x3 crop (${per} values), got ${input.length}`);
-    return roundCrop(input, new Uint8Array(per));
+    return { kind: 'crop', crop: roundCrop(input, new Uint8Array(per)) };
   } else if (input instanceof Uint8Array || input instanceof ArrayBuffer) {
-    const bytes = input instanceof ArrayBuffer ? new Uint8Array(input) : input;
+    bytes = input instanceof ArrayBuffer ? new Uint8Array(input) : input;
     if (!isImageMagic(bytes)) {
-      if (bytes.length === per) return Uint8Array.from(bytes);
+      if (bytes.length === per) return { kind: 'crop', crop: Uint8Array.from(bytes) };
       throw new QuantFaceError('E_FORMAT', `${what} is neither an encoded image (JPEG, PNG, WebP, ...) nor a raw ${o.size}x${o.size}x3 RGB crop (${per} bytes); got ${bytes.length} bytes`);
     }
-    img = await decodeBytes(bytes, o.limits, what);
   } else if (input && typeof input === 'object' && 'data' in input && 'width' in input && 'height' in input) {
-    img = rawToRgb(input, o.limits, what);
+    const img = rawToRgb(input, o.limits, what);
+    checkSquare(o.align, img.width, img.height, what);
+    let f: Float32Array;
+    try {
+      f = alignImage(img, o.align, o.size);
+    } catch (e) {
+      throw alignError(e, what);
+    }
+    return { kind: 'crop', crop: roundCrop(f, new Uint8Array(per)) };
   } else {
     throw new QuantFaceError('E_ARG', `${what} must be a file path, image bytes, a raw RGB crop or { data, width, height } (got ${input === null ? 'null' : typeof input})`);
   }
-  if (o.align.kind === 'preset' && o.align.preset === 'none' && img.width !== img.height)
-    throw new QuantFaceError('E_SHAPE', `${what} is ${img.width}x${img.height}; alignment 'none' needs a square face crop (use align 'ffhq', 'lfw-funneled', a box or landmarks)`);
-  const shrunk = await preShrink(img, o.align, o.size);
+  const header = await readHeader(bytes, o.limits, name);
+  checkSquare(o.align, header.dispWidth, header.dispHeight, name);
+  let plan: CropPlan;
+  try {
+    plan = planCrop(o.align, header.dispWidth, header.dispHeight, o.size, hasShrinkOnLoad(header));
+  } catch (e) {
+    throw alignError(e, name);
+  }
+  return { kind: 'encoded', what: name, bytes, header, plan, cost: { bytes: decodeCost(header, plan), pixels: header.width * header.height } };
+}
+
+/** Second step of prepareInput: decodes the planned region and aligns it. */
+export async function finishInput(p: InspectedInput, o: PrepareOptions): Promise<Uint8Array> {
+  if (p.kind === 'crop') return p.crop;
+  const win = await decodeRegion(p.bytes, p.header, p.plan, o.limits, p.what, Math.ceil(o.limits.decodeTimeoutMs / 1000));
   let f: Float32Array;
   try {
-    f = alignImage(shrunk.img, shrunk.spec, o.size);
+    f = p.plan.finish(win);
   } catch (e) {
-    if (e instanceof QuantFaceError) throw e;
-    throw new QuantFaceError('E_ARG', `${what}: cannot align (${(e as Error).message})`, { cause: e });
+    throw alignError(e, p.what);
   }
-  return roundCrop(f, new Uint8Array(per));
+  return roundCrop(f, new Uint8Array(o.size * o.size * 3));
+}
+
+/**
+ * Turns one input into a size x size x 3 RGB crop. Encoded images are
+ * decoded region by region (decode.ts): only the pixels the alignment reads,
+ * shrunk in libvips when the face is large, never the whole image in
+ * JavaScript.
+ */
+export async function prepareInput(input: EmbedInput, o: PrepareOptions, index?: number): Promise<Uint8Array> {
+  return finishInput(await inspectInput(input, o, index), o);
 }
