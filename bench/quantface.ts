@@ -18,7 +18,7 @@
  *     [--steps N] [--batch B] [--lr X] [--optimizer sgd|adamw] [--calib-steps N] [--augment LIST] \
  *     [--weight-decay X] [--act-range minmax|mse|learned] [--weight-range minmax|mse|learned] \
  *     [--lr-schedule step|cosine] [--range-lr-scale X] [--feature-loss W] \
- *     [--layer-bits RULES] [--equalize ALPHA[:range|rms]] [--qdrop P] [--relation-loss W] [--seed S]
+ *     [--layer-bits RULES] [--equalize ALPHA[:range|rms]] [--qdrop P] [--relation-loss W] [--seed S] [--ste unmasked|clipped]
  *     [--teacher faceplugin|mobileface|PATH [--eval-align landmarks|lfw-funneled]] [--seeds 0,1] [--skip-engine-lfw] [--fill-engine-lfw]
  *     [--out DIR] [--limit PAIRS] [--threads T] [--tag T] [--fresh]
  *
@@ -229,6 +229,7 @@ const train: Partial<QuantizeOptions> = {
   ...(arg('--qdrop') ? { qdrop: Number(arg('--qdrop')) } : {}),
   ...(arg('--relation-loss') ? { relationLoss: Number(arg('--relation-loss')) } : {}),
   ...(arg('--seed') ? { seed: Number(arg('--seed')) } : {}),
+  ...(arg('--ste') ? { ste: arg('--ste') as 'unmasked' | 'clipped' } : {}),
   ...(arg('--init') ? { init: arg('--init')! } : {}),
   ...(arg('--residual-bits') ? { residualBits: Number(arg('--residual-bits')) } : {}),
 };

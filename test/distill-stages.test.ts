@@ -27,6 +27,9 @@ t.test('options resolve once, before anything is loaded', async (t) => {
   t.equal(s.calibSteps, 50);
   t.equal(s.weightDecay, undefined, 'weight decay waits for the teacher');
   t.same(s.guard, { maxRollbacks: 3, lrFactor: 0.3 });
+  t.equal(s.ste, 'unmasked', 'SGD: the reference straight-through estimator');
+  t.equal(resolveQuantizeOptions({ data: '/nowhere', optimizer: 'adamw' }).ste, 'clipped', 'AdamW: the clipped estimator (unmasked diverges)');
+  t.equal(resolveQuantizeOptions({ data: '/nowhere', optimizer: 'adamw', ste: 'unmasked' }).ste, 'unmasked', 'an explicit estimator wins');
   const q = resolveQuantizeOptions({ data: '/nowhere', recipe: 'quantface' });
   t.equal(q.calibration, 'during');
   t.equal(q.steps, 1500);

@@ -330,7 +330,7 @@ export function register(program: Command): void {
     .option('--augment <list>', 'augmentation: flip (default), noflip, none, scale=X, shift=X, brightness=X, contrast=X, saturation=X, mixup=P')
     .addOption(new Option('--optimizer <name>', 'sgd (Nesterov, the method; default) or adamw').choices(['sgd', 'adamw']))
     .option('--weight-decay <x>', 'weight decay (default 5e-4 when the teacher has BatchNorm layers, 0 when they are folded into its convolutions)', numberArg('--weight-decay', 'non-negative'))
-    .addOption(new Option('--ste <mode>', 'straight-through estimator').choices(['unmasked', 'clipped']))
+    .addOption(new Option('--ste <mode>', "straight-through estimator (default: unmasked with sgd, clipped with adamw)").choices(['unmasked', 'clipped']))
     .addOption(new Option('--act-range <method>', 'activation ranges after calibration: minmax (the reference), mse (narrowed to the quantization-MSE optimum; kd default) or learned (mse, then trained with the student)').choices(['minmax', 'mse', 'learned']))
     .addOption(new Option('--weight-range <method>', 'per-channel weight ranges: minmax (the method; default), mse (clipped to the quantization-MSE optimum) or learned (mse, then trained with the student)').choices(['minmax', 'mse', 'learned']))
     .addOption(new Option('--lr-schedule <name>', 'learning-rate schedule: step (x0.1 at 75% and 90%; default) or cosine').choices(['step', 'cosine']))

@@ -133,7 +133,8 @@ export function resolveQuantizeOptions(options: QuantizeOptions): QuantizeSettin
     throw new QuantFaceError('E_ARG', `equalize alpha must be a number in [0, 1] (got ${String(equalize.alpha)})`);
   const lrSchedule = oneOf('lrSchedule', o.lrSchedule, ['step', 'cosine'], 'step');
   const optimizer = oneOf('optimizer', o.optimizer, ['sgd', 'adamw'], 'sgd');
-  const ste = oneOf<SteMode>('ste', o.ste, ['unmasked', 'clipped'], 'unmasked');
+  // AdamW with the unmasked estimator diverges once the ranges are frozen (QuantizeOptions.ste).
+  const ste = oneOf<SteMode>('ste', o.ste, ['unmasked', 'clipped'], optimizer === 'adamw' ? 'clipped' : 'unmasked');
   const epochs = o.epochs === undefined ? undefined : intOpt('epochs', o.epochs, 1, 1);
   const steps = o.steps === undefined ? undefined : intOpt('steps', o.steps, 1, 1);
   const threads = o.threads === undefined ? undefined : intOpt('threads', o.threads, 1, 1);
