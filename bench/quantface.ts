@@ -19,7 +19,7 @@
  *     [--weight-decay X] [--act-range minmax|mse|learned] [--weight-range minmax|mse|learned] \
  *     [--lr-schedule step|cosine] [--range-lr-scale X] [--feature-loss W] \
  *     [--layer-bits RULES] [--equalize ALPHA[:range|rms]] [--qdrop P] [--relation-loss W] [--seed S] [--ste unmasked|clipped]
- *     [--teacher faceplugin|mobileface|PATH [--eval-align landmarks|lfw-funneled]] [--seeds 0,1] [--skip-engine-lfw] [--fill-engine-lfw]
+ *     [--teacher faceplugin|mobileface|PATH [--eval-align landmarks|lfw-funneled]] [--seeds 0,1] [--skip-engine-lfw] [--fill-engine-lfw] [--reuse]
  *     [--out DIR] [--limit PAIRS] [--threads T] [--tag T] [--fresh]
  *
  * Modes (presets; --steps, --batch, --lr, ... override the distillation ones;
@@ -51,7 +51,7 @@
  * under the shared lock; wall times are reported as measured.
  * Exits 0 with a message when ../shared is absent.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runEval } from '../lib/eval/run.js';
@@ -324,7 +324,11 @@ for (const arm of arms) {
       };
       const tq = performance.now();
       let lastLine = 0;
-      const r = await quantize({
+      // --reuse: a student saved by an earlier run whose scoring did not finish is scored as it is (its
+      // training figures from the file's provenance notes) instead of being trained again.
+      const reused = process.argv.includes('--reuse') && existsSync(file) ? await reusedResult(file) : null;
+      if (reused) console.log(`${key}: scoring the saved ${file} (--reuse)`);
+      const r = reused ?? await quantize({
         ...opts,
         onProgress: (p) => {
           if ((p.phase === 'train' || p.phase === 'calibrate' || p.phase === 'generate') && Date.now() - lastLine > 30_000) {
@@ -354,6 +358,26 @@ for (const arm of arms) {
       }
       console.log(`${key}: LFW engine ${f(row.lfw, 4)} (drop ${f(row.drop, 2)} pt), int8 runtime ${row.lfwRuntime!.toFixed(4)} (drop ${row.dropRuntime!.toFixed(2)} pt), held-out cos ${row.holdoutCosine?.toFixed(4)}, LFW cos ${row.lfwCosine?.toFixed(4)}, ${(row.bytes / 1024).toFixed(0)} KiB, ${row.steps} steps in ${trainSeconds.toFixed(0)} s`);
     }
+}
+
+/** What quantize() returned for a saved student, read back from its provenance notes (--reuse). */
+async function reusedResult(file: string): Promise<Pick<Awaited<ReturnType<typeof quantize>>, 'startAgreement' | 'bestStep' | 'rollbacks' | 'agreement' | 'out' | 'steps' | 'totalSteps' | 'data' | 'trainImages' | 'totalSeconds'>> {
+  const l = await loadQfm(file);
+  const p = l.provenance as unknown as { data?: { source?: string; trainImages?: number }; notes?: { startAgreement?: number; bestStep?: number; rollbacks?: unknown[]; agreement?: { meanCosine: number }; steps?: number; seconds?: number } };
+  const n = p.notes ?? {};
+  const agreement = n.agreement ? ({ ...n.agreement } as never) : null;
+  return {
+    startAgreement: n.startAgreement !== undefined ? ({ meanCosine: n.startAgreement } as never) : null,
+    ...(n.bestStep !== undefined ? { bestStep: n.bestStep } : {}),
+    rollbacks: (n.rollbacks ?? []) as never,
+    agreement,
+    out: { path: file, bytes: statSync(file).size },
+    steps: n.steps ?? 0,
+    totalSteps: n.steps ?? 0,
+    data: p.data?.source ?? '',
+    trainImages: p.data?.trainImages ?? 0,
+    totalSeconds: n.seconds ?? 0,
+  };
 }
 
 // ---------------------------------------------------------------- agreement of earlier rows
