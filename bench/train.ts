@@ -10,7 +10,7 @@
  * peak per core measured at start (binding.measurePeak).
  *
  *   flock -x /tmp/qf-cpu.lock node --import tsx bench/train.ts [--models mfn,r50] [--threads 1,2] [--steps 5]
- *       [--recipes plain,kd,learned] [--torch] [--profile] [--peak GFLOPS]
+ *       [--recipes plain,kd,learned] [--torch] [--interleave] [--profile] [--peak GFLOPS]
  *
  * Rows per model and thread count (--recipes):
  * - plain: the QuantFace step above (student with its BatchNorms, min/max
@@ -128,7 +128,13 @@ function instrument(root: Module, prefix: string, acc: Record<string, { fwd: num
   }
 }
 
-function runConfig(c: Config): Result {
+interface Prepared {
+  step: (measure: boolean) => number;
+  startProfile: () => void;
+  result: (times: number[]) => Result;
+}
+
+function prepare(c: Config): Prepared {
   binding.setThreads(c.threads);
   const make = c.model === 'mfn' ? () => mobilefacenet({ seed: 1 }) : () => iresnet50({ seed: 1 });
   const fp = make().eval();
@@ -193,32 +199,57 @@ function runConfig(c: Config): Result {
     void t2;
     return t5 - t0;
   };
-  step(false); // warm-up: allocations, JIT
-  step(false);
-  if (c.profile) instrument(student, 'student.', prof);
-  const times: number[] = [];
-  for (let i = 0; i < c.steps; i++) times.push(step(true));
-  const flopsFwd = countFlops(teacher, [c.batch, 112, 112, 3]);
-  const gflopsPerStep = (4 * flopsFwd) / 1e9;
-  const ms = median(times);
-  const r: Result = {
-    model: c.model === 'mfn' ? 'MobileFaceNet' : 'iResNet-50',
-    recipe: c.recipe,
-    batch: c.batch,
-    threads: c.threads,
-    stepMs: times,
-    imagesPerSec: (c.batch * 1000) / ms,
-    gflopsPerStep,
-    peakFraction: gflopsPerStep / (ms / 1000) / (c.peakPerCore * c.threads),
-    maxRssMB: process.resourceUsage().maxRSS / 1024,
-    kernels: kernelSources(),
+  const result = (times: number[]): Result => {
+    const flopsFwd = countFlops(teacher, [c.batch, 112, 112, 3]);
+    const gflopsPerStep = (4 * flopsFwd) / 1e9;
+    const ms = median(times);
+    const r: Result = {
+      model: c.model === 'mfn' ? 'MobileFaceNet' : 'iResNet-50',
+      recipe: c.recipe,
+      batch: c.batch,
+      threads: c.threads,
+      stepMs: times,
+      imagesPerSec: (c.batch * 1000) / ms,
+      gflopsPerStep,
+      peakFraction: gflopsPerStep / (ms / 1000) / (c.peakPerCore * c.threads),
+      maxRssMB: process.resourceUsage().maxRSS / 1024,
+      kernels: kernelSources(),
+    };
+    if (c.profile) {
+      for (const [k, v] of Object.entries(other)) prof[k] = { fwd: k === 'teacher' ? v / c.steps : 0, bwd: k === 'teacher' ? 0 : v / c.steps };
+      for (const k of Object.keys(prof)) if (k.startsWith('student.')) prof[k] = { fwd: prof[k]!.fwd / c.steps, bwd: prof[k]!.bwd / c.steps };
+      r.profile = prof;
+    }
+    return r;
   };
-  if (c.profile) {
-    for (const [k, v] of Object.entries(other)) prof[k] = { fwd: k === 'teacher' ? v / c.steps : 0, bwd: k === 'teacher' ? 0 : v / c.steps };
-    for (const k of Object.keys(prof)) if (k.startsWith('student.')) prof[k] = { fwd: prof[k]!.fwd / c.steps, bwd: prof[k]!.bwd / c.steps };
-    r.profile = prof;
+  return { step, startProfile: () => (c.profile ? instrument(student, 'student.', prof) : undefined), result };
+}
+
+function runConfig(c: Config): Result {
+  const p = prepare(c);
+  p.step(false); // warm-up: allocations, JIT
+  p.step(false);
+  p.startProfile();
+  const times: number[] = [];
+  for (let i = 0; i < c.steps; i++) times.push(p.step(true));
+  return p.result(times);
+}
+
+/**
+ * --interleave: every recipe in one process, steps taken in turn (plain, kd, learned, plain, ...), so
+ * that load from other processes falls on every row alike (for a machine that cannot be had alone).
+ * Peak RSS is then the process's, not a row's.
+ */
+function runInterleaved(cs: Config[]): Result[] {
+  const ps = cs.map(prepare);
+  for (const p of ps) {
+    p.step(false);
+    p.step(false);
+    p.startProfile();
   }
-  return r;
+  const times = cs.map(() => [] as number[]);
+  for (let i = 0; i < cs[0]!.steps; i++) ps.forEach((p, k) => times[k]!.push(p.step(true)));
+  return ps.map((p, k) => p.result(times[k]!));
 }
 
 function arg(name: string, dflt: string): string {
@@ -228,8 +259,8 @@ function arg(name: string, dflt: string): string {
 
 async function main(): Promise<void> {
   if (process.env.QF_BENCH_CHILD) {
-    const c = JSON.parse(process.env.QF_BENCH_CHILD) as Config;
-    process.send!(runConfig(c));
+    const c = JSON.parse(process.env.QF_BENCH_CHILD) as Config | Config[];
+    process.send!(Array.isArray(c) ? runInterleaved(c) : [runConfig(c)]);
     return;
   }
   const models = arg('models', 'mfn,r50').split(',') as Config['model'][];
@@ -246,30 +277,37 @@ async function main(): Promise<void> {
   console.log('model          recipe   batch thr  img/s   step ms (median of ' + steps + ')  vs plain  GFLOP/step  %FP32 peak  peak RSS MB');
   const plainMs = new Map<string, number>();
   const ours = new Map<string, Result>();
+  const interleave = process.argv.includes('--interleave');
+  if (interleave) console.log('(--interleave: the recipes of a model and thread count run in one process, one step each in turn)');
+  const runChild = (cfg: Config | Config[]): Promise<Result[]> =>
+    new Promise<Result[]>((resolve, reject) => {
+      const child = fork(self, process.argv.slice(2), { env: { ...process.env, QF_BENCH_CHILD: JSON.stringify(cfg) }, execArgv: process.execArgv });
+      child.once('message', (m) => resolve(m as Result[]));
+      child.once('error', reject);
+      child.once('exit', (code) => (code ? reject(new Error(`benchmark child exited with ${code}`)) : undefined));
+    });
+  const print = (r: Result): void => {
+    const ms = median(r.stepMs);
+    const model = r.model === 'MobileFaceNet' ? 'mfn' : 'r50';
+    if (r.recipe === 'plain') plainMs.set(`${model}/${r.threads}`, ms);
+    ours.set(`${model}/${r.threads}/${r.recipe}`, r);
+    const base = plainMs.get(`${model}/${r.threads}`);
+    console.log(
+      `${r.model.padEnd(14)} ${r.recipe.padEnd(8)} ${String(r.batch).padStart(5)} ${String(r.threads).padStart(3)} ${r.imagesPerSec.toFixed(2).padStart(6)}   ${ms.toFixed(0).padStart(8)}` +
+        `                ${base ? (ms / base).toFixed(3).padStart(6) : '     -'}  ${r.gflopsPerStep.toFixed(1).padStart(8)}  ${(100 * r.peakFraction).toFixed(1).padStart(9)}%  ${r.maxRssMB.toFixed(0).padStart(10)}` +
+        `   steps ms: ${r.stepMs.map((v) => v.toFixed(0)).join(' ')}`,
+    );
+    if (r.profile) {
+      const rows = Object.entries(r.profile).sort((a, b) => b[1].fwd + b[1].bwd - (a[1].fwd + a[1].bwd));
+      for (const [k, v] of rows) console.log(`    ${k.padEnd(28)} fwd ${v.fwd.toFixed(1).padStart(8)} ms   bwd ${v.bwd.toFixed(1).padStart(8)} ms`);
+    }
+  };
   for (const model of models)
-    for (const th of threads)
-      for (const recipe of recipes) {
-        const cfg: Config = { model, recipe, batch: model === 'mfn' ? 64 : 16, threads: th, steps, profile, peakPerCore };
-        const r = await new Promise<Result>((resolve, reject) => {
-          const child = fork(self, process.argv.slice(2), { env: { ...process.env, QF_BENCH_CHILD: JSON.stringify(cfg) }, execArgv: process.execArgv });
-          child.once('message', (m) => resolve(m as Result));
-          child.once('error', reject);
-          child.once('exit', (code) => (code ? reject(new Error(`benchmark child exited with ${code}`)) : undefined));
-        });
-        const ms = median(r.stepMs);
-        if (recipe === 'plain') plainMs.set(`${model}/${th}`, ms);
-        ours.set(`${model}/${th}/${recipe}`, r);
-        const base = plainMs.get(`${model}/${th}`);
-        console.log(
-          `${r.model.padEnd(14)} ${recipe.padEnd(8)} ${String(r.batch).padStart(5)} ${String(r.threads).padStart(3)} ${r.imagesPerSec.toFixed(2).padStart(6)}   ${ms.toFixed(0).padStart(8)}` +
-            `                ${base ? (ms / base).toFixed(3).padStart(6) : '     -'}  ${r.gflopsPerStep.toFixed(1).padStart(8)}  ${(100 * r.peakFraction).toFixed(1).padStart(9)}%  ${r.maxRssMB.toFixed(0).padStart(10)}` +
-            `   steps ms: ${r.stepMs.map((v) => v.toFixed(0)).join(' ')}`,
-        );
-        if (r.profile) {
-          const rows = Object.entries(r.profile).sort((a, b) => b[1].fwd + b[1].bwd - (a[1].fwd + a[1].bwd));
-          for (const [k, v] of rows) console.log(`    ${k.padEnd(28)} fwd ${v.fwd.toFixed(1).padStart(8)} ms   bwd ${v.bwd.toFixed(1).padStart(8)} ms`);
-        }
-      }
+    for (const th of threads) {
+      const cfgs = recipes.map((recipe): Config => ({ model, recipe, batch: model === 'mfn' ? 64 : 16, threads: th, steps, profile, peakPerCore }));
+      if (interleave) for (const r of await runChild(cfgs)) print(r);
+      else for (const cfg of cfgs) for (const r of await runChild(cfg)) print(r);
+    }
   if (torch && models.includes('mfn')) {
     for (const th of threads) {
       const t = runTorch(64, th);
