@@ -10,7 +10,7 @@
  * peak per core measured at start (binding.measurePeak).
  *
  *   flock -x /tmp/qf-cpu.lock node --import tsx bench/train.ts [--models mfn,r50] [--threads 1,2] [--steps 5]
- *       [--recipes plain,kd,learned] [--torch] [--interleave] [--profile] [--peak GFLOPS]
+ *       [--recipes plain,kd,learned] [--torch] [--torch-max-time S] [--interleave] [--profile] [--peak GFLOPS]
  *
  * Rows per model and thread count (--recipes):
  * - plain: the QuantFace step above (student with its BatchNorms, min/max
@@ -34,6 +34,7 @@
  * about twice ours: the per-FLOP ratio compares the engines, the images/s
  * ratio the two MobileFaceNets as shipped).
  *
+ * --torch-max-time S caps bench.py's timing loop (and its wait for a quiet machine: 10 s).
  * --profile adds a time breakdown by layer type (forward and backward).
  * Set QUANTFACE_BINDING to test another build. Run it alone on the machine:
  * it takes the exclusive CPU lock only if you wrap it as above.
@@ -310,7 +311,7 @@ async function main(): Promise<void> {
     }
   if (torch && models.includes('mfn')) {
     for (const th of threads) {
-      const t = runTorch(64, th);
+      const t = runTorch(64, th, process.argv.includes('--torch-max-time') ? Number(arg('torch-max-time', '150')) : undefined);
       if ('skipped' in t) {
         console.log(`PyTorch mbf kd_qat b64 ${th} thr: skipped (${t.skipped})`);
         continue;
@@ -344,7 +345,7 @@ interface TorchResult {
 }
 
 /** PyTorch's QAT + KD step for insightface's MobileFaceNet (../shared/anchors/torch-qat/bench.py), as its run.sh runs it. */
-function runTorch(batch: number, threads: number): TorchResult | { skipped: string } {
+function runTorch(batch: number, threads: number, maxTime?: number): TorchResult | { skipped: string } {
   const dir = join(packageRoot, '..', 'shared', 'anchors', 'torch-qat');
   if (!existsSync(join(dir, 'bench.py'))) return { skipped: `${dir}/bench.py not found` };
   const je = '/usr/lib/x86_64-linux-gnu/libjemalloc.so.2';
@@ -356,7 +357,8 @@ function runTorch(batch: number, threads: number): TorchResult | { skipped: stri
     ...(existsSync(je) ? { ALLOC: 'jemalloc', LD_PRELOAD: je, MALLOC_CONF: 'oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1' } : { ALLOC: 'glibc' }),
   };
   const py = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'; // Debian's python3-torch, as run.sh uses
-  const r = spawnSync(py, ['bench.py', 'mbf', 'kd_qat', String(batch), String(threads)], { cwd: dir, env, encoding: 'utf8', timeout: 1_200_000 });
+  const extra = maxTime ? ['--max-time', String(maxTime), '--quiet-wait', '10'] : [];
+  const r = spawnSync(py, ['bench.py', 'mbf', 'kd_qat', String(batch), String(threads), ...extra], { cwd: dir, env, encoding: 'utf8', timeout: 1_200_000 });
   if (r.error) return { skipped: `python3: ${r.error.message}` };
   const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('RESULT '));
   if (r.status !== 0 || !line) return { skipped: `bench.py exited ${r.status}: ${(r.stderr ?? '').trim().split('\n').slice(-2).join(' ')}` };
