@@ -275,6 +275,77 @@ export interface FakeQuantizeBackwardOptions {
   variant?: string;
 }
 
+/**
+ * Learned quantization ranges (lib/distill/learned-range.ts, QDrop;
+ * lib/quant/weight-range.ts, learned clipping ratios). Bit-identical to the
+ * JavaScript loops they replace (lib/nn/reference.ts qdropFakeQuantizeRef,
+ * learnedRangeBackwardRef), whatever the variant and thread count.
+ * Semantics (xs = x / scale in float32, r = rne(xs), lo = quantMin - zp,
+ * hi = quantMax - zp): below = r < lo, above = r > hi, inside = neither
+ * (NaN x counts as inside).
+ */
+export interface QDropFakeQuantizeOptions {
+  x: Float32Array;
+  /**
+   * Length >= x.length; may be x itself, otherwise shares no memory with x.
+   * out = x where dropped, else fakeQuantize(x) (same formula and rounding).
+   */
+  out: Float32Array;
+  /** Length >= x.length (written): 1 where dropped, else 0. Shares no memory with x or out. */
+  drop: Uint8Array;
+  /** Per tensor: exactly one scale (> 0, finite) and one zero point (within [quantMin, quantMax]). */
+  scale: Float32Array;
+  zeroPoint: Int32Array;
+  /** As fakeQuantize: |quantMin|, |quantMax| < 2^24, quantMax - quantMin <= 65535. */
+  quantMin: number;
+  quantMax: number;
+  /**
+   * Element i is dropped where the xorshift32 stream's value for it is below
+   * threshold (unsigned): an integer in [0, 2^32]; QDrop with probability p
+   * uses Math.floor(p * 2^32).
+   */
+  threshold: number;
+  /**
+   * xorshift32 state before element 0, an integer in [0, 2^32). Element i
+   * uses the state after i + 1 steps (st ^= st << 13; st ^= st >>> 17;
+   * st ^= st << 5). A state of 0 stays 0.
+   */
+  seed: number;
+  variant?: string;
+}
+
+export interface LearnedRangeBackwardOptions {
+  /** The quantizer's input of the forward pass. */
+  x: Float32Array;
+  /** Length >= x.length. */
+  gradOut: Float32Array;
+  /**
+   * Optional, length >= x.length (written): gradOut where dropped or inside,
+   * +0 where clipped (the clipped straight-through estimator). May be gradOut
+   * itself; shares no memory with x.
+   */
+  gradIn?: Float32Array;
+  /** Optional QDrop mask of the forward (length >= x.length; nonzero = dropped: no sum term, gradIn = gradOut). */
+  drop?: Uint8Array;
+  /** Element i belongs to channel floor(i / inner); channels * inner must equal x.length. Default 1. */
+  channels?: number;
+  /** Default x.length / channels. */
+  inner?: number;
+  /** Exactly `channels` scales (> 0, finite) and zero points (within [quantMin, quantMax]). */
+  scale: Float32Array;
+  zeroPoint: Int32Array;
+  quantMin: number;
+  quantMax: number;
+  /**
+   * Optional, length >= 3 * channels (written): per channel c, sums[3c] = sum
+   * of gradOut below the range, sums[3c + 1] = above it, sums[3c + 2] = sum of
+   * double(gradOut) * (r - xs) inside it, over the elements not dropped.
+   * Float64 sums in element order, as the JS loops add them (bit-identical).
+   */
+  sums?: Float64Array;
+  variant?: string;
+}
+
 export interface MinMaxOptions extends ChannelLayout {
   x: Float32Array;
   /**
@@ -869,6 +940,12 @@ export interface Binding {
   fakeQuantizeAsync(o: FakeQuantizeOptions): Promise<void>;
   fakeQuantizeBackward(o: FakeQuantizeBackwardOptions): void;
   fakeQuantizeBackwardAsync(o: FakeQuantizeBackwardOptions): Promise<void>;
+  /** QDrop + per-tensor fake quantization; returns the xorshift32 state after the last element. */
+  qdropFakeQuantize(o: QDropFakeQuantizeOptions): number;
+  qdropFakeQuantizeAsync(o: QDropFakeQuantizeOptions): Promise<number>;
+  /** Gradients of a learned range: gradIn and the per-channel range-gradient sums. */
+  learnedRangeBackward(o: LearnedRangeBackwardOptions): void;
+  learnedRangeBackwardAsync(o: LearnedRangeBackwardOptions): Promise<void>;
   minMax(o: MinMaxOptions): void;
   minMaxAsync(o: MinMaxOptions): Promise<void>;
   packBits(o: PackBitsOptions): void;

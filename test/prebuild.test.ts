@@ -37,7 +37,7 @@ t.test('prebuilt binary', { skip: files.length === 0 ? `no prebuild for ${proces
 
   // The kernel tests, run on the prebuild alone.
   const kernelTests = readdirSync(join(packageRoot, 'test')).filter((f) =>
-    /^(binding|sgemm|gemm_u8s8|quant|conv)\.test\.ts$/.test(f),
+    /^(binding|sgemm|gemm_u8s8|quant|conv|learned-range-native)\.test\.ts$/.test(f),
   );
   t.ok(kernelTests.length >= 1, `kernel tests found: ${kernelTests.join(', ')}`);
   for (const f of kernelTests) {

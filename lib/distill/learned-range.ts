@@ -26,7 +26,7 @@
 import { QuantFaceError, Tensor, type FTensor } from '../tensor.js';
 import { Module, Parameter, isGradEnabled, type ShapeInfo } from '../nn/module.js';
 import { ActFakeQuant } from '../quant/fake-quant.js';
-import { chooseQParams, roundHalfEven } from '../quant/qparams.js';
+import { chooseQParams } from '../quant/qparams.js';
 import * as K from '../nn/kernels.js';
 
 export class LearnedActQuant extends Module {
@@ -36,7 +36,8 @@ export class LearnedActQuant extends Module {
   /** QDrop probability in [0, 1) (see the file comment). Default 0. */
   dropProb = 0;
   private dropSeed = 0x9e3779b9;
-  private ctx: { x: FTensor; s: number; zp: number; qmin: number; qmax: number; drop: Uint8Array | null } | undefined;
+  private ctx: { x: FTensor; scale: Float32Array; zeroPoint: Int32Array; qmin: number; qmax: number; drop: Uint8Array | null } | undefined;
+  private readonly sums = new Float64Array(3);
 
   constructor(bits: number, lo: number, hi: number) {
     super();
@@ -81,26 +82,15 @@ export class LearnedActQuant extends Module {
     const [lo, hi] = this.range;
     const qp = chooseQParams({ min: lo, max: hi, bits: this.bits });
     const out = this.outBuffer(x.shape, x.dtype);
-    K.fakeQuantize({ x: x.data, out: out.data, scale: qp.scale, zeroPoint: qp.zeroPoint, quantMin: qp.quantMin, quantMax: qp.quantMax });
     let drop: Uint8Array | null = null;
     if (this.training && this.dropProb > 0 && isGradEnabled()) {
+      // Fake quantization and the QDrop mask in one kernel (xorshift32 per element, see K.qdropFakeQuantize).
       drop = this.scratch('drop', x.shape, 'u8').data as Uint8Array;
-      const xd = x.data;
-      const od = out.data;
       const threshold = Math.floor(this.dropProb * 4294967296);
-      let r = this.dropSeed;
-      for (let i = 0; i < xd.length; i++) {
-        // xorshift32
-        r ^= r << 13;
-        r ^= r >>> 17;
-        r ^= r << 5;
-        const d = r >>> 0 < threshold ? 1 : 0;
-        drop[i] = d;
-        if (d) od[i] = xd[i]!;
-      }
-      this.dropSeed = r >>> 0 || 0x9e3779b9;
-    }
-    this.ctx = isGradEnabled() ? { x, s: qp.scale[0]!, zp: qp.zeroPoint[0]!, qmin: qp.quantMin, qmax: qp.quantMax, drop } : undefined;
+      const st = K.qdropFakeQuantize({ x: x.data, out: out.data, drop, scale: qp.scale, zeroPoint: qp.zeroPoint, quantMin: qp.quantMin, quantMax: qp.quantMax, threshold, seed: this.dropSeed });
+      this.dropSeed = st >>> 0 || 0x9e3779b9;
+    } else K.fakeQuantize({ x: x.data, out: out.data, scale: qp.scale, zeroPoint: qp.zeroPoint, quantMin: qp.quantMin, quantMax: qp.quantMax });
+    this.ctx = isGradEnabled() ? { x, scale: qp.scale, zeroPoint: qp.zeroPoint, qmin: qp.quantMin, qmax: qp.quantMax, drop } : undefined;
     return out;
   }
 
@@ -108,34 +98,22 @@ export class LearnedActQuant extends Module {
     const c = this.ctx;
     if (!c) throw new QuantFaceError('E_ARG', 'LearnedActQuant.backward called without a forward pass with gradients enabled');
     const gradIn = this.gradBuffer(gradOut.shape, gradOut.dtype);
-    const g = gradOut.data;
-    const gi = gradIn.data;
-    const xd = c.x.data;
-    const f32 = xd instanceof Float32Array;
-    const drop = c.drop;
-    let gLo = 0;
-    let gHi = 0;
-    let gS = 0;
-    for (let i = 0; i < xd.length; i++) {
-      const gv = g[i]!;
-      if (drop !== null && drop[i] === 1) {
-        gi[i] = gv;
-        continue;
-      }
-      const xs = f32 ? Math.fround(xd[i]! / c.s) : xd[i]! / c.s;
-      const r = roundHalfEven(xs);
-      const q = r + c.zp;
-      if (q < c.qmin) {
-        gi[i] = 0;
-        gLo += gv;
-      } else if (q > c.qmax) {
-        gi[i] = 0;
-        gHi += gv;
-      } else {
-        gi[i] = gv;
-        gS += gv * (r - xs);
-      }
-    }
+    // Clipped straight-through gradient and the range-gradient sums in one kernel (float64 sums in element order).
+    const sums = this.sums;
+    K.learnedRangeBackward({
+      x: c.x.data,
+      gradOut: gradOut.data,
+      gradIn: gradIn.data,
+      ...(c.drop ? { drop: c.drop } : {}),
+      scale: c.scale,
+      zeroPoint: c.zeroPoint,
+      quantMin: c.qmin,
+      quantMax: c.qmax,
+      sums,
+    });
+    const gLo = sums[0]!;
+    const gHi = sums[1]!;
+    const gS = sums[2]!;
     const Q = c.qmax - c.qmin;
     const dLo = gLo - gS / Q;
     const dHi = gHi + gS / Q;

@@ -10,9 +10,9 @@
 import { binding } from '../binding.js';
 import { QuantFaceError, type FloatArray } from '../tensor.js';
 import * as ref from './reference.js';
-import type { ConvGeom, GemmArgs, FakeQuantArgs } from './reference.js';
+import type { ConvGeom, GemmArgs, FakeQuantArgs, QDropFakeQuantArgs, LearnedRangeBackwardArgs } from './reference.js';
 
-export type { ConvGeom, GemmArgs, FakeQuantArgs } from './reference.js';
+export type { ConvGeom, GemmArgs, FakeQuantArgs, QDropFakeQuantArgs, LearnedRangeBackwardArgs } from './reference.js';
 export { convOutSize } from './reference.js';
 
 type NativeName =
@@ -22,6 +22,8 @@ type NativeName =
   | 'conv2dBackwardWeight'
   | 'fakeQuantize'
   | 'fakeQuantizeBackward'
+  | 'qdropFakeQuantize'
+  | 'learnedRangeBackward'
   | 'minMax'
   | 'batchNormForward'
   | 'batchNormBackward'
@@ -35,6 +37,8 @@ const NAMES: NativeName[] = [
   'conv2dBackwardWeight',
   'fakeQuantize',
   'fakeQuantizeBackward',
+  'qdropFakeQuantize',
+  'learnedRangeBackward',
   'minMax',
   'batchNormForward',
   'batchNormBackward',
@@ -152,6 +156,51 @@ export function fakeQuantizeBackward(gradOut: FloatArray, gradIn: FloatArray, ma
     return;
   }
   ref.fakeQuantizeBackwardRef(gradOut, gradIn, mask, accumulate);
+}
+
+/**
+ * QDrop over a per-tensor fake quantization (reference.ts qdropFakeQuantizeRef):
+ * out and drop written, returns the xorshift32 state after the last element.
+ */
+export function qdropFakeQuantize(o: QDropFakeQuantArgs): number {
+  if (useNative('qdropFakeQuantize', o.x, o.out)) {
+    return binding.qdropFakeQuantize({
+      x: o.x as Float32Array,
+      out: o.out as Float32Array,
+      drop: o.drop,
+      scale: o.scale instanceof Float32Array ? o.scale : Float32Array.from(o.scale),
+      zeroPoint: o.zeroPoint instanceof Int32Array ? o.zeroPoint : Int32Array.from(o.zeroPoint),
+      quantMin: o.quantMin,
+      quantMax: o.quantMax,
+      threshold: o.threshold,
+      seed: o.seed,
+    });
+  }
+  return ref.qdropFakeQuantizeRef(o);
+}
+
+/**
+ * Gradients of a learned range (reference.ts learnedRangeBackwardRef): gradIn
+ * (when given) and the per-channel sums, bit-identical to the reference.
+ */
+export function learnedRangeBackward(o: LearnedRangeBackwardArgs): void {
+  if (useNative('learnedRangeBackward', o.x, o.gradOut, o.gradIn)) {
+    const channels = o.channels ?? 1;
+    binding.learnedRangeBackward({
+      x: o.x as Float32Array,
+      gradOut: o.gradOut as Float32Array,
+      ...(o.gradIn ? { gradIn: o.gradIn as Float32Array } : {}),
+      ...(o.drop ? { drop: o.drop } : {}),
+      scale: o.scale instanceof Float32Array ? o.scale : Float32Array.from(o.scale),
+      zeroPoint: o.zeroPoint instanceof Int32Array ? o.zeroPoint : Int32Array.from(o.zeroPoint),
+      quantMin: o.quantMin,
+      quantMax: o.quantMax,
+      channels,
+      sums: o.sums,
+    });
+    return;
+  }
+  ref.learnedRangeBackwardRef(o);
 }
 
 export function minMax(x: FloatArray, min: FloatArray, max: FloatArray, channels = 1, inner = 1): void {

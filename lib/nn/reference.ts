@@ -251,3 +251,118 @@ export function minMaxRef(x: FloatArray, min: FloatArray, max: FloatArray, chann
     if (max[c] === 0) max[c] = 0;
   }
 }
+
+/** Round half to even of a JS number (as lib/quant/qparams.ts roundHalfEven; keeps the sign of zero). */
+function rneNumber(x: number): number {
+  if (!Number.isFinite(x)) return x;
+  const f = Math.floor(x);
+  const d = x - f;
+  let r: number;
+  if (d < 0.5) r = f;
+  else if (d > 0.5) r = f + 1;
+  else r = f % 2 === 0 ? f : f + 1;
+  return r === 0 && (x < 0 || Object.is(x, -0)) ? -0 : r;
+}
+
+export interface QDropFakeQuantArgs {
+  x: FloatArray;
+  out: FloatArray;
+  /** 1 where the element was dropped (kept in float), else 0. */
+  drop: Uint8Array;
+  /** Per tensor: scale[0], zeroPoint[0]. */
+  scale: ArrayLike<number>;
+  zeroPoint: ArrayLike<number>;
+  quantMin: number;
+  quantMax: number;
+  /** Drop where the xorshift32 value < threshold (an integer in [0, 2^32]). */
+  threshold: number;
+  /** xorshift32 state before element 0 (an integer in [0, 2^32)). */
+  seed: number;
+}
+
+/**
+ * QDrop over a per-tensor fake quantization (lib/distill/learned-range.ts):
+ * out = fakeQuantize(x), then, for each element in order, one xorshift32 step
+ * (st ^= st << 13; st ^= st >>> 17; st ^= st << 5) and, where st < threshold,
+ * drop[i] = 1 and out[i] = x[i] (else drop[i] = 0). Returns the state after
+ * the last element.
+ */
+export function qdropFakeQuantizeRef(o: QDropFakeQuantArgs): number {
+  fakeQuantizeRef({ x: o.x, out: o.out, scale: o.scale, zeroPoint: o.zeroPoint, quantMin: o.quantMin, quantMax: o.quantMax });
+  const { x, out, drop, threshold } = o;
+  let r = o.seed;
+  for (let i = 0; i < x.length; i++) {
+    r ^= r << 13;
+    r ^= r >>> 17;
+    r ^= r << 5;
+    const d = r >>> 0 < threshold ? 1 : 0;
+    drop[i] = d;
+    if (d) out[i] = x[i]!;
+  }
+  return r >>> 0;
+}
+
+export interface LearnedRangeBackwardArgs {
+  x: FloatArray;
+  gradOut: FloatArray;
+  /** Written when given: gradOut where dropped or inside the range, +0 where clipped. */
+  gradIn?: FloatArray;
+  /** QDrop mask of the forward (nonzero = dropped). */
+  drop?: Uint8Array;
+  /** One scale / zero point per channel. */
+  scale: ArrayLike<number>;
+  zeroPoint: ArrayLike<number>;
+  quantMin: number;
+  quantMax: number;
+  /** Element i belongs to channel floor(i / (x.length / channels)). Default 1. */
+  channels?: number;
+  /**
+   * Per channel c (written): sums[3c] = sum of gradOut below the range,
+   * sums[3c + 1] = above it, sums[3c + 2] = sum of gradOut * (rne(x / s) - x / s)
+   * inside it (not dropped), float64 sums in element order.
+   */
+  sums: Float64Array;
+}
+
+/**
+ * Gradients of a learned quantization range (LSQ with a zero point; the loops
+ * of lib/distill/learned-range.ts and lib/quant/weight-range.ts): the clipped
+ * straight-through gradient to x and, per channel, the sums from which the
+ * range gradients follow. For Float32Array x the division is rounded to float32.
+ */
+export function learnedRangeBackwardRef(o: LearnedRangeBackwardArgs): void {
+  const { x, gradOut: g, gradIn: gi, drop, scale, zeroPoint, quantMin, quantMax, sums } = o;
+  const channels = o.channels ?? 1;
+  const inner = x.length / channels;
+  const f32 = x instanceof Float32Array;
+  for (let c = 0; c < channels; c++) {
+    const s = scale[c]!;
+    const zp = zeroPoint[c]!;
+    let gLo = 0;
+    let gHi = 0;
+    let gS = 0;
+    for (let i = c * inner; i < (c + 1) * inner; i++) {
+      const gv = g[i]!;
+      if (drop !== undefined && drop[i] !== 0) {
+        if (gi) gi[i] = gv;
+        continue;
+      }
+      const xs = f32 ? Math.fround(x[i]! / s) : x[i]! / s;
+      const r = rneNumber(xs);
+      const q = r + zp;
+      if (q < quantMin) {
+        if (gi) gi[i] = 0;
+        gLo += gv;
+      } else if (q > quantMax) {
+        if (gi) gi[i] = 0;
+        gHi += gv;
+      } else {
+        if (gi) gi[i] = gv;
+        gS += gv * (r - xs);
+      }
+    }
+    sums[3 * c] = gLo;
+    sums[3 * c + 1] = gHi;
+    sums[3 * c + 2] = gS;
+  }
+}

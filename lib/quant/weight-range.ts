@@ -233,27 +233,16 @@ export class ClippedWeightFakeQuant extends WeightTransform {
     const [pl, ph] = this.ratioParameters() as [Parameter, Parameter];
     if (!pl.requiresGrad && !ph.requiresGrad) return;
     const { qp, channels, inner } = ctx;
-    const g = gradWt.data;
-    const x = ctx.w.data;
-    const f32 = x instanceof Float32Array;
     const Q = qp.quantMax - qp.quantMin;
+    // Per channel: float64 sums below / above / inside the clipped range, in element order (K.learnedRangeBackward).
+    const sums = new Float64Array(3 * channels);
+    K.learnedRangeBackward({ x: ctx.w.data, gradOut: gradWt.data, scale: qp.scale, zeroPoint: qp.zeroPoint, quantMin: qp.quantMin, quantMax: qp.quantMax, channels, sums });
     const dl = new Float64Array(channels);
     const dh = new Float64Array(channels);
     for (let c = 0; c < channels; c++) {
-      const s = qp.scale[c]!;
-      const zp = qp.zeroPoint[c]!;
-      let gLo = 0;
-      let gHi = 0;
-      let gS = 0;
-      for (let i = c * inner; i < (c + 1) * inner; i++) {
-        const xs = f32 ? Math.fround(x[i]! / s) : x[i]! / s;
-        const r = roundHalfEven(xs);
-        const q = r + zp;
-        const gv = g[i]!;
-        if (q < qp.quantMin) gLo += gv;
-        else if (q > qp.quantMax) gHi += gv;
-        else gS += gv * (r - xs);
-      }
+      const gLo = sums[3 * c]!;
+      const gHi = sums[3 * c + 1]!;
+      const gS = sums[3 * c + 2]!;
       // d x_hat / d lo and d hi (LSQ with a zero point), then d lo / d rLo = min, d hi / d rHi = max.
       dl[c] = ctx.min[c]! < 0 ? (gLo - gS / Q) * ctx.min[c]! : 0;
       dh[c] = ctx.max[c]! > 0 ? (gHi + gS / Q) * ctx.max[c]! : 0;
