@@ -132,7 +132,7 @@ if (!M || !LFW) {
       const img = { data: new Uint8Array(data), width: info.width, height: info.height };
       const key = path.slice(LFW.length + 1);
       const ref = lm.get(key)!;
-      const [ff] = await pipe.recognizer.embed([roundCrop(alignByLandmarks(img, ref), new Uint8Array(112 * 112 * 3))]);
+      const [ff] = await pipe.recognizer!.embed([roundCrop(alignByLandmarks(img, ref), new Uint8Array(112 * 112 * 3))]);
       // the subject: the face nearest the image centre (LFW convention)
       const face = faces.length ? faces.reduce((a, b) => (Math.hypot(b.box.x + b.box.width / 2 - 125, b.box.y + b.box.height / 2 - 125) < Math.hypot(a.box.x + a.box.width / 2 - 125, a.box.y + a.box.height / 2 - 125) ? b : a)) : null;
       if (!face) missed++;

@@ -59,8 +59,8 @@ export interface PipelineOptions {
   detector?: string | Module;
   /** fr_landmark.onnx (default: as detector). */
   landmarks?: string | Module;
-  /** The recogniser: a model file (.qfm student, ONNX, ...) or a loaded FaceModel (default: fr_feature.onnx as detector). */
-  recognizer?: ModelSource | FaceModel;
+  /** The recogniser: a model file (.qfm student, ONNX, ...) or a loaded FaceModel (default: fr_feature.onnx as detector); null: detection and landmarks only (embeddings empty). */
+  recognizer?: ModelSource | FaceModel | null;
   /** Native thread pool size (process-wide). */
   threads?: number;
   /** Detector score threshold (default 0.65, as reference-js). */
@@ -271,7 +271,8 @@ interface Decoded {
 
 /** The face pipeline. Create with loadPipeline(). */
 export class FacePipeline {
-  readonly recognizer: FaceModel;
+  /** null when loaded with recognizer: null (detection and landmarks only). */
+  readonly recognizer: FaceModel | null;
   private readonly limits: Required<InputLimits>;
   private readonly opts: Required<Pick<PipelineOptions, 'scoreThreshold' | 'nmsThreshold' | 'minFaceSize' | 'maxFaces' | 'workPixels'>>;
   private thresholdValue: number | undefined;
@@ -281,7 +282,7 @@ export class FacePipeline {
   constructor(
     private readonly det: NetRunner,
     private readonly lmk: NetRunner,
-    recognizer: FaceModel,
+    recognizer: FaceModel | null,
     ownsRecognizer: boolean,
     o: PipelineOptions,
   ) {
@@ -296,7 +297,7 @@ export class FacePipeline {
       workPixels: checkNumber(o.workPixels ?? EXACT_PIXELS, 'workPixels', 4096, 1 << 30, true),
     };
     if (o.threshold !== undefined) checkNumber(o.threshold, 'threshold', -1, 1);
-    this.thresholdValue = o.threshold ?? recognizer.threshold;
+    this.thresholdValue = o.threshold ?? recognizer?.threshold;
   }
 
   /** The cosine threshold verify() uses, if known. */
@@ -434,9 +435,10 @@ export class FacePipeline {
       const rects = dets.map((x) => FacePipeline.landmarkRect(x.box, img.width, img.height));
       const greys = rects.map(([x, y, w, h]) => cropGrey(img, x, y, w, h, LMK));
       const lms = await this.lmk.run(greys);
-      const size = this.recognizer.inputSize;
+      const rec = o.embed === false ? null : this.recognizer;
+      const size = rec?.inputSize ?? 112;
       const per = size * size * 3;
-      const crops = new Uint8Array(dets.length * per);
+      const crops = new Uint8Array(rec ? dets.length * per : 0);
       const faces: DetectedFace[] = dets.map((det, k) => {
         const [x, y, w, h] = rects[k]!;
         const raw = lms[k]!;
@@ -447,7 +449,7 @@ export class FacePipeline {
         }
         const p5 = landmarks68to5(p68);
         const m = landmarkAffine(p5.flat(), ARCFACE_TEMPLATE, size);
-        roundCrop(warpAffine(img, m, size), crops.subarray(k * per, (k + 1) * per));
+        if (rec) roundCrop(warpAffine(img, m, size), crops.subarray(k * per, (k + 1) * per));
         const b = det.box;
         return {
           box: { x: b[0] * sx, y: b[1] * sy, width: (b[2] - b[0]) * sx, height: (b[3] - b[1]) * sy },
@@ -457,7 +459,7 @@ export class FacePipeline {
         };
       });
       this.check();
-      const emb = o.embed === false ? faces.map(() => new Float32Array(0)) : await this.recognizer.embedCrops(crops, dets.length);
+      const emb = rec ? await rec.embedCrops(crops, dets.length) : faces.map(() => new Float32Array(0));
       return faces.map((f, k) => ({ ...f, embedding: emb[k]! }));
     } finally {
       d.lease.release();
@@ -486,6 +488,7 @@ export class FacePipeline {
     if (t === undefined)
       throw new QuantFaceError('E_ARG', 'verify: no cosine threshold: pass one (verify(a, b, { threshold }) or loadPipeline({ threshold })), or use a recogniser whose model file stores one');
     checkNumber(t, 'threshold', -1, 1);
+    if (!this.recognizer) throw new QuantFaceError('E_ARG', 'verify: this pipeline was loaded without a recogniser');
     const select = o.select ?? 'largest';
     const [fa, fb] = await Promise.all([this.faces(a), this.faces(b)]);
     const pa = FacePipeline.pick(fa, select);
@@ -500,7 +503,7 @@ export class FacePipeline {
     this.disposed = true;
     this.det.compiled.clearPlans();
     this.lmk.compiled.clearPlans();
-    if (this.ownsRecognizer) await this.recognizer.dispose();
+    if (this.ownsRecognizer) await this.recognizer?.dispose();
   }
 }
 
@@ -543,8 +546,8 @@ export async function loadPipeline(o: PipelineOptions = {}): Promise<FacePipelin
   }
   const det = new NetRunner(await compileDetector(o.detector ?? fetched.get('detector')!));
   const lmk = new NetRunner(await compileLandmarks(o.landmarks ?? fetched.get('landmarks')!));
-  const r = o.recognizer ?? fetched.get('recognizer')!;
-  const own = !isFaceModel(r);
-  const rec = isFaceModel(r) ? r : await loadModel(r, { ...(o.precision ? { precision: o.precision } : {}), ...(o.limits ? { limits: o.limits } : {}) });
+  const r = o.recognizer === undefined ? fetched.get('recognizer')! : o.recognizer;
+  const own = r !== null && !isFaceModel(r);
+  const rec = r === null ? null : isFaceModel(r) ? r : await loadModel(r, { ...(o.precision ? { precision: o.precision } : {}), ...(o.limits ? { limits: o.limits } : {}) });
   return new FacePipeline(det, lmk, rec, own, o);
 }
