@@ -48,7 +48,7 @@ import type { Module } from '../nn/module.js';
 import { compileModel, type CompiledModel, type Plan } from './compile.js';
 import { EXACT_PIXELS, decodeCost, decodeRegion, readHeader, type CropPlan } from './decode.js';
 import { configureBudget, inflightBudget, type BudgetOptions, type Lease } from './budget.js';
-import { rawToRgb, resolveLimits, roundCrop, type InputLimits, type RawImage } from './input.js';
+import { isImageMagic, rawToRgb, resolveLimits, roundCrop, type InputLimits, type RawImage } from './input.js';
 import { loadModel, verify as verifyEmbeddings, type FaceModel, type ModelSource, type VerifyResult } from './index.js';
 
 /** A photo: a file path, encoded image bytes (JPEG, PNG, WebP, ...), or decoded pixels. */
@@ -168,17 +168,6 @@ function checkNumber(v: unknown, name: string, lo: number, hi: number, integer =
   if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi || (integer && !Number.isInteger(v)))
     throw new QuantFaceError('E_ARG', `${name} must be ${integer ? 'an integer' : 'a number'} in [${lo}, ${hi}] (got ${String(v)})`);
   return v;
-}
-
-function isImageMagic(b: Uint8Array): boolean {
-  if (b.length < 4) return false;
-  if (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return true;
-  if (b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47) return true;
-  const s4 = String.fromCharCode(b[0]!, b[1]!, b[2]!, b[3]!);
-  if (s4 === 'RIFF' || s4 === 'GIF8') return true;
-  if ((b[0] === 0x49 && b[1] === 0x49 && b[2] === 0x2a) || (b[0] === 0x4d && b[1] === 0x4d && b[3] === 0x2a)) return true;
-  if (b.length >= 12 && String.fromCharCode(b[4]!, b[5]!, b[6]!, b[7]!) === 'ftyp') return true;
-  return false;
 }
 
 /** Greedy non-maximum suppression by IoU over boxes sorted by score (descending). Returns kept indices. */
