@@ -11,9 +11,10 @@ import { QuantFaceError } from './errors.js';
 import { register as registerEval } from './cli/eval.js';
 import { register as registerQuantize } from './cli/quantize.js';
 import { register as registerEmbed } from './cli/embed.js';
+import { register as registerFaces } from './cli/faces.js';
 
 /** Subcommand registrars, in help order. */
-export const SUBCOMMANDS: Array<(program: Command) => void> = [registerQuantize, registerEval, registerEmbed];
+export const SUBCOMMANDS: Array<(program: Command) => void> = [registerQuantize, registerEval, registerEmbed, registerFaces];
 
 function version(): string {
   try {

@@ -32,6 +32,8 @@ export type QuantFaceErrorCode =
   | 'E_CLOSED'
   /** The runtime's in-flight budget is full (too much work queued): retry later. */
   | 'E_BUSY'
+  /** A photo holds no face where one is needed (the face pipeline's verify()). */
+  | 'E_NO_FACE'
   /** An operation ran past its time limit (e.g. decoding one image) and was stopped. */
   | 'E_TIMEOUT'
   /** The native addon has no binary for this platform, or it would not load (the message says how to build it). */

@@ -1,7 +1,7 @@
 /**
  * Starts the example server:
  *
- *   npm run serve:example -- --model student.qfm [--port 3000] [--host 127.0.0.1]
+ *   npm run serve:example -- --model student.qfm [--port 3000] [--host 127.0.0.1] [--faces]
  *       [--threads 2] [--align none|ffhq|lfw-funneled|box:x,y,side] [--threshold 0.3]
  *       [--max-batch 32] [--log] [limits: see LIMITS below and the README]
  *
@@ -13,7 +13,7 @@
 import { existsSync } from 'node:fs';
 import sharp from 'sharp';
 import { resolve } from 'node:path';
-import { loadModel } from '../../lib/runtime/index.js';
+import { loadModel, loadPipeline } from '../../lib/runtime/index.js';
 import { packageRoot } from '../../lib/binding.js';
 import { buildServer } from './server.js';
 
@@ -79,7 +79,7 @@ async function main(): Promise<void> {
   const threads = num(a.get('threads') ?? process.env.QF_THREADS, 'threads');
   const threshold = num(a.get('threshold') ?? process.env.QF_THRESHOLD, 'threshold');
   const maxBatch = num(a.get('max-batch') ?? process.env.QF_MAX_BATCH, 'max-batch');
-  const known = new Set(['model', 'port', 'host', 'threads', 'threshold', 'max-batch', 'align', 'log', 'sharp-concurrency', 'sharp-cache', ...Object.keys(LIMITS)]);
+  const known = new Set(['model', 'port', 'host', 'threads', 'threshold', 'max-batch', 'align', 'log', 'sharp-concurrency', 'sharp-cache', 'faces', ...Object.keys(LIMITS)]);
   for (const k of a.keys()) if (!known.has(k)) throw new Error(`unknown option --${k}`);
   const groups: Record<'limits' | 'budget' | 'server', Record<string, number>> = { limits: {}, budget: {}, server: {} };
   for (const [flag, l] of Object.entries(LIMITS)) {
@@ -103,7 +103,9 @@ async function main(): Promise<void> {
     limits: groups.limits,
     budget: groups.budget,
   });
-  const app = buildServer({ model, ...groups.server, logger: a.has('log'), name: modelPath });
+  // --faces: POST /faces and photo /verify through the face pipeline (faceplugin's detector and landmark net, fetched into the cache)
+  const pipeline = a.has('faces') || process.env.QF_FACES === '1' ? await loadPipeline({ recognizer: model, limits: groups.limits, onMessage: (m) => console.error(m) }) : undefined;
+  const app = buildServer({ model, ...(pipeline ? { pipeline } : {}), ...groups.server, logger: a.has('log'), name: modelPath });
   const port = num(a.get('port') ?? process.env.PORT, 'port') ?? 3000;
   const host = a.get('host') ?? process.env.HOST ?? '127.0.0.1';
   const url = await app.listen({ port, host });
@@ -115,6 +117,7 @@ async function main(): Promise<void> {
     stopping = true;
     console.log(`${sig}: closing`);
     await app.close();
+    await pipeline?.dispose();
     await model.dispose();
     process.exit(0);
   };

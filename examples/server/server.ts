@@ -8,7 +8,13 @@
  *                  -> { dim, embedding: number[] } or { dim, embeddings: number[][] }
  *   POST /verify   JSON { a: base64, b: base64, threshold? }
  *                  -> { similarity, threshold, match } (threshold and match
- *                  are null when neither the request nor the model has one)
+ *                  are null when neither the request nor the model has one);
+ *                  with a face pipeline (ServerOptions.pipeline) a and b are
+ *                  photos: each one's largest face is compared (422
+ *                  E_NO_FACE when a photo has none) -> also { faces: [a, b] }
+ *   POST /faces    (with a face pipeline) body: photo bytes or JSON { image: base64 }
+ *                  -> { faces: [{ box, score, landmarks5, landmarks68?, embedding }] }
+ *                  (?landmarks68=1 adds the 68 points, ?embedding=0 leaves out embeddings)
  *
  * Errors are JSON { error, code, message } with 400 (malformed body, not an
  * image, bad field, JSON nested too deep), 408 (request not received in
@@ -26,10 +32,12 @@
  */
 import Fastify, { type FastifyInstance, type FastifyError } from 'fastify';
 import { QuantFaceError } from '../../lib/errors.js';
-import type { FaceModel } from '../../lib/runtime/index.js';
+import type { FaceModel, FacePipeline, Face } from '../../lib/runtime/index.js';
 
 export interface ServerOptions {
   model: FaceModel;
+  /** A face pipeline (loadPipeline with recognizer: model): enables POST /faces and photo verification in /verify. */
+  pipeline?: FacePipeline;
   /** Largest request body, bytes (default 8 MiB). */
   bodyLimit?: number;
   /** Largest number of images in one /embed request (default 32). */
@@ -85,6 +93,8 @@ function fromError(e: unknown): HttpError {
         return httpError(400, e.code, e.message);
       case 'E_SHAPE':
         return /the limit is|over the limits/.test(e.message) ? httpError(413, e.code, e.message) : httpError(422, e.code, e.message);
+      case 'E_NO_FACE':
+        return httpError(422, e.code, e.message);
       case 'E_CLOSED':
         return httpError(503, e.code, 'the server is shutting down');
       case 'E_BUSY':
@@ -267,10 +277,48 @@ export function buildServer(o: ServerOptions): FastifyInstance {
     if (!b || typeof b !== 'object' || Buffer.isBuffer(b) || Array.isArray(b)) throw new QuantFaceError('E_ARG', 'send JSON { a: base64 image, b: base64 image, threshold?: number }');
     const t = b.threshold;
     if (t !== undefined && (typeof t !== 'number' || !Number.isFinite(t))) throw new QuantFaceError('E_ARG', "'threshold' must be a number");
-    const [ea, eb] = await model.embed([decodeBase64(b.a, 'a'), decodeBase64(b.b, 'b')]);
     const threshold = (t as number | undefined) ?? model.threshold;
+    if (o.pipeline) {
+      const a = decodeBase64(b.a, 'a');
+      const bb = decodeBase64(b.b, 'b');
+      const [fa, fb] = await Promise.all([o.pipeline.faces(a), o.pipeline.faces(bb)]);
+      const pick = (fs: Face[], which: string): Face => {
+        const f = fs.reduce<Face | undefined>((x, y) => (!x || y.box.width * y.box.height > x.box.width * x.box.height ? y : x), undefined);
+        if (!f) throw new QuantFaceError('E_NO_FACE', `no face found in photo ${which}`);
+        return f;
+      };
+      const pa = pick(fa, 'a');
+      const pb = pick(fb, 'b');
+      const similarity = model.similarity(pa.embedding, pb.embedding);
+      return { similarity, threshold: threshold ?? null, match: threshold === undefined ? null : similarity >= threshold, faces: [faceJson(pa, false, false), faceJson(pb, false, false)] };
+    }
+    const [ea, eb] = await model.embed([decodeBase64(b.a, 'a'), decodeBase64(b.b, 'b')]);
     const similarity = model.similarity(ea!, eb!);
     return { similarity, threshold: threshold ?? null, match: threshold === undefined ? null : similarity >= threshold };
   };
+
+  app.post('/faces', async (req) => timed(facesRoute(req.body, req.query as Record<string, string | undefined>)));
+  const facesRoute = async (body: unknown, q: Record<string, string | undefined>): Promise<unknown> => {
+    if (!o.pipeline) throw new QuantFaceError('E_ARG', 'this server has no face pipeline (start it with --faces)');
+    let photo: Buffer;
+    if (Buffer.isBuffer(body)) photo = body;
+    else if (body && typeof body === 'object' && !Array.isArray(body) && 'image' in (body as object)) photo = decodeBase64((body as Record<string, unknown>).image, 'image');
+    else throw new QuantFaceError('E_ARG', 'send the photo bytes as the body (Content-Type image/jpeg, image/png, image/webp or application/octet-stream), or JSON { image: base64 }');
+    const withEmb = q.embedding !== '0';
+    const faces = await o.pipeline.faces(photo, { embed: withEmb });
+    return { faces: faces.map((f) => faceJson(f, q.landmarks68 === '1', withEmb)) };
+  };
   return app;
+}
+
+const r2 = (x: number): number => Math.round(x * 100) / 100;
+
+function faceJson(f: Face, with68: boolean, withEmbedding: boolean): Record<string, unknown> {
+  return {
+    box: { x: r2(f.box.x), y: r2(f.box.y), width: r2(f.box.width), height: r2(f.box.height) },
+    score: f.score,
+    landmarks5: f.landmarks5.map(([x, y]) => [r2(x), r2(y)]),
+    ...(with68 ? { landmarks68: f.landmarks68.map(([x, y]) => [r2(x), r2(y)]) } : {}),
+    ...(withEmbedding ? { embedding: Array.from(f.embedding) } : {}),
+  };
 }

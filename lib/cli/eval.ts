@@ -22,6 +22,8 @@ export interface EvalCliOptions extends InputFlags {
   target?: string;
   align?: AlignOption;
   landmarks?: string;
+  detector?: string;
+  landmarkModel?: string;
   out: string;
   batch: number;
   limit?: number;
@@ -63,6 +65,16 @@ export async function evalCommand(opts: EvalCliOptions, out: NodeJS.WritableStre
     ...(opts.target !== undefined ? { target: opts.target } : {}),
     ...(opts.align !== undefined ? { align: opts.align } : {}),
     ...(opts.landmarks !== undefined ? { landmarks: opts.landmarks } : {}),
+    ...(opts.detector !== undefined ? { detector: opts.detector } : {}),
+    ...(opts.landmarkModel !== undefined ? { landmarkModel: opts.landmarkModel } : {}),
+    onDetectProgress: (p) => {
+      if (opts.quiet) return;
+      const now = Date.now();
+      if (p.done < p.total && now - lastPrint < (tty ? 200 : 10_000)) return;
+      lastPrint = now;
+      const msg = `detecting faces ${p.done}/${p.total} images (${(p.done / Math.max(p.seconds, 1e-9)).toFixed(1)}/s, ${p.seconds.toFixed(0)} s)`;
+      err.write(tty ? `\r${msg}${p.done === p.total ? '\n' : ''}` : `${msg}\n`);
+    },
     ...(opts.limit !== undefined ? { limit: opts.limit } : {}),
     batch: opts.batch,
     backend: opts.backend,
@@ -120,8 +132,10 @@ export function register(program: Command): void {
     .option('--bin <file>', 'insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin, ...)')
     .option('--ijb <dir>', 'IJB-B / IJB-C folder in insightface layout (meta/, loose_crop/)')
     .option('--target <name>', 'IJB file prefix: ijbb or ijbc (detected when absent)')
-    .addOption(new Option('--align <preset>', 'crop: lfw-funneled | ffhq | none | landmarks (default: pairs lfw-funneled, bin none, ijb landmarks)').choices([...ALIGN_OPTIONS]))
+    .addOption(new Option('--align <preset>', 'crop: lfw-funneled | ffhq | none | landmarks | detect (face detector + landmark net on the raw photos) (default: pairs lfw-funneled, bin none, ijb landmarks)').choices([...ALIGN_OPTIONS]))
     .option('--landmarks <file>', '5-point landmarks for --align landmarks on a pairs folder (default landmarks-5pt.txt beside pairs.txt)')
+    .option('--detector <file>', 'face detector ONNX for --align detect (default: faceplugin fr_detect.onnx, fetched into the cache)')
+    .option('--landmark-model <file>', '68-point landmark ONNX for --align detect (default: faceplugin fr_landmark.onnx)')
     .option('-o, --out <dir>', 'output folder for report.json / report.html', 'quantface-eval')
     .option('-b, --batch <n>', 'images per batch (each with its mirror image)', intArg('--batch', 1), 32)
     .option('--limit <n>', 'evaluate about n pairs only (a quick check; LFW keeps all folds balanced)', intArg('--limit', 1))

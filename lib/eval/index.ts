@@ -10,3 +10,4 @@ export * from './verify.js';
 export * from './ijb.js';
 export * from './report.js';
 export * from './run.js';
+export { detectPairsLandmarks, type DetectLandmarksOptions, type DetectedLandmarks } from './detect.js';

@@ -13,11 +13,12 @@ import { loadEmbedder, type Embedder, type EvalBackend } from './embedder.js';
 import type { InputOverrides } from '../io/load.js';
 import { readIjbMeta, runIjb } from './ijb.js';
 import { readLandmarks, readPairs } from './pairs.js';
+import { detectPairsLandmarks } from './detect.js';
 import { thinRoc, type EvalReport, type ReportModel } from './report.js';
 import { binVerificationSet, pairsVerificationSet, runVerification, type AlignChoice } from './verify.js';
 
-export type AlignOption = CropPreset | 'landmarks';
-export const ALIGN_OPTIONS: readonly AlignOption[] = [...CROP_PRESETS, 'landmarks'];
+export type AlignOption = CropPreset | 'landmarks' | 'detect';
+export const ALIGN_OPTIONS: readonly AlignOption[] = [...CROP_PRESETS, 'landmarks', 'detect'];
 
 export interface EvalOptions {
   /** Model files, any format (told by content), or metadata files; the first is the teacher. */
@@ -32,6 +33,11 @@ export interface EvalOptions {
   align?: AlignOption;
   /** Landmarks file for --align landmarks on a pairs folder (default: landmarks-5pt.txt beside pairs.txt). */
   landmarks?: string;
+  /** --align detect: the face detector and 68-point landmark net (default: faceplugin's, fetched into the cache). */
+  detector?: string;
+  landmarkModel?: string;
+  /** --align detect: progress of the detection pass. */
+  onDetectProgress?: (p: { done: number; total: number; seconds: number }) => void;
   batch?: number;
   limit?: number;
   /** 'auto' (default) / 'engine': quantface's runtime for every format; 'wasm' / 'cpu': TF.js graph models on @tensorflow/tfjs. */
@@ -73,6 +79,7 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
   if (o.batch !== undefined && (!Number.isInteger(o.batch) || o.batch < 1)) throw new QuantFaceError('E_ARG', `--batch must be a positive integer (got ${o.batch})`);
   if (o.align !== undefined && !ALIGN_OPTIONS.includes(o.align)) throw new QuantFaceError('E_ARG', `--align must be one of ${ALIGN_OPTIONS.join(', ')} (got '${o.align}')`);
   if (o.ijb !== undefined && o.align !== undefined && o.align !== 'landmarks') throw new QuantFaceError('E_ARG', 'IJB images are aligned from their landmarks: --align must be landmarks (or left out)');
+  if ((o.bin !== undefined || o.ijb !== undefined) && o.align === 'detect') throw new QuantFaceError('E_ARG', '--align detect runs on the photos of a pairs folder (--pairs)');
   if (o.bin !== undefined && o.align === 'landmarks') throw new QuantFaceError('E_ARG', '.bin sets hold aligned crops without landmarks: use --align none (default) or a box preset');
 
   // models
@@ -123,7 +130,16 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
       const alignOpt: AlignOption =
         o.align ?? (recorded?.kind === 'box' ? recorded.preset : recorded?.kind === 'template' && (await exists(lmFile)) ? 'landmarks' : 'lfw-funneled');
       let align: AlignChoice;
-      if (alignOpt === 'landmarks') {
+      let detectNote: string | undefined;
+      if (alignOpt === 'detect') {
+        const d = await detectPairsLandmarks(list, {
+          ...(o.detector !== undefined ? { detector: o.detector } : {}),
+          ...(o.landmarkModel !== undefined ? { landmarks: o.landmarkModel } : {}),
+          ...(o.onDetectProgress ? { onProgress: o.onDetectProgress } : {}),
+        });
+        align = { kind: 'landmarks', landmarks: d.landmarks, ...(recorded?.kind === 'template' ? { template: recorded.points, templateName: recorded.name ?? 'recorded 5-point' } : {}) };
+        detectNote = `detect (face detector + 68-point landmarks; a face found in ${d.images - d.missed.length}/${d.images} images, ${d.multi} with several faces: the one nearest the centre; ${d.missed.length} without a face: centred template)`;
+      } else if (alignOpt === 'landmarks') {
         const file = lmFile;
         if (!(await exists(file))) throw new QuantFaceError('E_IO', `--align landmarks needs a landmarks file: ${file} does not exist (give --landmarks FILE)`);
         // Warp to the teacher's template when it records one (default: the ArcFace template).
@@ -132,6 +148,7 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
         align = { kind: 'preset', preset: alignOpt };
       }
       set = pairsVerificationSet(list, align, list.root);
+      if (detectNote) set = { ...set, align: `${detectNote}, ${set.align}` };
     }
     const r = await runVerification(set, embedders, common);
     const nPos = set.issame.filter((x) => x).length;

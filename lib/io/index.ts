@@ -72,3 +72,4 @@ export {
   type ActivationRange,
 } from './qfm.js';
 export { describeModule, buildModule, type ModuleSpec } from './module-spec.js';
+export { resolvePackageFiles, cachedPath, FACE_PIPELINE_FILES, type PackageFile } from './package-files.js';

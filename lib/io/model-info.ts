@@ -71,6 +71,12 @@ export interface ModelInfo {
   /** Whether the model's own output is L2-normalised. */
   normalizedOutput: boolean;
   preprocessing: Preprocessing;
+  /**
+   * Models with several outputs packed into one (ONNX import with
+   * outputNames): each output's name, per-sample shape (source layout) and
+   * offset in the packed output vector.
+   */
+  outputs?: Array<{ name: string; shape: number[]; offset: number }>;
   /** Input / output tensor names in the source model. */
   inputName?: string;
   outputName?: string;

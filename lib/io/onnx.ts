@@ -9,7 +9,9 @@
  * tensors where the engine has the op), Flatten, Gemm, MatMul, Reshape,
  * Transpose (layout changes), GlobalAveragePool, ReduceMean (spatial),
  * MaxPool, AveragePool, Pad, Dropout, Identity, Constant, LpNormalization,
- * Abs; shape arithmetic on constants (Shape,
+ * Abs, Concat / Slice (one axis) / Softmax / Exp of computed tensors,
+ * Add / Sub / Mul / Div by constants that broadcast over a plain tensor
+ * (e.g. a detector's prior boxes); shape arithmetic on constants (Shape,
  * Gather, Unsqueeze, Squeeze, Concat, Cast, Slice) is folded. Initializers
  * may live in external data files (paths relative to the model, inside
  * its folder). Initializers listed among the graph inputs (older PyTorch
@@ -28,7 +30,7 @@ import { dirname, resolve, basename, isAbsolute, sep } from 'node:path';
 import { QuantFaceError, ioError } from '../errors.js';
 import { Module } from '../nn/module.js';
 import { Conv2d, Linear, PReLU, ReLU, Add, Flatten, L2Normalize, BatchNorm1d, BatchNorm2d, Dropout } from '../nn/layers.js';
-import { Pad, Clamp, ChannelAffine, Multiply, Subtract, Reshape, GlobalAvgPool, MaxPool2d, AvgPool2d, NhwcToNchw, Abs } from '../nn/import-ops.js';
+import { Pad, Clamp, ChannelAffine, Multiply, Subtract, Reshape, GlobalAvgPool, MaxPool2d, AvgPool2d, NhwcToNchw, Abs, Concat, Slice, Exp, Softmax, ConstBinary } from '../nn/import-ops.js';
 import { ImportedModel, validateModelInfo, type ModelInfo, type Preprocessing } from './model-info.js';
 import { decodeOnnxModel, DT, type OnnxAttribute, type OnnxModel, type OnnxNode, type OnnxTensor } from './onnx-proto.js';
 import { halfToFloat, asFormatError } from './tfjs.js';
@@ -41,6 +43,13 @@ export interface OnnxImportOptions {
   inputSize?: [number, number];
   /** Output tensor (default: the graph's only output). */
   outputName?: string;
+  /**
+   * Several outputs (e.g. a detector's scores and boxes): each is flattened
+   * (in ONNX order) and they are concatenated into one [N, sum] output, in
+   * this order; info.outputs records each one's name, shape and offset.
+   * '*' takes every graph output in the file's order.
+   */
+  outputNames?: string[] | '*';
   source?: string;
 }
 
@@ -189,6 +198,8 @@ class OnnxConverter {
   readonly values = new Map<string, Value>();
   readonly consumers = new Map<string, number>();
   readonly model: ImportedModel;
+  /** Opset of the default ONNX domain. */
+  opset = 13;
   private used = new Set<string>();
 
   constructor(
@@ -283,8 +294,10 @@ export async function convertOnnx(model: OnnxModel, path: string, opts: OnnxImpo
   const [H, W] = opts.inputSize ?? [dimVal(dims[2]), dimVal(dims[3])];
   if (!(C > 0 && H > 0 && W > 0)) throw new QuantFaceError('E_SHAPE', `${path}: input ${input.name} has symbolic channel or spatial sizes; pass inputSize [H, W]`);
   const outputs = (g.output ?? []).map((o) => o.name ?? '');
-  const outName = opts.outputName ?? (outputs.length === 1 ? outputs[0]! : '');
-  if (!outName) throw fmt(path, `cannot tell the output among ${outputs.length} graph outputs; pass outputName`);
+  const multi = opts.outputNames === '*' ? outputs : opts.outputNames;
+  if (multi && (multi.length === 0 || multi.some((o) => typeof o !== 'string' || !o))) throw new QuantFaceError('E_ARG', `outputNames must name at least one output (the graph has ${outputs.join(', ')})`);
+  const outName = multi ? multi.join('+') : (opts.outputName ?? (outputs.length === 1 ? outputs[0]! : ''));
+  if (!outName) throw fmt(path, `cannot tell the output among ${outputs.length} graph outputs (${outputs.join(', ')}); pass outputName or outputNames`);
   // Our exporter records the model info; other files get the defaults.
   let recorded: ModelInfo | undefined;
   const prop = (model.metadata_props ?? []).find((p) => p.key === 'quantface.info');
@@ -311,7 +324,25 @@ export async function convertOnnx(model: OnnxModel, path: string, opts: OnnxImpo
   for (const [k, v] of consts) cv.consts.set(k, v);
   cv.values.set(input.name!, { ref: sanitize(input.name!), shape: [1, C, H, W], layout: 'nchw' });
   for (const n of g.node) for (const i of n.input ?? []) if (i) cv.consumers.set(i, (cv.consumers.get(i) ?? 0) + 1);
+  const opset = (model.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
+  if (opset?.version !== undefined) cv.opset = Number(opset.version);
   for (const n of g.node) await lowerNode(cv, n, ext);
+  if (multi) {
+    const parts: Value[] = [];
+    const recs: NonNullable<ModelInfo['outputs']> = [];
+    let at = 0;
+    for (const o of multi) {
+      const v = cv.values.get(o);
+      if (!v) throw unsupported('(output)', o, cv.consts.has(o) ? 'the output is a constant' : 'the output is never computed');
+      const f = flatten(cv, `${o}/flat`, v);
+      parts.push(f);
+      recs.push({ name: o, shape: v.shape.slice(1), offset: at });
+      at += f.shape[1]!;
+    }
+    const packed = parts.length === 1 ? parts[0]! : cv.emit(outName, new Concat(1, parts.length), parts, 'plain', [1, at]);
+    cv.values.set(outName, packed);
+    info.outputs = recs;
+  }
   const out = cv.values.get(outName);
   if (!out) throw unsupported('(output)', outName, cv.consts.has(outName) ? 'the output is a constant' : 'the output is never computed');
   if (out.shape.length !== 2) throw new QuantFaceError('E_SHAPE', `${path}: the output has shape ${JSON.stringify(out.shape)}; an embedding model must output [N, D]`);
@@ -483,7 +514,14 @@ async function lowerNode(cv: OnnxConverter, n: OnnxNode, ext: ExternalData): Pro
       const x = val(constFirst ? 1 : 0);
       // A constant operand must not broadcast x to a larger shape.
       const cw = channelwise(c, x);
-      if (!cw) throw unsupported(op, name, `constant of shape ${JSON.stringify(c.shape)} is not scalar or per channel for ${JSON.stringify(x.shape)}`);
+      if (!cw || (constFirst && op === 'Div')) {
+        // a constant that is not one value per channel (e.g. prior boxes): broadcast over a plain tensor
+        const fits = x.layout === 'plain' && c.shape.length <= x.shape.length && c.shape.every((d, i) => d === 1 || d === x.shape[x.shape.length - c.shape.length + i]);
+        if (!fits || (c.shape.length === x.shape.length && c.shape[0] !== 1))
+          throw unsupported(op, name, `constant of shape ${JSON.stringify(c.shape)} is not scalar or per channel for ${JSON.stringify(x.shape)}${x.layout === 'nchw' ? ' (an image tensor)' : ''}`);
+        const kind = op === 'Add' ? 'add' : op === 'Mul' ? 'mul' : op === 'Sub' ? (constFirst ? 'rsub' : 'sub') : constFirst ? 'rdiv' : 'div';
+        return setOut(cv.emit(name, new ConstBinary(kind, Float32Array.from(c.data), c.shape), [x], 'plain', x.shape));
+      }
       const chans = cw.length;
       const train = chans > 1;
       let m: ChannelAffine;
@@ -492,10 +530,61 @@ async function lowerNode(cv: OnnxConverter, n: OnnxNode, ext: ExternalData): Pro
       else if (op === 'Sub')
         m = constFirst ? new ChannelAffine(chans, { scale: new Float32Array(chans).fill(-1), bias: cw, trainScale: false, trainBias: train }) : new ChannelAffine(chans, { bias: cw.map((v) => -v), trainBias: train });
       else {
-        if (constFirst) throw unsupported(op, name, 'a constant divided by a tensor');
         m = new ChannelAffine(chans, { scale: cw.map((v) => 1 / v), trainScale: train });
       }
       return setOut(cv.emit(name, m, [x], x.layout, x.shape));
+    }
+    case 'Concat': {
+      if (ins.some((i) => i && cv.consts.has(i))) throw unsupported(op, name, 'a mix of constants and computed tensors');
+      const xs = ins.map((_, i) => val(i));
+      const layout = xs[0]!.layout;
+      if (xs.some((x) => x.layout !== layout)) throw unsupported(op, name, 'inputs of different layouts');
+      const r = xs[0]!.shape.length;
+      const ax = attrInt(a, 'axis', 1);
+      const axN = ax < 0 ? ax + r : ax;
+      if (axN < 1 || axN >= r) throw unsupported(op, name, `axis ${ax} of rank-${r} tensors (the batch axis is not supported)`);
+      const engineAxis = layout === 'nchw' ? [0, 3, 1, 2][axN]! : axN;
+      const shape = [...xs[0]!.shape];
+      shape[axN] = xs.reduce((p, x) => p + x.shape[axN]!, 0);
+      if (xs.length === 1) return setOut(xs[0]!);
+      return setOut(cv.emit(name, new Concat(engineAxis, xs.length), xs, layout, shape));
+    }
+    case 'Slice': {
+      const x = val(0);
+      const starts = attrInts(a, 'starts') ?? (cst(1) ? [...cst(1)!.data] : undefined);
+      const ends = attrInts(a, 'ends') ?? (cst(2) ? [...cst(2)!.data] : undefined);
+      const axes = attrInts(a, 'axes') ?? (ins[3] ? (cst(3) ? [...cst(3)!.data] : undefined) : starts?.map((_, i) => i));
+      const steps = ins[4] ? (cst(4) ? [...cst(4)!.data] : undefined) : [1];
+      if (!starts || !ends || !axes || !steps || starts.length !== 1 || ends.length !== 1 || axes.length !== 1 || steps.some((s) => s !== 1))
+        throw unsupported(op, name, 'only constant starts / ends of one axis with step 1');
+      const r = x.shape.length;
+      const axN = axes[0]! < 0 ? axes[0]! + r : axes[0]!;
+      if (axN < 1 || axN >= r) throw unsupported(op, name, `axis ${axes[0]} (the batch axis is not supported)`);
+      const n = x.shape[axN]!;
+      const c = (v: number): number => Math.min(Math.max(v < 0 ? v + n : v, 0), n);
+      const lo = c(starts[0]!);
+      const hi = Math.max(lo, c(ends[0]!));
+      if (hi === lo) throw unsupported(op, name, 'an empty slice');
+      if (lo === 0 && hi === n) return setOut(x);
+      const shape = [...x.shape];
+      shape[axN] = hi - lo;
+      const engineAxis = x.layout === 'nchw' ? [0, 3, 1, 2][axN]! : axN;
+      return setOut(cv.emit(name, new Slice(engineAxis, lo, hi), [x], x.layout, shape));
+    }
+    case 'Exp': {
+      const x = val(0);
+      return setOut(cv.emit(name, new Exp(), [x], x.layout, x.shape));
+    }
+    case 'Softmax': {
+      const x = val(0);
+      const r = x.shape.length;
+      const ax0 = attrInt(a, 'axis', cv.opset >= 13 ? -1 : 1);
+      const axN = ax0 < 0 ? ax0 + r : ax0;
+      // before opset 13 Softmax flattens the axes from `axis` on: the same as a per-axis softmax only for the last axis
+      if (cv.opset < 13 && axN !== r - 1) throw unsupported(op, name, `opset ${cv.opset} softmax over axes ${axN}.. of a rank-${r} tensor (only the last axis)`);
+      if (axN < 1 || axN >= r) throw unsupported(op, name, `axis ${ax0}`);
+      const engineAxis = x.layout === 'nchw' ? [0, 3, 1, 2][axN]! : axN;
+      return setOut(cv.emit(name, new Softmax(engineAxis), [x], x.layout, x.shape));
     }
     case 'Flatten': {
       const x = val(0);

@@ -690,3 +690,335 @@ export function f32Tensor(data: ArrayLike<number>, shape: readonly number[]): Te
   (t.data as FloatArray).set(data as never);
   return t;
 }
+
+// ------------------------------------------------------------------ general tensor ops (detector heads)
+/** Row-major strides of a shape. */
+function stridesOf(s: readonly number[]): number[] {
+  const r = new Array<number>(s.length).fill(1);
+  for (let i = s.length - 2; i >= 0; i--) r[i] = r[i + 1]! * s[i + 1]!;
+  return r;
+}
+
+function normAxis(axis: number, rank: number, what: string): number {
+  const a = axis < 0 ? axis + rank : axis;
+  if (!Number.isInteger(a) || a < 1 || a >= rank) throw new QuantFaceError('E_SHAPE', `${what}: axis ${axis} is not a non-batch axis of a rank-${rank} tensor`);
+  return a;
+}
+
+/**
+ * Concatenation of several tensors along one axis (not the batch axis;
+ * negative axes count from the end). ONNX Concat of computed tensors: a
+ * channel concat of NCHW tensors is axis -1 of the engine's NHWC tensors.
+ */
+export class Concat extends Module {
+  readonly axis: number;
+  readonly inputs: number;
+  private ctx: { shapes: (readonly number[])[]; axis: number } | undefined;
+
+  constructor(axis: number, inputs: number) {
+    super();
+    if (!Number.isInteger(axis)) throw new QuantFaceError('E_ARG', `Concat: axis must be an integer (got ${axis})`);
+    if (!Number.isInteger(inputs) || inputs < 1) throw new QuantFaceError('E_ARG', `Concat: needs at least one input (got ${inputs})`);
+    this.axis = axis;
+    this.inputs = inputs;
+  }
+
+  override get numInputs(): number {
+    return this.inputs;
+  }
+
+  inferShape(...shapes: number[][]): ShapeInfo {
+    if (shapes.length !== this.inputs) throw new QuantFaceError('E_SHAPE', `Concat: expected ${this.inputs} inputs, got ${shapes.length}`);
+    const s0 = shapes[0]!;
+    const ax = normAxis(this.axis, s0.length, 'Concat');
+    let total = 0;
+    for (const s of shapes) {
+      if (s.length !== s0.length || s.some((d, i) => i !== ax && d !== s0[i])) throw new QuantFaceError('E_SHAPE', `Concat: shapes ${shapes.map((x) => shapeStr(x)).join(', ')} differ outside axis ${this.axis}`);
+      total += s[ax]!;
+    }
+    const out = [...s0];
+    out[ax] = total;
+    return { shape: out, macs: 0 };
+  }
+
+  forward(...xs: FTensor[]): FTensor {
+    const { shape } = this.inferShape(...xs.map((x) => x.shape as number[]));
+    const ax = normAxis(this.axis, shape.length, 'Concat');
+    const out = this.outBuffer(shape, xs[0]!.dtype);
+    const o = out.data;
+    const outer = shape.slice(0, ax).reduce((a, b) => a * b, 1);
+    const inner = shape.slice(ax + 1).reduce((a, b) => a * b, 1);
+    const rowOut = shape[ax]! * inner;
+    let at = 0;
+    for (const x of xs) {
+      const row = x.shape[ax]! * inner;
+      const xd = x.data;
+      for (let r = 0; r < outer; r++) o.set(xd.subarray(r * row, (r + 1) * row) as never, r * rowOut + at);
+      at += row;
+    }
+    this.ctx = { shapes: xs.map((x) => x.shape), axis: ax };
+    return out;
+  }
+
+  backward(g: FTensor): FTensor[] {
+    if (!this.ctx) throw noCtx(this);
+    const { shapes, axis: ax } = this.ctx;
+    const outer = g.shape.slice(0, ax).reduce((a, b) => a * b, 1);
+    const inner = g.shape.slice(ax + 1).reduce((a, b) => a * b, 1);
+    const rowOut = g.shape[ax]! * inner;
+    let at = 0;
+    return shapes.map((s) => {
+      const gi = this.gradBuffer(s, g.dtype);
+      const row = s[ax]! * inner;
+      for (let r = 0; r < outer; r++) gi.data.set(g.data.subarray(r * rowOut + at, r * rowOut + at + row) as never, r * row);
+      at += row;
+      return gi;
+    });
+  }
+
+  describe(): string {
+    return `Concat(axis=${this.axis}, ${this.inputs} inputs)`;
+  }
+}
+
+/** Elements [start, end) of one non-batch axis (ONNX Slice with step 1 on one axis). */
+export class Slice extends Module {
+  readonly axis: number;
+  readonly start: number;
+  readonly end: number;
+  private ctx: { shape: readonly number[] } | undefined;
+
+  /** start / end as ONNX gives them (negative from the end, clamped to the axis). */
+  constructor(axis: number, start: number, end: number) {
+    super();
+    if (![axis, start].every(Number.isInteger) || !(Number.isInteger(end) || end === Infinity)) throw new QuantFaceError('E_ARG', `Slice: axis, start and end must be integers (got ${axis}, ${start}, ${end})`);
+    this.axis = axis;
+    this.start = start;
+    this.end = end;
+  }
+
+  private range(s: readonly number[]): { ax: number; lo: number; hi: number } {
+    const ax = normAxis(this.axis, s.length, 'Slice');
+    const n = s[ax]!;
+    const c = (v: number): number => Math.min(Math.max(v < 0 ? v + n : v, 0), n);
+    const lo = c(this.start);
+    const hi = Math.max(lo, c(this.end));
+    if (hi === lo) throw new QuantFaceError('E_SHAPE', `Slice: [${this.start}, ${this.end}) of axis ${this.axis} of ${shapeStr(s)} is empty`);
+    return { ax, lo, hi };
+  }
+
+  inferShape(s: number[]): ShapeInfo {
+    const { ax, lo, hi } = this.range(s);
+    const out = [...s];
+    out[ax] = hi - lo;
+    return { shape: out, macs: 0 };
+  }
+
+  forward(x: FTensor): FTensor {
+    const s = x.shape;
+    const { ax, lo, hi } = this.range(s);
+    const { shape } = this.inferShape(s as number[]);
+    const out = this.outBuffer(shape, x.dtype);
+    const outer = s.slice(0, ax).reduce((a, b) => a * b, 1);
+    const inner = s.slice(ax + 1).reduce((a, b) => a * b, 1);
+    const rowIn = s[ax]! * inner;
+    const rowOut = (hi - lo) * inner;
+    for (let r = 0; r < outer; r++) out.data.set(x.data.subarray(r * rowIn + lo * inner, r * rowIn + hi * inner) as never, r * rowOut);
+    this.ctx = { shape: s };
+    return out;
+  }
+
+  backward(g: FTensor): FTensor {
+    if (!this.ctx) throw noCtx(this);
+    const s = this.ctx.shape;
+    const { ax, lo, hi } = this.range(s);
+    const gi = this.gradBuffer(s, g.dtype);
+    gi.data.fill(0);
+    const outer = s.slice(0, ax).reduce((a, b) => a * b, 1);
+    const inner = s.slice(ax + 1).reduce((a, b) => a * b, 1);
+    const rowIn = s[ax]! * inner;
+    const rowOut = (hi - lo) * inner;
+    for (let r = 0; r < outer; r++) gi.data.set(g.data.subarray(r * rowOut, (r + 1) * rowOut) as never, r * rowIn + lo * inner);
+    return gi;
+  }
+
+  describe(): string {
+    return `Slice(axis=${this.axis}, [${this.start}, ${this.end}))`;
+  }
+}
+
+/** y = exp(x) elementwise. */
+export class Exp extends Module {
+  private ctx: { y: FTensor } | undefined;
+  inferShape(s: number[]): ShapeInfo {
+    return { shape: s, macs: 0 };
+  }
+  forward(x: FTensor): FTensor {
+    const out = this.outBuffer(x.shape, x.dtype);
+    const o = out.data;
+    const xd = x.data;
+    for (let i = 0; i < o.length; i++) o[i] = Math.exp(xd[i]!);
+    this.ctx = isGradEnabled() ? { y: out } : undefined;
+    return out;
+  }
+  backward(g: FTensor): FTensor {
+    if (!this.ctx) throw noCtx(this);
+    const y = this.ctx.y.data;
+    const gi = this.gradBuffer(g.shape, g.dtype);
+    for (let i = 0; i < y.length; i++) gi.data[i] = g.data[i]! * y[i]!;
+    return gi;
+  }
+}
+
+/** Softmax over one non-batch axis (max-subtracted, accumulated in float64). */
+export class Softmax extends Module {
+  readonly axis: number;
+  private ctx: { y: FTensor; ax: number } | undefined;
+  constructor(axis = -1) {
+    super();
+    if (!Number.isInteger(axis)) throw new QuantFaceError('E_ARG', `Softmax: axis must be an integer (got ${axis})`);
+    this.axis = axis;
+  }
+  inferShape(s: number[]): ShapeInfo {
+    normAxis(this.axis, s.length, 'Softmax');
+    return { shape: s, macs: 0 };
+  }
+  forward(x: FTensor): FTensor {
+    const s = x.shape;
+    const ax = normAxis(this.axis, s.length, 'Softmax');
+    const out = this.outBuffer(s, x.dtype);
+    const n = s[ax]!;
+    const inner = s.slice(ax + 1).reduce((a, b) => a * b, 1);
+    const outer = s.slice(0, ax).reduce((a, b) => a * b, 1);
+    const xd = x.data;
+    const o = out.data;
+    for (let r = 0; r < outer; r++)
+      for (let k = 0; k < inner; k++) {
+        const base = r * n * inner + k;
+        let m = -Infinity;
+        for (let j = 0; j < n; j++) m = Math.max(m, xd[base + j * inner]!);
+        let sum = 0;
+        for (let j = 0; j < n; j++) {
+          const e = Math.exp(xd[base + j * inner]! - m);
+          o[base + j * inner] = e;
+          sum += e;
+        }
+        for (let j = 0; j < n; j++) o[base + j * inner] = o[base + j * inner]! / sum;
+      }
+    this.ctx = isGradEnabled() ? { y: out, ax } : undefined;
+    return out;
+  }
+  backward(g: FTensor): FTensor {
+    if (!this.ctx) throw noCtx(this);
+    const { y, ax } = this.ctx;
+    const s = y.shape;
+    const n = s[ax]!;
+    const inner = s.slice(ax + 1).reduce((a, b) => a * b, 1);
+    const outer = s.slice(0, ax).reduce((a, b) => a * b, 1);
+    const gi = this.gradBuffer(s, g.dtype);
+    for (let r = 0; r < outer; r++)
+      for (let k = 0; k < inner; k++) {
+        const base = r * n * inner + k;
+        let dot = 0;
+        for (let j = 0; j < n; j++) dot += g.data[base + j * inner]! * y.data[base + j * inner]!;
+        for (let j = 0; j < n; j++) gi.data[base + j * inner] = y.data[base + j * inner]! * (g.data[base + j * inner]! - dot);
+      }
+    return gi;
+  }
+  describe(): string {
+    return `Softmax(axis=${this.axis})`;
+  }
+}
+
+/**
+ * y = x (op) c with a constant c broadcast to x's per-sample shape
+ * (numpy rules; c's own batch dimension, if any, must be 1): Add, Sub,
+ * Mul, Div and reversed Sub / Div (c - x, c / x). For constants that are
+ * not one value per channel (ChannelAffine covers those), e.g. prior
+ * boxes [1, P, 2] of a detector's box decoding.
+ */
+export class ConstBinary extends Module {
+  readonly op: 'add' | 'sub' | 'mul' | 'div' | 'rsub' | 'rdiv';
+  readonly constShape: readonly number[];
+  readonly value: Float32Array;
+  private expanded: { key: string; data: Float32Array } | undefined;
+  private ctx: { x: FTensor } | undefined;
+
+  constructor(op: ConstBinary['op'], value: Float32Array, shape: readonly number[]) {
+    super();
+    if (!['add', 'sub', 'mul', 'div', 'rsub', 'rdiv'].includes(op)) throw new QuantFaceError('E_ARG', `ConstBinary: unknown op ${op}`);
+    if (value.length !== shape.reduce((a, b) => a * b, 1)) throw new QuantFaceError('E_SHAPE', `ConstBinary: ${value.length} values for shape ${shapeStr(shape)}`);
+    this.op = op;
+    this.constShape = Object.freeze([...shape]);
+    this.value = Float32Array.from(value);
+  }
+
+  /** The constant expanded to the per-sample shape s (cached). */
+  private expand(s: readonly number[]): Float32Array {
+    const per = s.slice(1);
+    const key = per.join(',');
+    if (this.expanded?.key === key) return this.expanded.data;
+    const c = [...this.constShape];
+    if (c.length > s.length) {
+      if (c.slice(0, c.length - s.length).some((d) => d !== 1)) throw new QuantFaceError('E_SHAPE', `ConstBinary: constant ${shapeStr(this.constShape)} does not broadcast to ${shapeStr(s)}`);
+      c.splice(0, c.length - s.length);
+    }
+    while (c.length < s.length) c.unshift(1);
+    if (c[0] !== 1 || c.some((d, i) => d !== 1 && d !== s[i])) throw new QuantFaceError('E_SHAPE', `ConstBinary: constant ${shapeStr(this.constShape)} does not broadcast to ${shapeStr(s)} (or would change its shape)`);
+    const cs = stridesOf(c.slice(1)).map((st, i) => (c[i + 1] === 1 ? 0 : st));
+    const n = per.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    const idx = new Array<number>(per.length).fill(0);
+    for (let i = 0; i < n; i++) {
+      let off = 0;
+      for (let k = 0; k < per.length; k++) off += idx[k]! * cs[k]!;
+      data[i] = this.value[off]!;
+      for (let k = per.length - 1; k >= 0; k--) {
+        if (++idx[k]! < per[k]!) break;
+        idx[k] = 0;
+      }
+    }
+    this.expanded = { key, data };
+    return data;
+  }
+
+  inferShape(s: number[]): ShapeInfo {
+    this.expand(s);
+    return { shape: s, macs: 0 };
+  }
+
+  forward(x: FTensor): FTensor {
+    const c = this.expand(x.shape);
+    const out = this.outBuffer(x.shape, x.dtype);
+    const o = out.data;
+    const xd = x.data;
+    const P = c.length;
+    const op = this.op;
+    for (let i = 0; i < o.length; i++) {
+      const v = xd[i]!;
+      const k = c[i % P]!;
+      o[i] = op === 'add' ? v + k : op === 'sub' ? v - k : op === 'mul' ? v * k : op === 'div' ? v / k : op === 'rsub' ? k - v : k / v;
+    }
+    this.ctx = isGradEnabled() ? { x } : undefined;
+    return out;
+  }
+
+  backward(g: FTensor): FTensor {
+    if (!this.ctx) throw noCtx(this);
+    const x = this.ctx.x;
+    const c = this.expand(x.shape);
+    const P = c.length;
+    const gi = this.gradBuffer(x.shape, g.dtype);
+    for (let i = 0; i < gi.data.length; i++) {
+      const k = c[i % P]!;
+      const v = x.data[i]!;
+      const d = this.op === 'add' || this.op === 'sub' ? 1 : this.op === 'rsub' ? -1 : this.op === 'mul' ? k : this.op === 'div' ? 1 / k : -k / (v * v);
+      gi.data[i] = g.data[i]! * d;
+    }
+    return gi;
+  }
+
+  describe(): string {
+    return `ConstBinary(${this.op}, ${shapeStr(this.constShape)})`;
+  }
+}

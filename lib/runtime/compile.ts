@@ -1206,7 +1206,7 @@ function nativeOp(op: Exclude<LOp, { kind: 'js' }>, N: number, off: (v: LValue) 
 export function compileModel(model: Module, opts: CompileOptions = {}): CompiledModel {
   const info = (model as { info?: ModelInfo }).info;
   const inputShape = opts.inputShape ?? info?.inputShape ?? [112, 112, 3];
-  if (inputShape[2] !== 3) throw new QuantFaceError('E_UNSUPPORTED_OP', `runtime: the model takes ${inputShape[2]} input channels; only RGB (3) is supported`);
+  if (inputShape[2] !== 3 && inputShape[2] !== 1) throw new QuantFaceError('E_UNSUPPORTED_OP', `runtime: the model takes ${inputShape[2]} input channels; only RGB (3) and grey (1) are supported`);
   const pre = opts.preprocessing ?? info?.preprocessing ?? QUANTFACE_PREPROCESSING;
   const modes = new Map<Module, boolean>();
   for (const m of model.modules()) modes.set(m, m.training);

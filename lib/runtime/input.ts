@@ -73,7 +73,8 @@ export function resolveAlign(a: AlignInput | undefined): AlignSpec {
   return d;
 }
 
-function isImageMagic(b: Uint8Array): boolean {
+/** True when the bytes start like an encoded image (JPEG, PNG, WebP, GIF, TIFF, AVIF / HEIF). */
+export function isImageMagic(b: Uint8Array): boolean {
   if (b.length < 4) return false;
   if (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return true; // JPEG
   if (b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47) return true; // PNG

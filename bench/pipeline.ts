@@ -1,0 +1,176 @@
+// npm run bench:pipeline — photos in, identities out: the face pipeline
+// (lib/runtime/pipeline.ts, fp32 networks on quantface's runtime) beside the
+// same three ONNX networks on onnxruntime-node (fp32) with the same decoding,
+// resizing, post-processing and alignment, in one process, interleaved.
+//
+//   flock -x /tmp/qf-cpu.lock node --import tsx bench/pipeline.ts [--threads 1,2] [--photos 20] [--rounds 3]
+//
+// Photos: 640x480 JPEGs composed of 1 to 5 LFW photos (../shared/data/lfw,
+// resized to 120-200 px, on a flat background), made in memory once. One
+// timed call = one photo (encoded bytes) to faces with embeddings, at batch 1
+// (calls one after another). Per implementation and thread count: rounds x
+// all photos, interleaved by round; photos/s = photos / total time of the
+// round (median round), latency p50 / p90 over every call. Also checks that
+// both find the same number of faces and embeddings agree (cosine).
+// Prints a table; writes bench/results/pipeline-<time>.json.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { cpus } from 'node:os';
+import sharp from 'sharp';
+import { binding, packageRoot } from '../lib/binding.js';
+import { loadPipeline, nms, cropGrey, landmarks68to5 } from '../lib/runtime/pipeline.js';
+import { landmarkAffine, warpAffine, ARCFACE_TEMPLATE } from '../lib/data/align.js';
+import { roundCrop } from '../lib/runtime/input.js';
+import { similarity } from '../lib/runtime/index.js';
+
+const argv = process.argv.slice(2);
+const arg = (k: string, d: string): string => {
+  const i = argv.indexOf(k);
+  return i >= 0 && argv[i + 1] ? argv[i + 1]! : d;
+};
+const threadsList = arg('--threads', '1,2').split(',').map(Number);
+const nPhotos = Number(arg('--photos', '20'));
+const rounds = Number(arg('--rounds', '3'));
+const SHARED = join(packageRoot, '..', 'shared');
+const M = join(SHARED, 'models/faceplugin');
+const LFW = join(SHARED, 'data/lfw');
+type Ort = typeof import('onnxruntime-node');
+const ort = createRequire(import.meta.url)('onnxruntime-node') as Ort;
+
+// ---------------------------------------------------------------- photos
+async function makePhotos(): Promise<{ jpeg: Buffer; faces: number }[]> {
+  const { readdirSync } = await import('node:fs');
+  const people = readdirSync(LFW).filter((d) => !d.includes('.')).sort();
+  const out: { jpeg: Buffer; faces: number }[] = [];
+  let k = 0;
+  for (let p = 0; p < nPhotos; p++) {
+    const n = 1 + (p % 5);
+    const side = n <= 2 ? 200 : n <= 3 ? 170 : 120;
+    const parts = [];
+    for (let i = 0; i < n; i++) {
+      const who = people[(k++ * 7919) % people.length]!;
+      const file = join(LFW, who, readdirSync(join(LFW, who)).find((f) => f.endsWith('.jpg'))!);
+      // the central face of the LFW photo (its background faces stay out)
+      const face = await sharp(file).extract({ left: 45, top: 45, width: 160, height: 160 }).resize(side, side).toBuffer();
+      const cols = Math.min(n, 3);
+      parts.push({ input: face, left: 20 + (i % cols) * (side + 30), top: 20 + Math.floor(i / cols) * (side + 40) });
+    }
+    const jpeg = await sharp({ create: { width: 640, height: 480, channels: 3, background: { r: 120, g: 130, b: 125 } } }).composite(parts).jpeg({ quality: 90 }).toBuffer();
+    out.push({ jpeg, faces: n });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- onnxruntime-node pipeline
+interface OrtFace {
+  embedding: Float32Array;
+}
+async function ortPipeline(threads: number): Promise<(jpeg: Buffer) => Promise<OrtFace[]>> {
+  const o = { intraOpNumThreads: threads, interOpNumThreads: 1, executionProviders: ['cpu'] };
+  const [ds, ls, fs] = await Promise.all(['fr_detect.onnx', 'fr_landmark.onnx', 'fr_feature.onnx'].map((f) => ort.InferenceSession.create(join(M, f), o)));
+  return async (jpeg) => {
+    const { data, info } = await sharp(jpeg).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    const img = { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height };
+    const small = await sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } }).resize(320, 240, { fit: 'fill', kernel: 'linear' }).raw().toBuffer();
+    const x = new Float32Array(3 * 240 * 320);
+    for (let p = 0; p < 240 * 320; p++) for (let c = 0; c < 3; c++) x[c * 76800 + p] = (small[p * 3 + c]! - 127) / 128;
+    const r = await ds!.run({ input: new ort.Tensor('float32', x, [1, 3, 240, 320]) });
+    const sc = r.scores!.data as Float32Array;
+    const bx = r.boxes!.data as Float32Array;
+    const P = sc.length / 2;
+    const W = img.width;
+    const H = img.height;
+    const cand: number[] = [];
+    for (let i = 0; i < P; i++) if (sc[2 * i + 1]! >= 0.65) cand.push(i);
+    cand.sort((a, b) => sc[2 * b + 1]! - sc[2 * a + 1]! || a - b);
+    const boxes = new Float64Array(4 * P);
+    for (const i of cand) {
+      boxes[4 * i] = bx[4 * i]! * W;
+      boxes[4 * i + 1] = bx[4 * i + 1]! * H;
+      boxes[4 * i + 2] = bx[4 * i + 2]! * W;
+      boxes[4 * i + 3] = bx[4 * i + 3]! * H;
+    }
+    const kept = nms(boxes, cand.slice(0, 750).filter((i) => boxes[4 * i + 2]! > boxes[4 * i]! && boxes[4 * i + 3]! > boxes[4 * i + 1]!), 0.4)
+      .filter((i) => Math.min(boxes[4 * i + 2]! - boxes[4 * i]!, boxes[4 * i + 3]! - boxes[4 * i + 1]!) >= 20)
+      .slice(0, 16);
+    const faces: OrtFace[] = [];
+    for (const i of kept) {
+      const side = boxes[4 * i + 3]! - boxes[4 * i + 1]!;
+      const cx = (boxes[4 * i]! + boxes[4 * i + 2]!) / 2;
+      const cy = (boxes[4 * i + 1]! + boxes[4 * i + 3]!) / 2;
+      const x1 = Math.trunc(Math.max(0, cx - side / 2));
+      const y1 = Math.trunc(Math.max(0, cy - side / 2));
+      const w = Math.max(1, Math.trunc(Math.min(W - 1, cx + side / 2)) - x1);
+      const h = Math.max(1, Math.trunc(Math.min(H - 1, cy + side / 2)) - y1);
+      const grey = cropGrey(img, x1, y1, w, h, 64);
+      const rl = await ls!.run({ input: new ort.Tensor('float32', Float32Array.from(grey, (v) => v / 256), [1, 1, 64, 64]) });
+      const l = rl.output!.data as Float32Array;
+      const p68 = Array.from({ length: 136 }, (_, k) => (k % 2 ? l[k]! * h + y1 : l[k]! * w + x1));
+      const crop = roundCrop(warpAffine(img, landmarkAffine(landmarks68to5(p68).flat(), ARCFACE_TEMPLATE, 112), 112), new Uint8Array(112 * 112 * 3));
+      const xf = new Float32Array(3 * 112 * 112);
+      for (let p = 0; p < 112 * 112; p++) for (let c = 0; c < 3; c++) xf[c * 12544 + p] = (crop[p * 3 + c]! - 127) / 128;
+      const rf = await fs!.run({ input: new ort.Tensor('float32', xf, [1, 3, 112, 112]) });
+      faces.push({ embedding: Float32Array.from(rf.output!.data as Float32Array) });
+    }
+    return faces;
+  };
+}
+
+// ---------------------------------------------------------------- run
+const pct = (a: number[], q: number): number => {
+  const s = [...a].sort((x, y) => x - y);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+};
+
+async function main(): Promise<void> {
+  const photos = await makePhotos();
+  console.log(`${photos.length} photos 640x480 with ${photos.map((p) => p.faces).join(',')} faces; ${cpus()[0]?.model ?? 'cpu'}; rounds ${rounds}`);
+  const rows: Array<Record<string, unknown>> = [];
+  for (const threads of threadsList) {
+    binding.setThreads(threads);
+    const pipe = await loadPipeline({ detector: join(M, 'fr_detect.onnx'), landmarks: join(M, 'fr_landmark.onnx'), recognizer: join(M, 'fr_feature.onnx'), threads });
+    const ortRun = await ortPipeline(threads);
+    const impls: Array<[string, (b: Buffer) => Promise<Array<{ embedding: Float32Array }>>]> = [
+      ['quantface fp32', (b) => pipe.faces(b)],
+      ['onnxruntime-node fp32', ortRun],
+    ];
+    // warm-up and agreement
+    let agree = 0;
+    let minCos = 1;
+    for (const p of photos) {
+      const a = await impls[0]![1](p.jpeg);
+      const b = await impls[1]![1](p.jpeg);
+      if (a.length === b.length) agree++;
+      for (let i = 0; i < Math.min(a.length, b.length); i++) minCos = Math.min(minCos, similarity(a[i]!.embedding, b[i]!.embedding));
+    }
+    const found = (await Promise.all(photos.map((p) => pipe.faces(p.jpeg)))).map((f) => f.length);
+    console.log(`threads ${threads}: same face count in ${agree}/${photos.length} photos; min embedding cosine ${minCos.toFixed(5)}; faces found ${found.join(',')} (composed ${photos.map((p) => p.faces).join(',')})`);
+    const lat = new Map<string, number[]>(impls.map(([n]) => [n, []]));
+    const rate = new Map<string, number[]>(impls.map(([n]) => [n, []]));
+    for (let r = 0; r < rounds; r++)
+      for (const [name, fn] of r % 2 ? [...impls].reverse() : impls) {
+        const t0 = performance.now();
+        for (const p of photos) {
+          const s = performance.now();
+          await fn(p.jpeg);
+          lat.get(name)!.push(performance.now() - s);
+        }
+        rate.get(name)!.push(photos.length / ((performance.now() - t0) / 1000));
+      }
+    for (const [name] of impls) {
+      const row = { impl: name, threads, photosPerSecond: pct(rate.get(name)!, 0.5), p50ms: pct(lat.get(name)!, 0.5), p90ms: pct(lat.get(name)!, 0.9) };
+      rows.push(row);
+    }
+    await pipe.dispose();
+  }
+  console.log('\nimplementation           threads  photos/s   p50 ms   p90 ms');
+  for (const r of rows) console.log(`${String(r.impl).padEnd(24)} ${String(r.threads).padStart(7)} ${(r.photosPerSecond as number).toFixed(1).padStart(9)} ${(r.p50ms as number).toFixed(1).padStart(8)} ${(r.p90ms as number).toFixed(1).padStart(8)}`);
+  const dir = join(packageRoot, 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `pipeline-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify({ cpu: cpus()[0]?.model, photos: photos.map((p) => p.faces), rounds, rows }, null, 2));
+  console.log(`wrote ${file}`);
+}
+
+await main();

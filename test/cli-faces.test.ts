@@ -1,0 +1,44 @@
+// `quantface faces`: text and --json output for LFW photos (../shared),
+// the same numbers as the library's pipeline; unreadable photos are named
+// in a QuantFaceError. Skips when ../shared is absent.
+import t from 'tap';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { facesCommand } from '../lib/cli/faces.js';
+import { loadPipeline } from '../lib/runtime/pipeline.js';
+import { shared } from './fixtures/io/helpers.js';
+
+const M = shared('models/faceplugin');
+const LFW = shared('data/lfw');
+if (!M || !LFW) t.comment('../shared absent: skipped');
+else {
+  const files = { detector: join(M, 'fr_detect.onnx'), landmarkModel: join(M, 'fr_landmark.onnx'), model: join(M, 'fr_feature.onnx'), quiet: true, threads: 1 };
+  const a = join(LFW, 'Abdoulaye_Wade/Abdoulaye_Wade_0001.jpg');
+  const b = join(LFW, 'AJ_Lamas/AJ_Lamas_0001.jpg');
+  t.test('--json: boxes, landmarks, embeddings as the library gives them', async (t) => {
+    const text = await facesCommand([a, b], { ...files, json: true }, new PassThrough(), new PassThrough());
+    const js = JSON.parse(text) as Array<{ photo: string; faces: Array<{ box: { x: number; y: number; width: number; height: number }; score: number; landmarks5: number[][]; landmarks68: number[][]; embedding: number[] }> }>;
+    t.equal(js.length, 2);
+    const pipe = await loadPipeline({ detector: files.detector, landmarks: files.landmarkModel, recognizer: files.model });
+    t.teardown(() => pipe.dispose());
+    for (const [i, p] of [a, b].entries()) {
+      const lib = await pipe.faces(p);
+      const cli = js[i]!.faces;
+      t.equal(cli.length, lib.length, `${p}: ${lib.length} face(s)`);
+      t.ok(Math.abs(cli[0]!.box.x - lib[0]!.box.x) < 0.01 && Math.abs(cli[0]!.box.height - lib[0]!.box.height) < 0.01, 'box');
+      t.equal(cli[0]!.landmarks5.length, 5);
+      t.equal(cli[0]!.landmarks68.length, 68);
+      t.equal(cli[0]!.embedding.length, 512);
+      let d = 0;
+      cli[0]!.embedding.forEach((v, k) => (d = Math.max(d, Math.abs(v - lib[0]!.embedding[k]!))));
+      t.ok(d < 1e-4 * Math.max(1, ...Array.from(lib[0]!.embedding, Math.abs)), `embedding printed to 7 digits (max |diff| ${d.toExponential(2)})`);
+    }
+  });
+  t.test('text output and errors', async (t) => {
+    const text = await facesCommand([a], { ...files, embedding: false }, new PassThrough(), new PassThrough());
+    t.match(text, /Abdoulaye_Wade_0001\.jpg: 1 face\n  1\. box [\d.]+,[\d.]+ [\d.]+x[\d.]+  score 1\.000  eyes/);
+    t.notMatch(text, /embedding/, '--no-embedding');
+    await t.rejects(facesCommand([join(LFW, 'nope.jpg')], files, new PassThrough(), new PassThrough()), { code: 'E_IO', message: /nope\.jpg/ });
+    await t.rejects(facesCommand([], files, new PassThrough(), new PassThrough()), { code: 'E_ARG' });
+  });
+}
