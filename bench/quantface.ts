@@ -392,11 +392,12 @@ if (limit === undefined)
   }
 
 // ---------------------------------------------------------------- engine accuracy of rows measured without it
-// --fill-engine-lfw: the fake-quant engine's LFW accuracy of every row that has a saved student but no engine
-// figure (rows measured with --skip-engine-lfw), from the saved .qfm; no retraining.
+// --fill-engine-lfw: the fake-quant engine's LFW accuracy of the rows of --bits and --modes that have a saved
+// student but no engine figure (rows measured with --skip-engine-lfw), from the saved .qfm; no retraining.
 if (limit === undefined && process.argv.includes('--fill-engine-lfw'))
   for (const r of Object.values(results)) {
     if (r.mode === 'teacher' || (r.lfw !== null && Number.isFinite(r.lfw))) continue;
+    if (!bitsList.includes(r.bits) || !modes.includes(r.mode as Mode)) continue; // the rows named by --bits and --modes
     const file = join(outDir, `${r.key.replace(/[/:]/g, '_')}.qfm`);
     if (!existsSync(file)) continue;
     const [m] = await lfwPairs([{ embedder: await loadQfmEmbedder(file, { name: r.key }) }]);
