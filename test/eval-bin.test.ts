@@ -3,11 +3,11 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { parseBinSet, readBinSet } from '../lib/eval/bin.js';
+import { isEncodedImage, parseBinSet, readBinSet } from '../lib/eval/bin.js';
 import { safeUnpickle, NdArray, PickleTuple } from '../lib/eval/pickle.js';
 import { binVerificationSet } from '../lib/eval/verify.js';
 import { QuantFaceError } from '../lib/errors.js';
-import { hasPython, hasPythonNumpy, tempDir } from './fixtures/eval/util.js';
+import { hasPython, hasPythonNumpy, mulberry32, tempDir } from './fixtures/eval/util.js';
 
 const dir = tempDir(t, 'bin');
 t.comment(`work folder ${dir}`);
@@ -101,6 +101,71 @@ t.test('pickles made by Python in both layouts, protocols 2-5', { skip: !hasPyth
   }
 });
 
+const PY_NDBYTES = String.raw`
+import sys, pickle, os
+import numpy as np
+out = sys.argv[1]; files = sys.argv[2:]
+bins = [open(f, 'rb').read() for f in files]
+issame = [True, False]
+def shaped(b, kind):
+    a = np.frombuffer(b, dtype=np.uint8).copy()
+    n = a.size
+    if kind == 'n1': return a.reshape(n, 1)          # what cv2.imencode returns
+    if kind == '1n': return a.reshape(1, n)
+    if kind == 'n11': return a.reshape(n, 1, 1)
+    k = next((d for d in range(2, n) if n % d == 0), 1)  # a genuinely 2-D shape [n/k, k] (n prime: (n, 1))
+    if kind == '2d': return a.reshape(n // k, k)
+    raise ValueError(kind)
+for p in (2, 3, 4, 5):
+    with open(os.path.join(out, 'bytes_nd_p%d.bin' % p), 'wb') as f:
+        pickle.dump((bins, issame), f, protocol=p)
+    # insightface's packers: (bins, issame_list) with pickle.HIGHEST_PROTOCOL, bins from cv2.imencode
+    for kind in ('n1', '1n', 'n11', '2d'):
+        with open(os.path.join(out, 'nd_%s_p%d.bin' % (kind, p)), 'wb') as f:
+            pickle.dump(([shaped(b, kind) for b in bins], issame), f, protocol=p)
+print(' '.join(str(shaped(b, '2d').shape) for b in bins))
+`;
+
+/** Textured test images (noise over a gradient), so decoding differences would show. */
+async function makeTextured(): Promise<string[]> {
+  const rnd = mulberry32(1414);
+  const files: string[] = [];
+  for (const [k, fmt, w, h] of [[0, 'jpg', 112, 112], [1, 'png', 128, 128], [2, 'jpg', 150, 150], [3, 'png', 112, 112]] as const) {
+    const px = new Uint8Array(w * h * 3);
+    for (let i = 0; i < px.length; i++) px[i] = Math.min(255, Math.floor(((i / 3) % w) * 1.5 + 60 * rnd() + 20 * k));
+    const f = join(dir, `tex${k}.${fmt}`);
+    const img = sharp(px, { raw: { width: w, height: h, channels: 3 } });
+    await (fmt === 'jpg' ? img.jpeg({ quality: 90 }) : img.png()).toFile(f);
+    files.push(f);
+  }
+  return files;
+}
+
+t.test('numpy uint8 arrays of any shape holding encoded images are read like bytes (cv2.imencode\'s (N, 1))', { skip: !hasPythonNumpy() ? 'python3 with numpy is not available: the hand-written (N, 1) pickle in the next test still runs' : false }, async (t) => {
+  const files = await makeTextured();
+  const r = spawnSync('python3', ['-c', PY_NDBYTES, dir, ...files], { encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+  t.comment(`2-D shapes used: ${r.stdout.trim()}`);
+  const size = 112, per = size * size * 3;
+  const decodeAll = async (path: string) => {
+    const set = await readBinSet(path);
+    const v = binVerificationSet(set, path);
+    const out = new Float32Array(4 * per);
+    for (let k = 0; k < 4; k++) await v.load(k, size, out, k * per);
+    return { set, out };
+  };
+  for (const p of [2, 3, 4, 5]) {
+    const ref = await decodeAll(join(dir, `bytes_nd_p${p}.bin`));
+    t.ok(ref.out.some((x) => x !== ref.out[0]), 'the reference crops are not flat');
+    for (const kind of ['n1', '1n', 'n11', '2d']) {
+      const got = await decodeAll(join(dir, `nd_${kind}_p${p}.bin`));
+      t.same(got.set.issame, [true, false]);
+      t.ok(got.set.images.every((im, k) => im.kind === 'encoded' && Buffer.from(im.bytes).equals(readFileSync(files[k]!))), `${kind} p${p}: every image is read as the encoded file's bytes`);
+      t.ok(Buffer.from(got.out.buffer).equals(Buffer.from(ref.out.buffer)), `${kind} p${p}: the decoded crops equal the bytes form's exactly`);
+    }
+  }
+});
+
 t.test('malicious pickles are refused and never executed', { skip: !hasPython() ? 'python3 is not available' : false }, async (t) => {
   const marker = join(dir, 'PWNED');
   for (const [file, global] of [['evil_os_p2.bin', /global posix\.system|global os\.system|global nt\.system/], ['evil_os_p4.bin', /posix\.system|os\.system|nt\.system/], ['evil_eval_p2.bin', /global __builtin__\.eval/], ['evil_eval_p4.bin', /builtins\.eval/]] as const) {
@@ -121,13 +186,14 @@ const u32 = (n: number) => [n & 255, (n >> 8) & 255, (n >> 16) & 255, (n >>> 24)
 const bytesOp = (b: number[]) => (b.length < 256 ? [0x43, b.length, ...b] : [0x42, ...u32(b.length), ...b]);
 const unicode = (s: string) => { const b = Array.from(Buffer.from(s, 'utf8')); return [0x58, ...u32(b.length), ...b]; };
 
-/** A numpy uint8/bool array in protocol 3 as numpy 1.x pickles it (numpy.core.multiarray). */
-function npArray(data: number[], dtype: 'u1' | 'b1'): number[] {
+/** A numpy uint8/bool array in protocol 3 as numpy 1.x pickles it (numpy.core.multiarray); shape 1-D unless given (1 to 3 dims). */
+function npArray(data: number[], dtype: 'u1' | 'b1', shape: number[] = [data.length]): number[] {
+  const int = (n: number) => (n < 256 ? [0x4b, n] : [0x4d, n & 255, n >> 8]);
   return [
     0x63, ...enc('numpy.core.multiarray\n_reconstruct\n'),
     0x63, ...enc('numpy\nndarray\n'),
     0x4b, 0, 0x85, ...bytesOp(enc('b')), 0x87, 0x52,
-    0x28, 0x4b, 1, ...(data.length < 256 ? [0x4b, data.length] : [0x4d, data.length & 255, data.length >> 8]), 0x85,
+    0x28, 0x4b, 1, ...shape.flatMap(int), [0x85, 0x86, 0x87][shape.length - 1]!,
     0x63, ...enc('numpy\ndtype\n'), ...unicode(dtype), 0x89, 0x88, 0x87, 0x52,
     0x28, 0x4b, 3, ...unicode('|'), 0x4e, 0x4e, 0x4e, 0x4a, ...u32(-1 >>> 0), 0x4a, ...u32(-1 >>> 0), 0x4b, 0, 0x74, 0x62,
     0x89, ...bytesOp(data), 0x74, 0x62,
@@ -155,6 +221,38 @@ t.test('hand-written pickles: Python 2 strings and numpy 1.x arrays', async (t) 
   const tup = safeUnpickle(new Uint8Array([0x80, 4, 0x4b, 1, 0x8c, 1, 0x61, 0x4e, 0x87, 0x2e]));
   t.ok(tup instanceof PickleTuple);
   t.same(Array.from(tup as PickleTuple), [1, 'a', null]);
+});
+
+t.test('hand-written numpy 1.x pickle: a JPEG as an (N, 1) array; raw pixels that begin like a JPEG stay pixels', async (t) => {
+  const rnd = mulberry32(77);
+  const px = Uint8Array.from({ length: 72 * 72 * 3 }, (_, i) => (i % 240) ^ Math.floor(rnd() * 16));
+  const jpg = Array.from(await sharp(px, { raw: { width: 72, height: 72, channels: 3 } }).jpeg({ quality: 85 }).toBuffer());
+  const png = Array.from(await sharp(px, { raw: { width: 72, height: 72, channels: 3 } }).png().toBuffer());
+  t.ok(jpg.length < 65536 && png.length < 65536, 'small enough for BININT2 dims');
+  const pick = (imgs: number[][], labels: number[]) => new Uint8Array([0x80, 3, 0x5d, 0x28, ...imgs.flat(), 0x65, ...npArray(labels, 'b1'), 0x86, 0x2e]);
+  const asBytes = parseBinSet(pick([bytesOp(jpg), bytesOp(png)], [1]), 'bytes');
+  const asN1 = parseBinSet(pick([npArray(jpg, 'u1', [jpg.length, 1]), npArray(png, 'u1', [1, png.length])], [1]), 'n1');
+  t.same(asN1.images.map((i) => i.kind), ['encoded', 'encoded']);
+  const out = (set: typeof asBytes) => {
+    const o = new Float32Array(2 * 112 * 112 * 3);
+    return Promise.all([0, 1].map((k) => binVerificationSet(set, 'x').load(k, 112, o, k * 112 * 112 * 3))).then(() => o);
+  };
+  const [a, b] = [await out(asBytes), await out(asN1)];
+  t.ok(Buffer.from(a.buffer).equals(Buffer.from(b.buffer)), '(N, 1) JPEG and (1, N) PNG decode exactly like the bytes objects');
+  // [H, W, 3] pixels whose first bytes are FF D8 FF (a pink-white corner) but that are no JPEG: still pixels
+  const raw = Array.from({ length: 4 * 5 * 3 }, (_, i) => (i * 37) & 255);
+  raw[0] = 0xff; raw[1] = 0xd8; raw[2] = 0xff;
+  const rs = parseBinSet(pick([npArray(raw, 'u1', [4, 5, 3]), npArray(raw, 'u1', [4, 5, 3])], [0]), 'raw');
+  t.same(rs.images.map((i) => i.kind), ['raw', 'raw']);
+  // a 2-D array of bytes that are neither an image file nor [H, W, 3] pixels is refused, naming the shape
+  t.throws(() => parseBinSet(pick([npArray(raw, 'u1', [6, 10]), npArray(raw, 'u1', [6, 10])], [0]), 'odd.bin'), { code: 'E_FORMAT', message: /odd\.bin: image 0 is a numpy uint8 array of shape \[6, 10\] that holds neither/ });
+  // an (N, 1) array of junk is read as bytes and refused by the decoder with a clear error
+  const junk = parseBinSet(pick([npArray(raw, 'u1', [60, 1]), npArray(raw, 'u1', [60, 1])], [0]), 'junk');
+  await t.rejects(binVerificationSet(junk, 'junk').load(0, 112, new Float32Array(112 * 112 * 3), 0), QuantFaceError, 'junk bytes: a QuantFaceError from the decoder');
+  t.equal(isEncodedImage(new Uint8Array(jpg)), true);
+  t.equal(isEncodedImage(new Uint8Array(png)), true);
+  t.equal(isEncodedImage(new Uint8Array(jpg.slice(0, -1))), false, 'a JPEG cut short is not a whole image');
+  t.equal(isEncodedImage(new Uint8Array(png.slice(0, -4))), false, 'a PNG without its IEND is not a whole image');
 });
 
 t.test('garbage, truncated and hostile byte streams are refused', async (t) => {

@@ -1,9 +1,12 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CURVE_COLORS, PLOT_BACKGROUND, formatTable, renderHtml, thinRoc, writeReport, type EvalReport, type ReportModel } from '../lib/eval/report.js';
+import { CURVE_COLORS, PLOT_BACKGROUND, dropPoints, formatTable, renderHtml, thinRoc, writeReport, type EvalReport, type ReportModel } from '../lib/eval/report.js';
 import { rocCurve, tarAtFar } from '../lib/eval/roc.js';
-import { validateMeta } from '../lib/eval/embedder.js';
+import { loadEmbedder, validateMeta } from '../lib/eval/embedder.js';
+import { IResNet } from '../lib/models/index.js';
+import { saveQfm } from '../lib/io/index.js';
+import type { ModelInfo } from '../lib/io/model-info.js';
 import { curvePixels, screenshot } from './fixtures/eval/screenshot.js';
 import { findChromium, mulberry32, tempDir } from './fixtures/eval/util.js';
 
@@ -40,9 +43,12 @@ t.test('table, HTML content and thinning', async (t) => {
   const r = report([model('teacher', 0.5, 1), model('student <w8a8> & "x"', 0.3, 2)]);
   const table = formatTable(r);
   t.match(table, /teacher\s+90\.50\s+1\.00\s+50\.00/);
-  t.match(table, /student <w8a8> & "x"\s+90\.30\s+1\.00\s+-0\.20/, 'the student row shows the drop');
+  t.match(table, /student <w8a8> & "x"\s+90\.30\s+1\.00\s+0\.20\s/, 'the student row shows the drop: teacher minus student, positive = accuracy lost');
+  t.match(table.split('\n')[1]!, /drop pt \(teacher-student\)/, 'the header says the sign');
   t.match(table, /TAR@1e-3/);
   const html = renderHtml(r);
+  t.match(html, /<th[^>]*>drop vs teacher, points \(teacher &minus; model; \+ = worse\)<\/th>/, 'the HTML header says the sign');
+  t.match(html, /<td>90\.30<\/td><td>1\.00<\/td><td>0\.20<\/td>/, 'the HTML row shows the same positive drop');
   t.match(html, /student &lt;w8a8&gt; &amp; &quot;x&quot;/, 'names are escaped');
   t.notMatch(html, /student <w8a8>/);
   t.notMatch(html, /<script\s+src|<link\s|<img\s|@import|url\(http/i, 'no external assets');
@@ -60,6 +66,48 @@ t.test('table, HTML content and thinning', async (t) => {
   const paths = await writeReport(r, dir);
   t.same((JSON.parse(readFileSync(paths.json, 'utf8')) as EvalReport).models.length, 2);
   t.equal(readFileSync(paths.html, 'utf8'), html, 'html written');
+});
+
+t.test('drop sign: worse students positive, better students negative, never -0.00', async (t) => {
+  const worse = model('worse', 0.5 - 6.5, 2), better = model('better', 0.5 + 0.25, 3), same = model('same', 0.5, 4);
+  const teacher = model('teacher', 0.5, 1);
+  // 90.5 vs 84.0: 6.5 points lost prints +6.50 (the issue: it printed -6.50)
+  const rows = formatTable(report([teacher, worse, better, same])).split('\n');
+  const col = (row: string) => row.trim().split(/\s{2,}/)[3];
+  t.equal(col(rows.find((l) => l.startsWith('worse'))!), '6.50', '6.5 points worse: 6.50');
+  t.equal(col(rows.find((l) => l.startsWith('better'))!), '-0.25', '0.25 points better: -0.25');
+  t.equal(col(rows.find((l) => l.startsWith('same'))!), '0.00', 'equal: 0.00, not -0.00');
+  t.equal(dropPoints({ accuracy: 0.9838 }, { accuracy: 0.9838 + 1e-9 }, false), '0.00');
+  t.equal(dropPoints({ accuracy: 0.9 }, { accuracy: 0.95 }, true), '', 'the teacher row is empty');
+  t.equal(dropPoints({ accuracy: undefined }, { accuracy: 0.95 }, false), '');
+});
+
+t.test('HTML "Models and preprocessing" shows a .qfm student\'s recorded preprocessing, not raw 0..255', async (t) => {
+  const dir = tempDir(t, 'qfm-meta');
+  const m = new IResNet([1, 1, 1, 1], { widths: [8, 8, 16, 16], numFeatures: 16, seed: 5 });
+  m.eval();
+  const info: ModelInfo = {
+    name: 'student', format: 'qfm', inputShape: [112, 112, 3], outputDim: 16, normalizedOutput: false,
+    preprocessing: { colorOrder: 'BGR', normalize: { mean: [127.5, 127.5, 127.5], std: [127.5, 127.5, 127.5] } },
+    alignment: { kind: 'box', preset: 'ffhq' },
+  };
+  const recorded = join(dir, 'student.qfm');
+  await saveQfm(m, recorded, { info });
+  const bare = join(dir, 'bare.qfm');
+  await saveQfm(m, bare);
+  const a = await loadEmbedder(recorded), b = await loadEmbedder(bare);
+  const rm = (name: string, e: typeof a): ReportModel => ({ ...model(name, 0.5, 1), meta: e.embedder.meta, metaAssumed: e.assumed });
+  const html = renderHtml(report([rm('teacher', b), rm('student', a)]));
+  const table = /<h2>Models and preprocessing<\/h2>\s*<table>([^]*?)<\/table>/.exec(html)?.[1] ?? '';
+  const row = (name: string) => table.split('\n').find((l) => l.startsWith(`<tr><td>${name}</td>`)) ?? '';
+  t.match(row('student'), /<td>qfm<\/td><td>112<\/td><td>BGR<\/td><td>\(x - \[127\.5,127\.5,127\.5\]\) \/ \[127\.5,127\.5,127\.5\]<\/td><td>box ffhq<\/td>/, 'the recorded colour order, scaling and alignment');
+  t.match(row('student'), /<td>recorded<\/td><\/tr>$/);
+  t.notMatch(row('student'), /raw 0\.\.255/);
+  t.equal(a.assumed, false);
+  // a .qfm that records nothing is shown as assumed, with the runtime default it will be fed
+  t.match(row('teacher'), /<td>assumed \(nothing records it\)<\/td><\/tr>$/);
+  t.match(row('teacher'), new RegExp(`<td>${b.embedder.meta.preprocessing.colorOrder}</td>`));
+  a.embedder.dispose?.(); b.embedder.dispose?.();
 });
 
 const chromium = findChromium();

@@ -6,11 +6,12 @@
  * `quantface info`: what a model file holds (format version, size, bit
  * widths, parameters, preprocessing, provenance, verification threshold).
  */
-import { resolve } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { dirname, resolve, sep } from 'node:path';
 import { Command } from 'commander';
 import { addInputOptions, inputOverrides, intArg, numberArg, type InputFlags } from './args.js';
-import { QuantFaceError } from '../errors.js';
-import { loadModel, storedThreshold, type FaceModel } from '../runtime/index.js';
+import { QuantFaceError, ioError } from '../errors.js';
+import { loadModel, storedThreshold, type EmbedInput, type FaceModel } from '../runtime/index.js';
 import { writeFileAtomic } from '../io/qfm.js';
 import { loadModelFile, type InfoSource, type ModelFileOptions } from '../io/load.js';
 import { describeInput } from '../io/model-info.js';
@@ -25,6 +26,61 @@ export interface EmbedCliOptions extends InputFlags {
   compare?: boolean;
   out?: string;
   precision?: 'auto' | 'float';
+  /** Landmarks file (as `eval --landmarks`): `image x1 y1 ... x5 y5` lines, or bare `x1 ... y5` lines in image order. */
+  landmarks?: string;
+}
+
+/**
+ * Reads a landmarks file for `embed --landmarks` and returns each image's
+ * 10 numbers in pixel-index coordinates. The file is the one `quantface
+ * eval --landmarks` reads (`relative/path x1 y1 ... x5 y5` per line, `#`
+ * comments; continuous coordinates: pixel i spans [i, i+1], so 0.5 is
+ * subtracted, as eval does), matched to an image by its path relative to
+ * the file's folder, as given, or by the trailing path components; or
+ * lines of 10 bare numbers, one per image in the order given.
+ */
+export async function landmarksForImages(file: string, images: readonly string[]): Promise<Float64Array[]> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    throw ioError(e, file, 'read the landmarks file');
+  }
+  const named = new Map<string, Float64Array>();
+  const bare: Float64Array[] = [];
+  const lines = text.split(/\r?\n/);
+  for (let li = 0; li < lines.length; li++) {
+    const line = lines[li]!.trim();
+    if (!line || line.startsWith('#')) continue;
+    const tok = line.split(/\s+/);
+    // named lines may carry extra trailing numbers (a detector score), ignored as eval ignores them
+    const isBare = tok.length === 10 && tok.every((x) => Number.isFinite(Number(x)));
+    if (!isBare && tok.length < 11) throw new QuantFaceError('E_FORMAT', `${file}:${li + 1}: expected 'image x1 y1 ... x5 y5' or 10 numbers, got ${tok.length} fields`, { path: file });
+    const nums = isBare ? tok : tok.slice(1, 11);
+    const v = new Float64Array(10);
+    for (let k = 0; k < 10; k++) {
+      const x = Number(nums[k]);
+      if (!Number.isFinite(x) || nums[k]!.trim() === '') throw new QuantFaceError('E_FORMAT', `${file}:${li + 1}: '${nums[k]}' is not a number`, { path: file });
+      v[k] = x - 0.5;
+    }
+    if (isBare) bare.push(v);
+    else named.set(tok[0]!.replace(/\\/g, '/'), v);
+  }
+  if (bare.length && named.size) throw new QuantFaceError('E_FORMAT', `${file}: mixes named lines ('image x1 ... y5') and bare lines of 10 numbers; use one form`, { path: file });
+  if (bare.length) {
+    if (bare.length !== images.length) throw new QuantFaceError('E_ARG', `${file} has ${bare.length} bare landmark lines for ${images.length} images; give one line per image, in order (or name the images)`, { path: file });
+    return bare;
+  }
+  const root = dirname(resolve(file));
+  return images.map((img) => {
+    const abs = resolve(img);
+    const hit = named.get(img.replace(/\\/g, '/')) ?? [...named].find(([k]) => resolve(root, k) === abs)?.[1];
+    if (hit) return hit;
+    const tail = [...named].filter(([k]) => abs.endsWith(sep + k.split('/').join(sep)));
+    if (tail.length === 1) return tail[0]![1];
+    if (tail.length > 1) throw new QuantFaceError('E_ARG', `${img}: ${tail.length} lines of ${file} match it (${tail.map(([k]) => k).join(', ')}); name it by its path relative to ${root}`, { path: file });
+    throw new QuantFaceError('E_ARG', `no landmarks for ${img} in ${file} (lines are matched by the image's path relative to ${root}, or by its trailing path)`, { path: file });
+  });
 }
 
 /** Rounds to 7 significant digits for JSON output (float32 carries ~7). */
@@ -34,6 +90,8 @@ const f7 = (x: number): number => Number(x.toPrecision(7));
 export async function embedCommand(images: string[], o: EmbedCliOptions, out: NodeJS.WritableStream = process.stdout): Promise<string> {
   if (images.length === 0) throw new QuantFaceError('E_ARG', 'give at least one image file');
   if (o.compare && images.length !== 2) throw new QuantFaceError('E_ARG', `--compare takes exactly two images (got ${images.length})`);
+  if (o.landmarks !== undefined && o.align !== undefined) throw new QuantFaceError('E_ARG', '--landmarks warps each face to the model\'s 5-point template: leave --align out');
+  const lms = o.landmarks !== undefined ? await landmarksForImages(o.landmarks, images) : undefined;
   const input = inputOverrides(o);
   const model: FaceModel = await loadModel(o.model, {
     ...(input ? { input } : {}),
@@ -46,9 +104,10 @@ export async function embedCommand(images: string[], o: EmbedCliOptions, out: No
   try {
     const paths = images.map((p) => resolve(p));
     // One call per image (the model's queue batches them), so an unreadable file is named in the error.
-    const embs = await Promise.all(paths.map(async (p) => {
+    const embs = await Promise.all(paths.map(async (p, i) => {
       try {
-        return await model.embed(p) as Float32Array;
+        const x: EmbedInput = lms ? { image: p, landmarks: lms[i]! } : p;
+        return await model.embed(x) as Float32Array;
       } catch (e) {
         if (e instanceof QuantFaceError) throw new QuantFaceError(e.code, e.message.includes(p) ? e.message : `${p}: ${e.message}`, { cause: e, path: p });
         throw e;
@@ -162,6 +221,7 @@ export function register(program: Command): void {
     .argument('<images...>', 'image files (JPEG, PNG, WebP)')
     .requiredOption('-m, --model <path>', 'model: a .qfm, an .onnx, a TF.js model.json or a face-api weights manifest (told by content)')
     .option('--align <preset>', 'face crop of the images: none (already 112x112 crops; default) | ffhq | lfw-funneled | box:x,y,side')
+    .option('--landmarks <file>', '5-point landmarks of each image (the file eval --landmarks reads: "image x1 y1 ... x5 y5" lines, or 10 numbers per line in image order): each face is warped to the model\'s template')
     .option('--threads <n>', 'native threads', intArg('--threads', 1))
     .option('--threshold <cosine>', 'verification threshold for --compare (default: the model file\'s)', numberArg('--threshold'))
     .option('--compare', 'print the cosine similarity of the two images (and match, when a threshold is known)')

@@ -81,18 +81,31 @@ const fmtFar = (f: number) => {
   return Math.abs(f - 10 ** e) < 1e-12 * 10 ** e ? `1e${e}` : String(f);
 };
 
-/** Plain-text summary table (teacher = first model; later rows show the drop). */
+/**
+ * Header of the drop column: teacher minus student accuracy in points, so a
+ * positive number is accuracy lost (the README's tables read the same way).
+ */
+export const DROP_HEADER = 'drop pt (teacher-student)';
+
+/** Accuracy drop of a model against the teacher in points (teacher minus model; positive = worse), '' for the teacher itself. */
+export function dropPoints(m: Pick<ReportModel, 'accuracy'>, teacher: Pick<ReportModel, 'accuracy'> | undefined, isTeacher: boolean): string {
+  if (isTeacher || m.accuracy === undefined || teacher?.accuracy === undefined) return '';
+  const d = Number((100 * (teacher.accuracy - m.accuracy)).toFixed(2));
+  return (d === 0 ? 0 : d).toFixed(2); // never '-0.00'
+}
+
+/** Plain-text summary table (teacher = first model; later rows show the drop, teacher minus student in points). */
 export function formatTable(r: EvalReport): string {
   const fars = r.models[0]?.tarAtFar.map((t) => t.far) ?? [];
   const verif = r.models.some((m) => m.accuracy !== undefined);
-  const head = ['model', ...(verif ? ['accuracy %', '+-', 'drop', `VAL@FAR=${fmtFar(r.models[0]?.farTarget ?? 1e-3)}`] : []), 'AUC %', ...fars.map((f) => `TAR@${fmtFar(f)}`), 'img/s'];
+  const head = ['model', ...(verif ? ['accuracy %', '+-', DROP_HEADER, `VAL@FAR=${fmtFar(r.models[0]?.farTarget ?? 1e-3)}`] : []), 'AUC %', ...fars.map((f) => `TAR@${fmtFar(f)}`), 'img/s'];
   const teacher = r.models[0];
   const rows = r.models.map((m, i) => [
     m.name,
     ...(verif ? [
       pct(m.accuracy, 2),
       pct(m.std, 2),
-      i === 0 || m.accuracy === undefined || teacher?.accuracy === undefined ? '' : (100 * (m.accuracy - teacher.accuracy)).toFixed(2),
+      dropPoints(m, teacher, i === 0),
       pct(m.val, 2),
     ] : []),
     pct(m.auc, 2),
@@ -166,8 +179,8 @@ export function renderHtml(r: EvalReport): string {
   const verif = r.models.some((m) => m.accuracy !== undefined);
   const teacher = r.models[0];
   const legend = r.models.map((m, i) => `<li><span class="swatch" style="background:${CURVE_COLORS[i % CURVE_COLORS.length]}"></span>${esc(m.name)}${i === 0 && r.models.length > 1 ? ' (teacher)' : ''}</li>`).join('');
-  const summaryHead = `<tr><th>model</th>${verif ? '<th>accuracy %</th><th>&plusmn; std</th><th>drop vs teacher</th><th>VAL@FAR=' + fmtFar(teacher?.farTarget ?? 1e-3) + ' %</th>' : ''}<th>AUC %</th>${fars.map((f) => `<th>TAR@FAR=${fmtFar(f)} %</th>`).join('')}<th>images/s</th></tr>`;
-  const summaryRows = r.models.map((m, i) => `<tr><td><span class="swatch" style="background:${CURVE_COLORS[i % CURVE_COLORS.length]}"></span>${esc(m.name)}</td>${verif ? `<td>${pct(m.accuracy)}</td><td>${pct(m.std)}</td><td>${i === 0 || m.accuracy === undefined || teacher?.accuracy === undefined ? '' : (100 * (m.accuracy - teacher.accuracy)).toFixed(2)}</td><td>${pct(m.val)} &plusmn; ${pct(m.valStd)}</td>` : ''}<td>${pct(m.auc)}</td>${fars.map((f) => `<td>${pct(m.tarAtFar.find((t) => t.far === f)?.tar)}</td>`).join('')}<td>${m.imagesPerSecond.toFixed(1)}</td></tr>`).join('\n');
+  const summaryHead = `<tr><th>model</th>${verif ? '<th>accuracy %</th><th>&plusmn; std</th><th title="teacher accuracy minus this model accuracy, in points: positive = accuracy lost">drop vs teacher, points (teacher &minus; model; + = worse)</th><th>VAL@FAR=' + fmtFar(teacher?.farTarget ?? 1e-3) + ' %</th>' : ''}<th>AUC %</th>${fars.map((f) => `<th>TAR@FAR=${fmtFar(f)} %</th>`).join('')}<th>images/s</th></tr>`;
+  const summaryRows = r.models.map((m, i) => `<tr><td><span class="swatch" style="background:${CURVE_COLORS[i % CURVE_COLORS.length]}"></span>${esc(m.name)}</td>${verif ? `<td>${pct(m.accuracy)}</td><td>${pct(m.std)}</td><td>${dropPoints(m, teacher, i === 0)}</td><td>${pct(m.val)} &plusmn; ${pct(m.valStd)}</td>` : ''}<td>${pct(m.auc)}</td>${fars.map((f) => `<td>${pct(m.tarAtFar.find((t) => t.far === f)?.tar)}</td>`).join('')}<td>${m.imagesPerSecond.toFixed(1)}</td></tr>`).join('\n');
   let folds = '';
   if (verif) {
     const nF = Math.max(...r.models.map((m) => m.foldAccuracies?.length ?? 0));

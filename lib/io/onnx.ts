@@ -34,6 +34,7 @@ import { Pad, Clamp, ChannelAffine, Multiply, Subtract, Reshape, GlobalAvgPool, 
 import { ImportedModel, validateModelInfo, type ModelInfo, type Preprocessing } from './model-info.js';
 import { decodeOnnxModel, DT, type OnnxAttribute, type OnnxModel, type OnnxNode, type OnnxTensor } from './onnx-proto.js';
 import { halfToFloat, asFormatError } from './tfjs.js';
+import { foldConst, MAX_FOLD_ELEMENTS, type Const as FoldConst } from './onnx-fold.js';
 
 export interface OnnxImportOptions {
   name?: string;
@@ -53,12 +54,8 @@ export interface OnnxImportOptions {
   source?: string;
 }
 
-/** A constant: float values (float32 precision) or integers (int64 as numbers). */
-interface Const {
-  kind: 'float' | 'int';
-  shape: number[];
-  data: Float32Array | Float64Array;
-}
+/** A constant: float values (float32 precision) or integers (int64 as numbers); see ./onnx-fold.ts. */
+type Const = FoldConst;
 
 /**
  * A computed value. Logical (ONNX) shape in `shape`; engine tensor name in
@@ -187,6 +184,13 @@ async function decodeTensor(t: OnnxTensor, ext: ExternalData, where: string): Pr
         : dv.getUint8(i);
   } else for (let i = 0; i < n; i++) out[i] = dt === DT.FLOAT16 ? halfToFloat(vals[i]!) : Number(vals[i]);
   return { kind: isFloat ? 'float' : 'int', shape, data: out };
+}
+
+/** Cast's target type: true float, false integer / bool, null unsupported (strings, complex). */
+function castIsFloat(to: number): boolean | null {
+  if (to === DT.FLOAT || to === DT.DOUBLE || to === DT.FLOAT16 || to === 16 /* BFLOAT16 */) return true;
+  if ([DT.UINT8, DT.INT8, 4, 5, DT.INT32, DT.INT64, DT.BOOL, 12, 13].includes(to)) return false;
+  return null;
 }
 
 function sanitize(name: string): string {
@@ -396,13 +400,34 @@ async function lowerNode(cv: OnnxConverter, n: OnnxNode, ext: ExternalData): Pro
     throw unsupported(op, name, 'constant kind');
   }
   if (op === 'Shape') {
-    const v = val(0);
-    return setConst({ kind: 'int', shape: [v.shape.length], data: Float64Array.from(v.shape) });
+    // the static shape of a computed tensor or of a constant (opset 15 start / end slice it)
+    const c = cst(0);
+    const shape = c ? c.shape : val(0).shape;
+    const r = shape.length;
+    const clampDim = (d: number): number => Math.min(Math.max(d < 0 ? d + r : d, 0), r);
+    const sub = shape.slice(clampDim(attrInt(a, 'start', 0)), a.has('end') ? clampDim(attrInt(a, 'end', r)) : r);
+    return setConst({ kind: 'int', shape: [sub.length], data: Float64Array.from(sub) });
+  }
+  if (op === 'Size' && ins[0]) {
+    const c = cst(0);
+    return setConst({ kind: 'int', shape: [], data: Float64Array.of(numel(c ? c.shape : val(0).shape)) });
+  }
+  if (op === 'ConstantOfShape' && allConst) {
+    const s = cst(0);
+    const dims = s ? [...s.data] : [];
+    if (dims.some((d) => !Number.isInteger(d) || d < 0) || numel(dims) > MAX_FOLD_ELEMENTS) throw unsupported(op, name, `shape ${JSON.stringify(dims)}`);
+    const t = a.get('value')?.t;
+    const v = t ? await decodeTensor(t, ext, `node ${name} value`) : { kind: 'float' as const, shape: [1], data: Float32Array.of(0) };
+    const data = v.kind === 'float' ? new Float32Array(numel(dims)) : new Float64Array(numel(dims));
+    data.fill(v.data[0] ?? 0);
+    return setConst({ kind: v.kind, shape: dims, data });
   }
   if (allConst && ins.length > 0) {
-    const folded = foldConst(op, ins.map((x) => (x ? cv.consts.get(x) : undefined)), a);
+    // Every node whose inputs are all constants is evaluated here (./onnx-fold.ts), so exports made without
+    // constant folding import like folded ones.
+    const folded = foldConst(op, ins.map((x) => (x ? cv.consts.get(x) : undefined)), a, castIsFloat);
     if (folded) return setConst(folded);
-    throw unsupported(op, name, 'constant folding of this op is not supported');
+    throw unsupported(op, name, 'constant folding of this op (or of these shapes / attributes) is not supported');
   }
 
   switch (op) {
@@ -718,70 +743,4 @@ function padsOf(a: Map<string, OnnxAttribute>, H: number, W: number, kh: number,
     return [t, l, b, r];
   }
   throw unsupported(op, name, `auto_pad ${auto}`);
-}
-
-/** Constant folding of shape arithmetic. Returns null when the op is not foldable. */
-function foldConst(op: string, ins: (Const | undefined)[], a: Map<string, OnnxAttribute>): Const | null {
-  const x = ins[0];
-  if (!x) return null;
-  const ints = (c: Const | undefined): number[] => (c ? [...c.data] : []);
-  switch (op) {
-    case 'Identity':
-      return x;
-    case 'Cast': {
-      const to = attrInt(a, 'to', DT.FLOAT);
-      const isFloat = to === DT.FLOAT || to === DT.DOUBLE || to === DT.FLOAT16;
-      return { kind: isFloat ? 'float' : 'int', shape: x.shape, data: isFloat ? Float32Array.from(x.data) : Float64Array.from(x.data, (v) => Math.trunc(v)) };
-    }
-    case 'Unsqueeze': {
-      const axes = attrInts(a, 'axes') ?? ints(ins[1]);
-      const r = x.shape.length + axes.length;
-      const ax = axes.map((d) => (d < 0 ? d + r : d)).sort((p, q) => p - q);
-      const shape = [...x.shape];
-      for (const d of ax) shape.splice(d, 0, 1);
-      return { ...x, shape };
-    }
-    case 'Squeeze': {
-      const axes = (attrInts(a, 'axes') ?? ints(ins[1])).map((d) => (d < 0 ? d + x.shape.length : d));
-      const shape = x.shape.filter((d, i) => (axes.length ? !axes.includes(i) : d !== 1));
-      return { ...x, shape };
-    }
-    case 'Gather': {
-      const idx = ins[1];
-      if (!idx || x.shape.length !== 1 || attrInt(a, 'axis', 0) !== 0) return null;
-      const data = [...idx.data].map((i) => x.data[i < 0 ? i + x.shape[0]! : i]!);
-      if (data.some((v) => v === undefined)) return null;
-      return { kind: x.kind, shape: idx.shape, data: x.kind === 'float' ? Float32Array.from(data) : Float64Array.from(data) };
-    }
-    case 'Concat': {
-      if (ins.some((c) => !c || c.shape.length !== 1)) return null;
-      const data = ins.flatMap((c) => [...c!.data]);
-      return { kind: ins.every((c) => c!.kind === 'int') ? 'int' : 'float', shape: [data.length], data: ins.every((c) => c!.kind === 'int') ? Float64Array.from(data) : Float32Array.from(data) };
-    }
-    case 'Slice': {
-      if (x.shape.length !== 1) return null;
-      const starts = attrInts(a, 'starts') ?? ints(ins[1]);
-      const ends = attrInts(a, 'ends') ?? ints(ins[2]);
-      const steps = ints(ins[4]);
-      if (starts.length !== 1 || ends.length !== 1 || (steps.length && steps[0] !== 1)) return null;
-      const n = x.shape[0]!;
-      const clampI = (v: number): number => Math.min(Math.max(v < 0 ? v + n : v, 0), n);
-      const s = clampI(starts[0]!);
-      const e = clampI(ends[0]! > n ? n : ends[0]!);
-      const data = [...x.data].slice(s, Math.max(s, e));
-      return { kind: x.kind, shape: [data.length], data: x.kind === 'float' ? Float32Array.from(data) : Float64Array.from(data) };
-    }
-    case 'Mul':
-    case 'Add':
-    case 'Sub':
-    case 'Div': {
-      const y = ins[1];
-      if (!y || (y.data.length !== 1 && y.data.length !== x.data.length)) return null;
-      const f = (p: number, q: number): number => (op === 'Mul' ? p * q : op === 'Add' ? p + q : op === 'Sub' ? p - q : x.kind === 'int' ? Math.trunc(p / q) : p / q);
-      const data = [...x.data].map((v, i) => f(v, y.data[y.data.length === 1 ? 0 : i]!));
-      return { kind: x.kind, shape: x.shape, data: x.kind === 'float' ? Float32Array.from(data) : Float64Array.from(data) };
-    }
-    default:
-      return null;
-  }
 }

@@ -7,6 +7,8 @@
  * const model = await loadModel('student.qfm', { threads: 2, align: 'ffhq' });
  * const [a, b] = await model.embed(['a.jpg', 'b.jpg']);
  * const { similarity, match } = model.verify(a, b);
+ * // a face in a photo, given by a detector's 5 landmarks (pixel-index x, y):
+ * const e = await model.embed({ image: 'photo.jpg', landmarks: [x1, y1, x2, y2, x3, y3, x4, y4, x5, y5] });
  * await model.dispose();
  * ```
  *
@@ -32,12 +34,13 @@ import type { LoadedQfm, Provenance } from '../io/qfm.js';
 import { loadModelFile, type InputOverrides, type LoadedModelFile } from '../io/load.js';
 import type { ModelInfo, Preprocessing } from '../io/model-info.js';
 import { compileModel, type CompiledModel, type CompileOptions, type CompileReport, type Plan } from './compile.js';
-import { finishInput, inspectInput, prepareInputSync, resolveAlign, resolveLimits, type AlignInput, type EmbedInput, type InputLimits, type InspectedInput, type PrepareOptions } from './input.js';
+import { faceInputSpec, finishInput, inspectInput, isFaceInput, prepareInputSync, resolveAlign, resolveLimits, type AlignInput, type EmbedInput, type InputLimits, type InspectedInput, type PrepareOptions } from './input.js';
+import type { AlignSpec } from '../data/align.js';
 import { configureBudget, inflightBudget, type BudgetOptions, type BudgetStats, type Cost } from './budget.js';
 
 export { compileModel, CompiledModel, type CompileOptions, type CompileReport, type Plan, type LOp, type LValue } from './compile.js';
 export { addInputQuantizers, calibrateActivations, quantizeModel, engineEmbed, type CalibrateOptions, type QuantizeModelOptions, type InputQuantizerOptions } from './calibrate.js';
-export { prepareInput, prepareInputSync, resolveAlign, type EmbedInput, type RawImage, type AlignInput, type InputLimits } from './input.js';
+export { prepareInput, prepareInputSync, resolveAlign, isFaceInput, type EmbedInput, type FaceInput, type RawImage, type AlignInput, type InputLimits } from './input.js';
 export { configureBudget, inflightBudget, InflightBudget, type BudgetOptions, type BudgetStats } from './budget.js';
 export { loadPipeline, FacePipeline, nms, landmarks68to5, cropGrey, type PipelineOptions, type PhotoInput, type Face, type DetectedFace, type FaceBox, type FacesCallOptions, type FaceSelect, type PipelineVerifyResult } from './pipeline.js';
 
@@ -175,6 +178,30 @@ export class FaceModel {
     this.bgr = compiled.preprocessing.colorOrder === 'BGR';
   }
 
+  /**
+   * The 5-point template landmarks are warped onto: the model's recorded
+   * alignment when it is a template (points of its input crop), else
+   * undefined (lib/data's ArcFace template).
+   */
+  get template(): readonly (readonly [number, number])[] | undefined {
+    const a = this.info?.alignment;
+    return a?.kind === 'template' ? a.points : undefined;
+  }
+
+  /** The call's alignment: landmarks without a template get the model's. */
+  private callAlign(o: EmbedCallOptions): AlignSpec {
+    const a = o.align === undefined ? this.alignSpec : resolveAlign(o.align);
+    const t = this.template;
+    return a.kind === 'landmarks' && !a.template && t ? { ...a, template: t } : a;
+  }
+
+  /** One input and how to prepare it: a { image, landmarks } input brings its own warp. */
+  private perInput(x: EmbedInput, base: PrepareOptions, what: string): [EmbedInput, PrepareOptions] {
+    if (!isFaceInput(x)) return [x, base];
+    const { image, align } = faceInputSpec(x, this.template, what);
+    return [image, { ...base, align }];
+  }
+
   /** The cosine threshold verify() uses, if known. */
   get threshold(): number | undefined {
     return this.thresholdValue;
@@ -265,10 +292,10 @@ export class FaceModel {
    * cancelled.
    */
   private async crops(inputs: readonly EmbedInput[], o: EmbedCallOptions): Promise<Uint8Array[]> {
-    const align = o.align === undefined ? this.alignSpec : resolveAlign(o.align);
-    const opts: PrepareOptions = { size: this.inputSize, align, limits: this.limits };
+    const opts: PrepareOptions = { size: this.inputSize, align: this.callAlign(o), limits: this.limits };
     const many = inputs.length > 1;
-    const inspected: InspectedInput[] = await Promise.all(inputs.map((x, i) => inspectInput(x, opts, many ? i : undefined)));
+    const prepared = inputs.map((x, i) => this.perInput(x, opts, many ? `input ${i}` : 'the input image'));
+    const inspected: InspectedInput[] = await Promise.all(prepared.map(([x, po], i) => inspectInput(x, po, many ? i : undefined)));
     let pixels = 0;
     for (const p of inspected) if (p.kind === 'encoded') pixels += p.cost.pixels;
     if (pixels > this.limits.maxRequestPixels)
@@ -281,7 +308,7 @@ export class FaceModel {
       const lease = await budget.acquire(p.cost, p.what);
       try {
         this.check();
-        return await finishInput(p, opts);
+        return await finishInput(p, opts); // (the plan holds each input's alignment; opts gives size and limits)
       } finally {
         lease.release();
       }
@@ -358,9 +385,11 @@ export class FaceModel {
     this.check();
     const many = Array.isArray(input);
     const list = many ? (input as readonly EmbedInput[]) : [input as EmbedInput];
-    const align = o.align === undefined ? this.alignSpec : resolveAlign(o.align);
-    const opts = { size: this.inputSize, align, limits: this.limits };
-    const crops = list.map((x, i) => prepareInputSync(x, opts, list.length > 1 ? i : undefined));
+    const opts: PrepareOptions = { size: this.inputSize, align: this.callAlign(o), limits: this.limits };
+    const crops = list.map((x, i) => {
+      const [input, po] = this.perInput(x, opts, list.length > 1 ? `input ${i}` : 'the input image');
+      return prepareInputSync(input, po, list.length > 1 ? i : undefined);
+    });
     const out: Float32Array[] = [];
     for (let i = 0; i < crops.length; i += this.maxBatch) {
       const part = crops.slice(i, i + this.maxBatch);

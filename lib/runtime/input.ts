@@ -33,7 +33,74 @@ export interface RawImage {
   channels?: 1 | 3 | 4;
 }
 
-export type EmbedInput = string | Uint8Array | ArrayBuffer | Float32Array | RawImage;
+/**
+ * A face given by its 5 landmarks in a larger image: `image` (a file path,
+ * encoded bytes or decoded pixels) is warped by a similarity transform
+ * that maps `landmarks` onto the model's 5-point template (its recorded
+ * alignment, else the ArcFace template), as `quantface eval --align
+ * landmarks` does, through the same bounded region decode.
+ *
+ * `landmarks`: 10 numbers x1, y1, ..., x5, y5 (left eye, right eye, nose
+ * tip, left and right mouth corner, as seen in the image) in pixel-index
+ * coordinates (pixel i is centred on i, as cv2 and insightface's / MTCNN's
+ * detectors give them; a landmarks file of `quantface eval`, whose pixel i
+ * spans [i, i+1], is shifted by -0.5 when read).
+ */
+export interface FaceInput {
+  image: string | Uint8Array | ArrayBuffer | RawImage;
+  landmarks: ArrayLike<number>;
+}
+
+export type EmbedInput = string | Uint8Array | ArrayBuffer | Float32Array | RawImage | FaceInput;
+
+/** True for a { image, landmarks } input. */
+export function isFaceInput(x: unknown): x is FaceInput {
+  return typeof x === 'object' && x !== null && !ArrayBuffer.isView(x) && !(x instanceof ArrayBuffer) && 'landmarks' in x && 'image' in x;
+}
+
+/**
+ * Splits a { image, landmarks } input into its image and a landmarks
+ * alignment onto `template` (points of a 112x112 crop, scaled to the model's
+ * size by the warp). Bad landmarks: E_ARG (not numbers, not finite, not an
+ * array), E_SHAPE (not 10 numbers); coincident or degenerate ones are
+ * refused by the warp (E_ARG).
+ */
+export function faceInputSpec(x: FaceInput, template: readonly (readonly [number, number])[] | undefined, what: string): { image: EmbedInput; align: AlignSpec } {
+  const lm = x.landmarks as unknown;
+  const arrayLike = Array.isArray(lm) || (ArrayBuffer.isView(lm) && !(lm instanceof DataView));
+  if (!arrayLike) throw new QuantFaceError('E_ARG', `${what}: landmarks must be an array of 10 numbers [x1, y1, ..., x5, y5] (got ${lm === null ? 'null' : typeof lm})`);
+  const a = lm as ArrayLike<unknown>;
+  if (a.length !== 10) throw new QuantFaceError('E_SHAPE', `${what}: landmarks must be 10 numbers (5 points x, y: eyes, nose tip, mouth corners); got ${a.length}`);
+  const pts = new Float64Array(10);
+  for (let i = 0; i < 10; i++) {
+    const v = a[i];
+    if (typeof v !== 'number' && typeof v !== 'bigint') throw new QuantFaceError('E_ARG', `${what}: landmark ${i} is not a number (${typeof v})`);
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new QuantFaceError('E_ARG', `${what}: landmark ${i} is not a finite number (${String(v)})`);
+    pts[i] = n;
+  }
+  const img = x.image as unknown;
+  if (img instanceof Float32Array) throw new QuantFaceError('E_ARG', `${what}: a Float32Array is an aligned crop; landmarks need the image the face was found in (a path, encoded bytes or { data, width, height })`);
+  if ((img instanceof Uint8Array || img instanceof ArrayBuffer) && !isImageMagic(img instanceof ArrayBuffer ? new Uint8Array(img) : img))
+    throw new QuantFaceError('E_FORMAT', `${what}: with landmarks, bytes must be an encoded image (JPEG, PNG, WebP, ...), not a raw crop; pass decoded pixels as { data, width, height }`);
+  if (isFaceInput(img)) throw new QuantFaceError('E_ARG', `${what}: image must be a path, encoded bytes or { data, width, height }, not another { image, landmarks }`);
+  return { image: img as EmbedInput, align: { kind: 'landmarks', landmarks: pts, ...(template ? { template } : {}) } };
+}
+
+/**
+ * Landmarks that all lie far outside the image (more than the distance
+ * between the eyes and mouth beyond every edge) cannot belong to a face in
+ * it: refused (E_ARG) rather than embedding a black crop.
+ */
+export function checkLandmarksInImage(spec: AlignSpec, W: number, H: number, what: string): void {
+  if (spec.kind !== 'landmarks') return;
+  const lm = spec.landmarks;
+  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+  for (let i = 0; i + 1 < lm.length; i += 2) { x0 = Math.min(x0, lm[i]!); x1 = Math.max(x1, lm[i]!); y0 = Math.min(y0, lm[i + 1]!); y1 = Math.max(y1, lm[i + 1]!); }
+  const margin = Math.max(x1 - x0, y1 - y0);
+  if (x1 < -margin || y1 < -margin || x0 > W - 1 + margin || y0 > H - 1 + margin)
+    throw new QuantFaceError('E_ARG', `${what}: the landmarks (x ${x0.toFixed(1)}..${x1.toFixed(1)}, y ${y0.toFixed(1)}..${y1.toFixed(1)}) lie outside the ${W}x${H} image`);
+}
 
 /** How to cut the face crop out of an image: a preset name, `box:x,y,side`, or an AlignSpec object (landmarks per image). */
 export type AlignInput = CropPreset | string | AlignSpec;
@@ -126,7 +193,14 @@ export function prepareInputSync(input: EmbedInput, o: PrepareOptions, index?: n
     const img = rawToRgb(input, o.limits, what);
     if (o.align.kind === 'preset' && o.align.preset === 'none' && img.width !== img.height)
       throw new QuantFaceError('E_SHAPE', `${what} is ${img.width}x${img.height}; alignment 'none' needs a square face crop`);
-    return roundCrop(alignImage(img, o.align, o.size), new Uint8Array(per));
+    checkLandmarksInImage(o.align, img.width, img.height, what);
+    let f: Float32Array;
+    try {
+      f = alignImage(img, o.align, o.size);
+    } catch (e) {
+      throw alignError(e, what);
+    }
+    return roundCrop(f, new Uint8Array(per));
   }
   throw new QuantFaceError('E_ARG', `${what}: embedSync takes raw crops or { data, width, height } pixels; use embed() for files and encoded images`);
 }
@@ -190,6 +264,7 @@ export async function inspectInput(input: EmbedInput, o: PrepareOptions, index?:
   } else if (input && typeof input === 'object' && 'data' in input && 'width' in input && 'height' in input) {
     const img = rawToRgb(input, o.limits, what);
     checkSquare(o.align, img.width, img.height, what);
+    checkLandmarksInImage(o.align, img.width, img.height, what);
     let f: Float32Array;
     try {
       f = alignImage(img, o.align, o.size);
@@ -202,6 +277,7 @@ export async function inspectInput(input: EmbedInput, o: PrepareOptions, index?:
   }
   const header = await readHeader(bytes, o.limits, name);
   checkSquare(o.align, header.dispWidth, header.dispHeight, name);
+  checkLandmarksInImage(o.align, header.dispWidth, header.dispHeight, name);
   let plan: CropPlan;
   try {
     plan = planCrop(o.align, header.dispWidth, header.dispHeight, o.size, hasShrinkOnLoad(header));
