@@ -51,7 +51,7 @@
  * under the shared lock; wall times are reported as measured.
  * Exits 0 with a message when ../shared is absent.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runEval } from '../lib/eval/run.js';
@@ -146,14 +146,34 @@ const fresh = process.argv.includes('--fresh');
 // Rows this run measured: save() merges them into the file as it is now, so benchmark runs in parallel
 // (different arms or modes) do not drop each other's rows; written whole and renamed into place.
 const written = new Set<string>();
-const save = (): void => {
+/** Runs fn holding resultsPath.lock (several benchmark processes may share one results file). */
+const withResultsLock = (fn: () => void): void => {
+  const lock = `${resultsPath}.lock`;
+  for (let i = 0; ; i++) {
+    try {
+      closeSync(openSync(lock, 'wx'));
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      // A lock older than a minute was left by a killed process.
+      if (i > 600 || Date.now() - (statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? 0) > 60_000) rmSync(lock, { force: true });
+      else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+    }
+  }
+  try {
+    fn();
+  } finally {
+    rmSync(lock, { force: true });
+  }
+};
+const save = (): void => withResultsLock(() => {
   const onDisk: Record<string, Row> = existsSync(resultsPath) ? (JSON.parse(readFileSync(resultsPath, 'utf8')) as Record<string, Row>) : {};
   for (const k of written) if (results[k]) onDisk[k] = results[k]!;
   for (const [k, v] of Object.entries(onDisk)) if (!written.has(k)) results[k] = v;
   const tmp = `${resultsPath}.${process.pid}.tmp`;
   writeFileSync(tmp, JSON.stringify(onDisk, null, 1));
   renameSync(tmp, resultsPath);
-};
+});
 
 const arms = list('--arms', 'synthetic,real');
 const bitsList = list('--bits', 'w8a8,w6a6,w4a4');
