@@ -135,7 +135,7 @@ t.test('interrupted (Ctrl-C): checkpoint, exit message, --resume finishes; old o
   const dir = tempDir(t, 'int');
   const out = join(dir, 'student.qfm');
   writeFileSync(out, 'old');
-  const opts: QuantizeCliOptions = { teacher, data: faces, bits: 'w4a4', out, steps: 10, batch: 4, lr: 0.5, calibSteps: 2, seed: 1, train: true, workers: 0 };
+  const opts: QuantizeCliOptions = { teacher, data: faces, bits: 'w4a4', optimizer: 'sgd', out, steps: 10, batch: 4, lr: 0.5, calibSteps: 2, seed: 1, train: true, workers: 0 };
   const ac = new AbortController();
   const sink = new Sink();
   // abort as soon as training has started (what the SIGINT handler does)
@@ -197,7 +197,7 @@ t.test('a real process: Ctrl-C (SIGINT) checkpoints and exits 130; SIGKILL mid-r
   const faces = await facesP;
   const teacher = await teacherP;
   const dir = tempDir(t, 'proc');
-  const common = ['--teacher', teacher, '--data', faces, '--bits', 'w4a4', '--steps', '400', '--batch', '4', '--lr', '0.5', '--calib-steps', '3', '--workers', '0', '--seed', '4'];
+  const common = ['--teacher', teacher, '--data', faces, '--bits', 'w4a4', '--optimizer', 'sgd', '--steps', '400', '--batch', '4', '--lr', '0.5', '--calib-steps', '3', '--workers', '0', '--seed', '4'];
   // reference: uninterrupted
   const ref = await waitExit(spawnCli([...common, '--out', join(dir, 'ref.qfm')]));
   t.equal(ref.code, 0, ref.code === 0 ? 'uninterrupted run' : ref.out.slice(-800));

@@ -30,7 +30,7 @@ t.test('distillation: loss falls, the student file loads with bits and provenanc
   const logPath = join(dir, 'log.jsonl');
   const phases = new Set<string>();
   const r = await quantize({
-    teacher: tinyTeacher(), data: faces, bits: 'w4a4', steps: 30, batchSize: 4, lr: 1, calibSteps: 4, holdout: 2, seed: 5,
+    teacher: tinyTeacher(), data: faces, bits: 'w4a4', optimizer: 'sgd', steps: 30, batchSize: 4, lr: 1, calibSteps: 4, holdout: 2, seed: 5,
     out, log: logPath, workers: 0, onProgress: (p) => phases.add(p.phase),
   });
   t.ok(r.completed);

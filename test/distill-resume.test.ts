@@ -40,7 +40,7 @@ const variants: Array<{ name: string; opts: Partial<QuantizeOptions> }> = [
 for (const v of variants) {
   t.test(v.name, async (t) => {
     const faces = await facesP;
-    const base: QuantizeOptions = { teacher: tinyTeacher(), data: faces, bits: 'w4a4', steps: K, batchSize: 4, lr: 0.5, calibSteps: 5, holdout: 2, seed: 9, workers: 0, ...v.opts };
+    const base: QuantizeOptions = { teacher: tinyTeacher(), data: faces, bits: 'w4a4', optimizer: 'sgd', steps: K, batchSize: 4, lr: 0.5, calibSteps: 5, holdout: 2, seed: 9, workers: 0, ...v.opts };
     const ref = await quantize(base);
     t.ok(ref.completed);
     const again = await quantize(base);
@@ -81,7 +81,7 @@ t.test('a checkpoint of another run is refused; a missing one starts fresh', asy
   const faces = await facesP;
   const dir = tempDir(t, 'fp');
   const ckpt = join(dir, 'run.ckpt');
-  const base: QuantizeOptions = { teacher: tinyTeacher(), data: faces, bits: 'w4a4', steps: 6, batchSize: 4, lr: 0.5, calibSteps: 2, workers: 0, checkpoint: ckpt };
+  const base: QuantizeOptions = { teacher: tinyTeacher(), data: faces, bits: 'w4a4', optimizer: 'sgd', steps: 6, batchSize: 4, lr: 0.5, calibSteps: 2, workers: 0, checkpoint: ckpt };
   const ac = new AbortController();
   await quantize({ ...base, signal: ac.signal, onProgress: (p) => { if (p.phase === 'train' && p.step === 2) ac.abort(); } });
   await t.rejects(quantize({ ...base, lr: 0.25, resume: true }), { code: 'E_ARG', message: /different lr/ });

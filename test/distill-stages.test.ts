@@ -69,10 +69,35 @@ t.test('the step plan follows the data', async (t) => {
   t.equal(n.totalSteps, 9, 'PTQ: the steps are the calibration batches');
 });
 
+t.test('recipe kd distils with AdamW below 6 bits, SGD at 6 and 8', async (t) => {
+  const r = (o: Record<string, unknown>) => resolveQuantizeOptions({ data: '/nowhere', ...o } as never);
+  for (const bits of ['w4a4', 'w4a4r8', 'w8a4', 'w4a8', 'w5a5', 'w2a8']) {
+    const s = r({ bits });
+    t.equal(s.optimizer, 'adamw', `${bits}: AdamW`);
+    t.equal(s.ste, 'clipped', `${bits}: with the clipped estimator`);
+    t.equal(planSteps(s, 64, 3).lr, 1e-4, `${bits}: AdamW's learning rate 1e-4`);
+    t.equal(s.steps, 400, `${bits}: the recipe's 400 steps`);
+  }
+  t.equal(r({ bits: { weightBits: 4, actBits: 4 } }).optimizer, 'adamw', 'bits given as an object');
+  for (const bits of ['w8a8', 'w6a6', 'w8a6', 'w6a8', undefined]) {
+    const s = r({ bits });
+    t.equal(s.optimizer, 'sgd', `${bits ?? 'default bits'}: SGD`);
+    t.equal(s.ste, 'unmasked', `${bits ?? 'default bits'}: the reference's estimator`);
+    t.equal(planSteps(s, 64, 3).lr, 0.1 * (64 / 512), `${bits ?? 'default bits'}: the method's learning rate`);
+  }
+  const sgd4 = r({ bits: 'w4a4', optimizer: 'sgd' });
+  t.equal(sgd4.optimizer, 'sgd', 'an explicit optimizer wins at 4 bits');
+  t.equal(planSteps(sgd4, 64, 3).lr, 0.1 * (64 / 512), 'and SGD keeps its own learning rate');
+  t.equal(planSteps(r({ bits: 'w4a4', lr: 3e-4 }), 64, 3).lr, 3e-4, 'an explicit learning rate wins');
+  t.equal(planSteps(r({ optimizer: 'adamw' }), 64, 3).lr, 1e-4, 'AdamW at 8 bits: 1e-4 too (0.1 x batch / 512 is an SGD rate)');
+  t.equal(r({ bits: 'w4a4', recipe: 'quantface' }).optimizer, 'sgd', 'the paper recipe stays SGD at 4 bits');
+  t.throws(() => r({ bits: 'w9a4' }), /bits/, 'a bad width is still named by the option check');
+});
+
 t.test('the stages one at a time give what quantize() gives', async (t) => {
   const faces = await facesP;
   const dir = tempDir(t, 'stages');
-  const opts = { teacher: tinyTeacher(), data: faces, bits: 'w4a4', steps: 12, batchSize: 4, lr: 0.5, calibSteps: 3, holdout: 2, seed: 3, workers: 0, evalEvery: 4 } as const;
+  const opts = { teacher: tinyTeacher(), data: faces, bits: 'w4a4', optimizer: 'sgd', steps: 12, batchSize: 4, lr: 0.5, calibSteps: 3, holdout: 2, seed: 3, workers: 0, evalEvery: 4 } as const;
   const run = new QuantizeRun(resolveQuantizeOptions({ ...opts, out: join(dir, 'staged.qfm') }));
   try {
     t.throws(() => run.D, /openData has not run/, 'a stage before its inputs is refused');

@@ -218,7 +218,8 @@ export function batchFor(s: QuantizeSettings, trainImages: number): number {
 export function planSteps(s: QuantizeSettings, batchSize: number, bpe: number): StepPlan {
   const totalSteps = s.noTrain ? s.calibSteps : s.steps !== undefined ? s.steps : s.epochs !== undefined ? s.epochs * bpe : DEFAULT_STEPS;
   const calibSteps = s.noTrain ? totalSteps : s.calibration === 'first' ? s.calibSteps : Math.min(s.calibSteps, totalSteps);
-  const lr = s.lr ?? 0.1 * (batchSize / 512);
+  // SGD: the method's 0.1 x batch / 512; AdamW's steps are scale-free, 1e-4 is what was measured (issue 13).
+  const lr = s.lr ?? (s.optimizer === 'adamw' ? 1e-4 : 0.1 * (batchSize / 512));
   const milestones = s.lrMilestones.map((m) => (m < 1 ? Math.round(m * totalSteps) : Math.round(m)));
   const schedule = s.lrSchedule === 'cosine' ? cosineLr(lr, totalSteps) : stepLr(lr, milestones, s.lrGamma);
   const evalEvery = s.evalEvery ?? Math.max(1, Math.round(totalSteps / 20));

@@ -99,14 +99,14 @@ export interface QuantizeOptions {
   steps?: number;
   /** Images per step. Default 64 (reduced to the training-set size when it is smaller). */
   batchSize?: number;
-  /** Learning rate. Default 0.1 x batchSize / 512 (the paper's rate, scaled linearly). */
+  /** Learning rate. Default with SGD 0.1 x batchSize / 512 (the paper's rate, scaled linearly); with AdamW 1e-4. */
   lr?: number;
   /** Step decay points: fractions of the run (< 1) or step numbers. Default [0.75, 0.9]. */
   lrMilestones?: number[];
   /** Decay factor at each milestone. Default 0.1. */
   lrGamma?: number;
   /**
-   * 'sgd' (the method: Nesterov momentum) or 'adamw'. Default 'sgd'.
+   * 'sgd' (the method: Nesterov momentum) or 'adamw'. Default: the recipe's ('sgd'; recipe kd below 6 bits 'adamw').
    */
   optimizer?: 'sgd' | 'adamw';
   /** SGD momentum (Nesterov). Default 0.9. */
