@@ -14,7 +14,7 @@
  * before this column existed get it filled from their saved .qfm.
  *
  *   flock -s /tmp/qf-cpu.lock node --import tsx bench/quantface.ts \
- *     [--arms synthetic,real,generated:512] [--bits w8a8,w6a6,w4a4] [--modes ptq,ptq-minmax,ptq-wmse,kd,kd-aug,kd-sgd,kd-res8] \
+ *     [--arms synthetic,real,synthetic+real,generated:512] [--bits w8a8,w6a6,w4a4] [--modes ptq,ptq-minmax,ptq-wmse,kd,kd-aug,kd-sgd,kd-res8] \
  *     [--steps N] [--batch B] [--lr X] [--optimizer sgd|adamw] [--calib-steps N] [--augment LIST] \
  *     [--weight-decay X] [--act-range minmax|mse|learned] [--weight-range minmax|mse|learned] \
  *     [--lr-schedule step|cosine] [--range-lr-scale X] [--feature-loss W] \
@@ -51,7 +51,7 @@
  * under the shared lock; wall times are reported as measured.
  * Exits 0 with a message when ../shared is absent.
  */
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runEval } from '../lib/eval/run.js';
@@ -102,6 +102,8 @@ const agreementAlign = evalAlign === 'landmarks' ? `landmarks:${join(lfw, 'landm
 const ARMS: Record<string, { data: string; align?: string }> = {
   synthetic: { data: join(shared, 'data', 'synthetic-faces'), align: 'ffhq' },
   real: { data: join(shared, 'data', 'real-faces-ffhq'), align: 'ffhq' },
+  // The GAN faces and the real FFHQ faces together (issue 13's learning curve): a folder of two links under --out.
+  'synthetic+real': { data: '', align: 'ffhq' },
 };
 
 if (!existsSync(join(lfw, 'pairs.txt')) || !existsSync(teacherPath)) {
@@ -139,6 +141,13 @@ interface Row {
 
 const outDir = resolve(arg('--out') ?? join(root, 'tmp', teacherSpec.out));
 mkdirSync(outDir, { recursive: true });
+{
+  const both = join(outDir, 'data-synthetic+real');
+  mkdirSync(both, { recursive: true });
+  for (const [name, target] of [['synthetic', ARMS.synthetic!.data], ['real', ARMS.real!.data]] as const)
+    if (!existsSync(join(both, name))) symlinkSync(target, join(both, name));
+  ARMS['synthetic+real']!.data = both;
+}
 const resultsPath = join(outDir, 'results.json');
 const results: Record<string, Row> = existsSync(resultsPath) ? (JSON.parse(readFileSync(resultsPath, 'utf8')) as Record<string, Row>) : {};
 // --fresh redoes the students this run names; rows of other runs stay.
@@ -319,7 +328,7 @@ const teacherAcc = results.teacher!.lfw;
 // ---------------------------------------------------------------- students
 for (const arm of arms) {
   const a = ARMS[arm] ?? (arm.startsWith('generated:') ? { data: arm } : null);
-  if (!a) throw new Error(`unknown arm ${arm}: use synthetic, real or generated:N`);
+  if (!a) throw new Error(`unknown arm ${arm}: use synthetic, real, synthetic+real or generated:N`);
   for (const bits of bitsList)
     for (const mode of modes)
     for (const seed of mode.startsWith('ptq') ? seeds.slice(0, 1) : seeds) {
