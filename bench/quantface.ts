@@ -448,7 +448,7 @@ console.log(`\nteacher ${teacherArg} (${teacherPath}), LFW ${evalAlign}; drop in
 console.log(pad('model', 36) + pad('LFW engine', 18) + pad('drop', 7) + pad('LFW int8', 9) + pad('drop', 7) + pad('LFW cos', 9) + pad('held-out', 9) + pad('start', 8) + pad('size', 10) + pad('steps', 7) + 'wall time');
 for (const r of rows)
   console.log(
-    pad(r.key, 36) + pad(Number.isFinite(r.lfw) ? `${r.lfw.toFixed(4)} +- ${r.lfwStd.toFixed(4)}` : '-', 18) + pad(r.mode === 'teacher' ? '-' : f(r.drop, 2), 7) +
+    pad(r.key, 36) + pad(Number.isFinite(r.lfw) ? `${f(r.lfw, 4)} +- ${f(r.lfwStd, 4)}` : '-', 18) + pad(r.mode === 'teacher' ? '-' : f(r.drop, 2), 7) +
       pad(f(r.lfwRuntime, 4), 9) + pad(f(r.dropRuntime, 2), 7) + pad(f(r.lfwCosine, 4), 9) + pad(f(r.holdoutCosine, 4), 9) + pad(f(r.startCosine, 4), 8) +
       pad(`${(r.bytes / 1024).toFixed(0)} KiB`, 10) + pad(`${r.steps}${r.bestStep !== undefined ? `(${r.bestStep})` : ''}${r.rollbacks ? `r${r.rollbacks}` : ''}`, 7) +
       (r.mode === 'teacher' ? `eval ${r.evalSeconds.toFixed(0)} s` : `${r.trainSeconds.toFixed(0)} s`),
