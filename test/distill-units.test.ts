@@ -8,6 +8,7 @@ import t from 'tap';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseBits, parseLayerRules, layerOverrides, bitsName } from '../lib/distill/bits.js';
+import { Conv2d } from '../lib/nn/layers.js';
 import { parseAugment } from '../lib/cli/quantize.js';
 import { encodeCheckpoint, decodeCheckpoint, saveCheckpoint, loadCheckpoint } from '../lib/distill/checkpoint.js';
 import { JsonLog } from '../lib/distill/log.js';
@@ -50,6 +51,14 @@ t.test('per-layer rules', async (t) => {
   t.notOk(qs.some((x) => x.name.startsWith('act1.')), 'act1 left in float');
   t.equal(qs.find((x) => x.name === 'act2.outQuant')?.bits, 4);
   t.same(ov.unused(), ['nothing*']);
+  // @depthwise names a class of layers: convolutions with one group per input channel, whatever their names.
+  const dw = layerOverrides(parseLayerRules('@depthwise=w8,conv*=w6'));
+  t.same(dw.layer('conv_dw', new Conv2d(8, 8, 3, { groups: 8 })), { weightBits: 8 }, 'a depthwise convolution');
+  t.same(dw.layer('conv_dw2', new Conv2d(8, 16, 3, { groups: 8 })), { weightBits: 8 }, 'a depth multiplier of 2 is depthwise too');
+  t.same(dw.layer('conv_g', new Conv2d(8, 8, 3, { groups: 2 })), { weightBits: 6 }, 'a grouped convolution is not');
+  t.same(dw.layer('conv_pw', new Conv2d(8, 16, 1)), { weightBits: 6 }, 'nor a pointwise one');
+  t.equal(dw.layer('other', new Conv2d(8, 16, 1)), undefined);
+  t.throws(() => parseLayerRules('@pointwise=w8'), { code: 'E_ARG', message: /unknown layer class @pointwise.*@depthwise/ });
 });
 
 t.test('--augment and generated:N', async (t) => {

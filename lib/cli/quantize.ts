@@ -326,7 +326,7 @@ export function register(program: Command): void {
     .addOption(new Option('--calibration <when>', "calibrate the activation ranges before training (first: start from the PTQ student) or during its first steps (the paper's); default: the recipe's").choices(['first', 'during']))
     .option('--no-keep-best', 'save the last student instead of the one that agreed best with the teacher on the held-out faces')
     .option('--no-guard', 'no rollback on a divergence (a non-finite loss then stops the run)')
-    .option('--layer-bits <rules>', "per-layer widths, first match wins, * wildcard: 'conv1=w8a8,dense/MatMul=w8,add_16=float'")
+    .option('--layer-bits <rules>', "per-layer widths, first match wins, * wildcard, @depthwise = every depthwise convolution: 'conv1=w8a8,dense/MatMul=w8,add_16=float,@depthwise=w8'")
     .option('--augment <list>', 'augmentation: flip (default), noflip, none, scale=X, shift=X, brightness=X, contrast=X, saturation=X, mixup=P')
     .addOption(new Option('--optimizer <name>', "sgd (Nesterov, the method) or adamw; default: the recipe's (kd: sgd, adamw below 6 bits)").choices(['sgd', 'adamw']))
     .option('--weight-decay <x>', 'weight decay (default 5e-4 when the teacher has BatchNorm layers, 0 when they are folded into its convolutions)', numberArg('--weight-decay', 'non-negative'))

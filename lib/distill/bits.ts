@@ -9,7 +9,7 @@
 import { QuantFaceError } from '../errors.js';
 import type { Module } from '../nn/module.js';
 import { Graph } from '../nn/containers.js';
-import { Add, PReLU, ReLU } from '../nn/layers.js';
+import { Add, Conv2d, PReLU, ReLU } from '../nn/layers.js';
 import { Clamp } from '../nn/import-ops.js';
 import type { LayerQuantOverride } from '../quant/qat.js';
 
@@ -60,6 +60,8 @@ export function parseLayerRules(spec: string): LayerRule[] {
     const eq = part.lastIndexOf('=');
     if (eq <= 0 || eq === part.length - 1) throw new QuantFaceError('E_ARG', `layer bits rule '${part}' must be NAME=SPEC (SPEC: wXaY, wX, aY or float), e.g. conv1=w8a8`);
     const pattern = part.slice(0, eq).trim();
+    if (pattern.startsWith('@') && !LAYER_CLASSES[pattern])
+      throw new QuantFaceError('E_ARG', `layer bits rule '${part}': unknown layer class ${pattern} (known: ${Object.keys(LAYER_CLASSES).join(', ')})`);
     const s = part.slice(eq + 1).trim().toLowerCase();
     if (s === 'float' || s === 'fp32') {
       rules.push({ pattern, bits: null });
@@ -75,6 +77,14 @@ export function parseLayerRules(spec: string): LayerRule[] {
   return rules;
 }
 
+/**
+ * Layer classes a rule may name instead of a layer: `@depthwise` (depthwise convolutions: one group per input
+ * channel; a few percent of a MobileFaceNet's weights, and the ones 4-bit weights hurt most).
+ */
+const LAYER_CLASSES: Record<string, (m: Module) => boolean> = {
+  '@depthwise': (m) => m instanceof Conv2d && m.groups > 1 && m.groups === m.inChannels,
+};
+
 function globToRegExp(p: string): RegExp {
   return new RegExp(`^${p.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\/]/g, '\\$&')).join('.*')}$`);
 }
@@ -84,11 +94,11 @@ function globToRegExp(p: string): RegExp {
  * reported through `unused` after the conversion (call it then).
  */
 export function layerOverrides(rules: readonly LayerRule[]): { layer: (name: string, m: Module) => LayerQuantOverride | null | undefined; unused: () => string[] } {
-  const compiled = rules.map((r) => ({ rule: r, re: globToRegExp(r.pattern), hit: false }));
+  const compiled = rules.map((r) => ({ rule: r, re: globToRegExp(r.pattern), select: LAYER_CLASSES[r.pattern], hit: false }));
   return {
-    layer: (name) => {
+    layer: (name, m) => {
       for (const c of compiled) {
-        if (!c.re.test(name)) continue;
+        if (c.select ? !c.select(m) : !c.re.test(name)) continue;
         c.hit = true;
         return c.rule.bits === null ? null : { ...c.rule.bits };
       }
