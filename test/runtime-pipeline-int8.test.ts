@@ -14,7 +14,7 @@
 import t from 'tap';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Tensor, Rng } from '../lib/tensor.js';
+import { Tensor, Rng, type FTensor } from '../lib/tensor.js';
 import { Graph } from '../lib/nn/containers.js';
 import { Concat, Slice, Exp, Softmax, ConstBinary } from '../lib/nn/import-ops.js';
 import { noGrad } from '../lib/nn/module.js';
@@ -54,7 +54,7 @@ t.test('head ops round-trip through a .qfm file; ConstBinary constants are buffe
   g.add('m', new ConstBinary('mul', prior, [1, 6, 2]), ['e']);
   g.add('c', new Concat(-1, 2), ['sm', 'm']);
   g.output('c');
-  const x = Tensor.from(Float32Array.from({ length: 2 * 6 * 4 }, () => rng.normal()), [2, 6, 4]);
+  const x = Tensor.from(Float32Array.from({ length: 2 * 6 * 4 }, () => rng.normal()), [2, 6, 4]) as FTensor;
   const y0 = noGrad(() => Float32Array.from(g.forward(x).data));
   const file = join(tmp, 'heads.qfm');
   await saveQfm(g, file);

@@ -43,7 +43,7 @@ export { addInputQuantizers, calibrateActivations, quantizeModel, engineEmbed, t
 export { prepareInput, prepareInputSync, resolveAlign, isFaceInput, type EmbedInput, type FaceInput, type RawImage, type AlignInput, type InputLimits } from './input.js';
 export { configureBudget, inflightBudget, InflightBudget, type BudgetOptions, type BudgetStats } from './budget.js';
 export { quantizePipelineNetworks, composePhotos, type QuantizePipelineOptions, type QuantizedPipelineNetworks, type ComposeOptions } from './pipeline-quant.js';
-export { loadPipeline, loadPipelineNetwork, DETECTOR_PREPROCESSING, LANDMARK_PREPROCESSING, FacePipeline, nms, landmarks68to5, cropGrey, type PipelineOptions, type PhotoInput, type Face, type DetectedFace, type FaceBox, type FacesCallOptions, type FaceSelect, type PipelineVerifyResult } from './pipeline.js';
+export { loadPipeline, loadPipelineNetwork, DETECTOR_PREPROCESSING, LANDMARK_PREPROCESSING, FacePipeline, nms, landmarks68to5, cropGrey, type PipelineOptions, type PhotoInput, type Face, type DetectedFace, type FaceBox, type FacesCallOptions, type PipelineTimings, type FaceSelect, type PipelineVerifyResult } from './pipeline.js';
 
 export interface LoadModelOptions {
   /** Native thread pool size (process-wide; default: physical cores or QUANTFACE_THREADS). */

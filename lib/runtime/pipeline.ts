@@ -116,6 +116,22 @@ export interface FacesCallOptions {
   minFaceSize?: number;
   /** Skip the recogniser (embedding is then an empty Float32Array). */
   embed?: boolean;
+  /** Filled with the milliseconds this call spent in each stage (profiling). */
+  timings?: PipelineTimings;
+}
+
+/** Milliseconds per stage of one faces() call. */
+export interface PipelineTimings {
+  /** Header, limits, budget and decode. */
+  decode: number;
+  /** Resize to 320x240, detector network, box decoding and NMS. */
+  detect: number;
+  /** Grey crops and the landmark network. */
+  landmarks: number;
+  /** Similarity warps to 112x112. */
+  align: number;
+  /** The recogniser (with its queue). */
+  embed: number;
 }
 
 export type FaceSelect = 'largest' | 'center' | 'score';
@@ -443,15 +459,27 @@ export class FacePipeline {
       scoreThreshold: o.scoreThreshold === undefined ? this.opts.scoreThreshold : checkNumber(o.scoreThreshold, 'scoreThreshold', 0, 1),
       minFaceSize: o.minFaceSize === undefined ? this.opts.minFaceSize : checkNumber(o.minFaceSize, 'minFaceSize', 0, 1 << 16),
     };
+    const tm = o.timings;
+    let t0 = tm ? performance.now() : 0;
+    const lap = (k: keyof PipelineTimings): void => {
+      if (!tm) return;
+      const t = performance.now();
+      tm[k] = t - t0;
+      t0 = t;
+    };
+    if (tm) Object.assign(tm, { decode: 0, detect: 0, landmarks: 0, align: 0, embed: 0 });
     const d = await this.decode(photo, 'the photo');
+    lap('decode');
     try {
       this.check();
       const { img, sx, sy } = d;
       const dets = await this.detect(img, call, sx, sy);
+      lap('detect');
       if (!dets.length) return [];
       const rects = dets.map((x) => FacePipeline.landmarkRect(x.box, img.width, img.height));
       const greys = rects.map(([x, y, w, h]) => cropGrey(img, x, y, w, h, LMK));
       const lms = await this.lmk.run(greys);
+      lap('landmarks');
       const rec = o.embed === false ? null : this.recognizer;
       const size = rec?.inputSize ?? 112;
       const per = size * size * 3;
@@ -475,8 +503,10 @@ export class FacePipeline {
           landmarks68: Array.from({ length: 68 }, (_, i) => [p68[2 * i]! * sx, p68[2 * i + 1]! * sy] as [number, number]),
         };
       });
+      lap('align');
       this.check();
       const emb = rec ? await rec.embedCrops(crops, dets.length) : faces.map(() => new Float32Array(0));
+      lap('embed');
       return faces.map((f, k) => ({ ...f, embedding: emb[k]! }));
     } finally {
       d.lease.release();
