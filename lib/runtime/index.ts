@@ -31,6 +31,7 @@ import { QuantFaceError } from '../errors.js';
 import { binding } from '../binding.js';
 import { Module } from '../nn/module.js';
 import type { LoadedQfm, Provenance } from '../io/qfm.js';
+import { knownModel } from '../io/known-models.js';
 import { loadModelFile, type InputOverrides, type LoadedModelFile } from '../io/load.js';
 import type { ModelInfo, Preprocessing } from '../io/model-info.js';
 import { compileModel, type CompiledModel, type CompileOptions, type CompileReport, type Plan } from './compile.js';
@@ -478,5 +479,7 @@ export async function loadModel(source: ModelSource, o: LoadModelOptions = {}): 
     ...(qfm ? { packedWeight: (n: string) => qfm!.packedWeight(n) } : {}),
   };
   const compiled = compileModel(model, copts);
-  return new FaceModel(compiled, o, info, qfm?.provenance);
+  // No threshold given or stored: a known model's (or a student's teacher's) registry threshold.
+  const known = o.threshold === undefined && storedThreshold(qfm?.provenance) === undefined ? knownModel(qfm?.provenance?.teacherSha256 ?? info?.sha256 ?? '')?.verifyThreshold : undefined;
+  return new FaceModel(compiled, known ? { ...o, threshold: known.cosine } : o, info, qfm?.provenance);
 }
