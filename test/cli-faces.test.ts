@@ -63,4 +63,28 @@ else {
     await t.rejects(facesCommand([a], { ...files, embedding: false, draw: join(dir, 'x.gif') }, new PassThrough(), new PassThrough()), { code: 'E_ARG' });
     await t.rejects(facesCommand([a], { ...files, embedding: false, draw: join(dir, 'missing-folder', 'x.png') }, new PassThrough(), new PassThrough()), { code: 'E_IO' });
   });
+  t.test('embed --detect: the largest face of each photo through the pipeline', async (t) => {
+    const { embedCommand } = await import('../lib/cli/embed.js');
+    const { FacePipeline } = await import('../lib/runtime/pipeline.js');
+    const o = { model: files.model, detect: true, detector: files.detector, landmarkModel: files.landmarkModel, threads: 1 };
+    const text = await embedCommand([a, b], o, new PassThrough());
+    const lines = text.trim().split('\n').map((l) => JSON.parse(l) as { box: { x: number }; embedding: number[] });
+    const pipe = await loadPipeline({ detector: files.detector, landmarks: files.landmarkModel, recognizer: files.model });
+    t.teardown(() => pipe.dispose());
+    for (const [i, p] of [a, b].entries()) {
+      const f = FacePipeline.pick(await pipe.faces(p), 'largest')!;
+      t.ok(Math.abs(lines[i]!.box.x - f.box.x) < 0.01, 'box of the largest face');
+      let d = 0;
+      lines[i]!.embedding.forEach((v, k) => (d = Math.max(d, Math.abs(v - f.embedding[k]!))));
+      t.ok(d < 1e-4 * Math.max(1, ...Array.from(f.embedding, Math.abs)), `embedding (max |diff| ${d.toExponential(2)})`);
+    }
+    const cmp = JSON.parse(await embedCommand([a, b], { ...o, compare: true }, new PassThrough())) as { similarity: number; threshold: number; match: boolean };
+    t.ok(cmp.threshold > 0 && cmp.match === false, `--compare of two people with the registry threshold (${cmp.similarity})`);
+    const dir = tempDir(t, 'qf-embed-detect-');
+    const grey = join(dir, 'grey.jpg');
+    await sharp({ create: { width: 200, height: 200, channels: 3, background: '#888' } }).jpeg().toFile(grey);
+    await t.rejects(embedCommand([grey], o, new PassThrough()), { code: 'E_NO_FACE', message: /grey\.jpg/ });
+    await t.rejects(embedCommand([a], { ...o, align: 'ffhq' }, new PassThrough()), { code: 'E_ARG' });
+    await t.rejects(embedCommand([a], { model: files.model, detector: files.detector }, new PassThrough()), { code: 'E_ARG' });
+  });
 }
