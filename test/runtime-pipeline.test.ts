@@ -216,7 +216,20 @@ if (!M || !LFW) {
     const grey = await sharp({ create: { width: 300, height: 200, channels: 3, background: '#808080' } }).jpeg().toBuffer();
     t.same(await pipe.faces(grey), [], 'no face: []');
     t.equal(await code(pipe.verify(grey, good, { threshold: 0.3 })), 'E_NO_FACE', 'verify without a face');
-    t.equal(await code(pipe.verify(good, good)), 'E_ARG', 'verify without a threshold (fr_feature.onnx stores none)');
+    // fr_feature.onnx stores no threshold: the registry of known models gives one (LFW-fitted), also to its .qfm students
+    const { KNOWN_MODELS_BY_SHA256 } = await import('../lib/io/known-models.js');
+    const reg = Object.values(KNOWN_MODELS_BY_SHA256).find((k) => k.name === 'faceplugin-fr_feature')!.verifyThreshold!.cosine;
+    t.equal(pipe.threshold, reg, 'the registry threshold of fr_feature.onnx');
+    t.equal((await pipe.verify(good, good)).threshold, reg, 'verify uses it');
+    const noRec = await loadPipeline({ ...files, recognizer: null });
+    t.equal(await code(noRec.verify(good, good, { threshold: 0.3 })), 'E_ARG', 'verify without a recogniser');
+    await noRec.dispose();
+    const mobile = shared('models/mobileface/mobileface.json');
+    if (mobile) {
+      const p3 = await loadPipeline({ ...files, recognizer: mobile });
+      t.equal(await code(p3.verify(good, good)), 'E_ARG', 'verify without a threshold (a recogniser with none stored or registered)');
+      await p3.dispose();
+    }
     const s = inflightBudget().stats();
     t.equal(s.bytes, 0, 'budget bytes given back');
     t.equal(s.pixels, 0, 'budget pixels given back');

@@ -1,7 +1,7 @@
 /**
  * Starts the example server:
  *
- *   npm run serve:example -- --model student.qfm [--port 3000] [--host 127.0.0.1] [--faces]
+ *   npm run serve:example -- --model student.qfm [--port 3000] [--host 127.0.0.1] [--faces [--detector F] [--landmark-model F]]
  *       [--threads 2] [--align none|ffhq|lfw-funneled|box:x,y,side] [--threshold 0.3]
  *       [--max-batch 32] [--log] [limits: see LIMITS below and the README]
  *
@@ -79,7 +79,7 @@ async function main(): Promise<void> {
   const threads = num(a.get('threads') ?? process.env.QF_THREADS, 'threads');
   const threshold = num(a.get('threshold') ?? process.env.QF_THRESHOLD, 'threshold');
   const maxBatch = num(a.get('max-batch') ?? process.env.QF_MAX_BATCH, 'max-batch');
-  const known = new Set(['model', 'port', 'host', 'threads', 'threshold', 'max-batch', 'align', 'log', 'sharp-concurrency', 'sharp-cache', 'faces', ...Object.keys(LIMITS)]);
+  const known = new Set(['model', 'port', 'host', 'threads', 'threshold', 'max-batch', 'align', 'log', 'sharp-concurrency', 'sharp-cache', 'faces', 'detector', 'landmark-model', ...Object.keys(LIMITS)]);
   for (const k of a.keys()) if (!known.has(k)) throw new Error(`unknown option --${k}`);
   const groups: Record<'limits' | 'budget' | 'server', Record<string, number>> = { limits: {}, budget: {}, server: {} };
   for (const [flag, l] of Object.entries(LIMITS)) {
@@ -104,7 +104,13 @@ async function main(): Promise<void> {
     budget: groups.budget,
   });
   // --faces: POST /faces and photo /verify through the face pipeline (faceplugin's detector and landmark net, fetched into the cache)
-  const pipeline = a.has('faces') || process.env.QF_FACES === '1' ? await loadPipeline({ recognizer: model, limits: groups.limits, onMessage: (m) => console.error(m) }) : undefined;
+  // (--detector / --landmark-model: other networks, e.g. the int8 .qfm files of `quantface quantize-pipeline`)
+  const detector = a.get('detector') ?? process.env.QF_DETECTOR;
+  const landmarks = a.get('landmark-model') ?? process.env.QF_LANDMARK_MODEL;
+  const pipeline =
+    a.has('faces') || process.env.QF_FACES === '1'
+      ? await loadPipeline({ recognizer: model, limits: groups.limits, ...(detector ? { detector: resolve(detector) } : {}), ...(landmarks ? { landmarks: resolve(landmarks) } : {}), onMessage: (m) => console.error(m) })
+      : undefined;
   const app = buildServer({ model, ...(pipeline ? { pipeline } : {}), ...groups.server, logger: a.has('log'), name: modelPath });
   const port = num(a.get('port') ?? process.env.PORT, 'port') ?? 3000;
   const host = a.get('host') ?? process.env.HOST ?? '127.0.0.1';

@@ -9,6 +9,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve, sep } from 'node:path';
 import { Command } from 'commander';
+import { FacePipeline, loadPipeline, type Face } from '../runtime/pipeline.js';
 import { addInputOptions, inputOverrides, intArg, numberArg, type InputFlags } from './args.js';
 import { QuantFaceError, ioError } from '../errors.js';
 import { loadModel, storedThreshold, type EmbedInput, type FaceModel } from '../runtime/index.js';
@@ -28,6 +29,10 @@ export interface EmbedCliOptions extends InputFlags {
   precision?: 'auto' | 'float';
   /** Landmarks file (as `eval --landmarks`): `image x1 y1 ... x5 y5` lines, or bare `x1 ... y5` lines in image order. */
   landmarks?: string;
+  /** Find the face with the face pipeline (detector + landmark net) and embed the largest one. */
+  detect?: boolean;
+  detector?: string;
+  landmarkModel?: string;
 }
 
 /**
@@ -91,6 +96,8 @@ export async function embedCommand(images: string[], o: EmbedCliOptions, out: No
   if (images.length === 0) throw new QuantFaceError('E_ARG', 'give at least one image file');
   if (o.compare && images.length !== 2) throw new QuantFaceError('E_ARG', `--compare takes exactly two images (got ${images.length})`);
   if (o.landmarks !== undefined && o.align !== undefined) throw new QuantFaceError('E_ARG', '--landmarks warps each face to the model\'s 5-point template: leave --align out');
+  if (o.detect && (o.landmarks !== undefined || o.align !== undefined)) throw new QuantFaceError('E_ARG', '--detect finds and aligns the face itself: leave --align and --landmarks out');
+  if (!o.detect && (o.detector !== undefined || o.landmarkModel !== undefined)) throw new QuantFaceError('E_ARG', '--detector and --landmark-model go with --detect');
   const lms = o.landmarks !== undefined ? await landmarksForImages(o.landmarks, images) : undefined;
   const input = inputOverrides(o);
   const model: FaceModel = await loadModel(o.model, {
@@ -101,11 +108,21 @@ export async function embedCommand(images: string[], o: EmbedCliOptions, out: No
     ...(o.precision !== undefined ? { precision: o.precision } : {}),
   });
   let text = '';
+  let pipe: FacePipeline | undefined;
+  const boxes: Array<Face['box'] | undefined> = [];
   try {
+    if (o.detect)
+      pipe = await loadPipeline({ recognizer: model, ...(o.detector ? { detector: resolve(o.detector) } : {}), ...(o.landmarkModel ? { landmarks: resolve(o.landmarkModel) } : {}) });
     const paths = images.map((p) => resolve(p));
     // One call per image (the model's queue batches them), so an unreadable file is named in the error.
     const embs = await Promise.all(paths.map(async (p, i) => {
       try {
+        if (pipe) {
+          const f = FacePipeline.pick(await pipe.faces(p), 'largest');
+          if (!f) throw new QuantFaceError('E_NO_FACE', `${p}: no face found`, { path: p });
+          boxes[i] = f.box;
+          return f.embedding;
+        }
         const x: EmbedInput = lms ? { image: p, landmarks: lms[i]! } : p;
         return await model.embed(x) as Float32Array;
       } catch (e) {
@@ -119,9 +136,14 @@ export async function embedCommand(images: string[], o: EmbedCliOptions, out: No
       const r = { a: paths[0], b: paths[1], similarity: f7(s), threshold: threshold ?? null, match: threshold === undefined ? null : s >= threshold };
       text = JSON.stringify(r) + '\n';
     } else {
-      text = paths.map((p, i) => JSON.stringify({ image: p, dim: model.dim, embedding: Array.from(embs[i]!, f7) })).join('\n') + '\n';
+      const r2 = (x: number): number => Math.round(x * 100) / 100;
+      text = paths.map((p, i) => {
+        const b = boxes[i];
+        return JSON.stringify({ image: p, dim: model.dim, ...(b ? { box: { x: r2(b.x), y: r2(b.y), width: r2(b.width), height: r2(b.height) } } : {}), embedding: Array.from(embs[i]!, f7) });
+      }).join('\n') + '\n';
     }
   } finally {
+    await pipe?.dispose();
     await model.dispose();
   }
   if (o.out !== undefined) {
@@ -222,6 +244,9 @@ export function register(program: Command): void {
     .requiredOption('-m, --model <path>', 'model: a .qfm, an .onnx, a TF.js model.json or a face-api weights manifest (told by content)')
     .option('--align <preset>', 'face crop of the images: none (already 112x112 crops; default) | ffhq | lfw-funneled | box:x,y,side')
     .option('--landmarks <file>', '5-point landmarks of each image (the file eval --landmarks reads: "image x1 y1 ... x5 y5" lines, or 10 numbers per line in image order): each face is warped to the model\'s template')
+    .option('--detect', 'photos: find the faces (face pipeline: detector + 68 landmarks + alignment) and embed the largest one per photo')
+    .option('--detector <file>', 'with --detect: detector ONNX or int8 .qfm (default: faceplugin fr_detect.onnx, fetched into the cache)')
+    .option('--landmark-model <file>', 'with --detect: landmark net ONNX or int8 .qfm (default: faceplugin fr_landmark.onnx)')
     .option('--threads <n>', 'native threads', intArg('--threads', 1))
     .option('--threshold <cosine>', 'verification threshold for --compare (default: the model file\'s)', numberArg('--threshold'))
     .option('--compare', 'print the cosine similarity of the two images (and match, when a threshold is known)')

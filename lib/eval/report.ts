@@ -48,6 +48,8 @@ export interface EvalReport {
   };
   models: ReportModel[];
   seconds: number;
+  /** A few aligned crops as the first model saw them (PNG, base64), shown in the HTML report. */
+  samples?: Array<{ image: string; size: number; png: string }>;
 }
 
 /**
@@ -212,6 +214,7 @@ ul.legend{list-style:none;padding:0;margin:24px 0 0}ul.legend li{margin:4px 0}
 .swatch{display:inline-block;width:14px;height:4px;margin:0 8px 3px 0;vertical-align:middle}
 table{border-collapse:collapse;margin:4px 0}th,td{border:1px solid #ccd;padding:3px 8px;text-align:right}
 th{background:#eef0f6;white-space:nowrap}td:first-child,th:first-child{text-align:left;white-space:nowrap}tr.total td{font-weight:600}
+.crops{display:flex;flex-wrap:wrap;gap:8px}.crops figure{margin:0;text-align:center;font-size:11px;color:#555}.crops figcaption{max-width:112px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 </style></head><body>
 <h1>Face verification: ${esc(ds.path.split(/[\\/]/).filter(Boolean).pop() ?? ds.path)} (${ds.kind === 'ijb' ? 'IJB 1:1' : ds.kind === 'bin' ? 'insightface .bin' : 'pairs list'})</h1>
 <p class="sub">${esc(ds.path)} &middot; ${ds.nPairs} pairs (${ds.nPos} genuine, ${ds.nNeg} impostor) &middot; ${ds.nImages} images${ds.nTemplates !== undefined ? ` &middot; ${ds.nTemplates} templates` : ''} &middot; alignment: ${esc(ds.align)}${ds.limited ? ' &middot; <b>limited subset</b>' : ''} &middot; ${esc(r.created)} &middot; quantface ${esc(r.version)}</p>
@@ -223,6 +226,7 @@ ${rocSvg(r.models)}
 <table>${summaryHead}
 ${summaryRows}</table>
 ${folds}
+${r.samples?.length ? `<h2>Aligned crops (a sample, as the first model sees them)</h2>\n<div class="crops">${r.samples.map((c) => `<figure><img src="data:image/png;base64,${c.png}" width="${c.size}" height="${c.size}" alt="${esc(c.image)}"><figcaption>${esc(c.image.split(/[\\/]/).pop() ?? c.image)}</figcaption></figure>`).join('')}</div>` : ''}
 <h2>Models and preprocessing</h2>
 <table><tr><th>model</th><th>file</th><th>format</th><th>input</th><th>colour</th><th>scaling</th><th>alignment</th><th>layout</th><th>dim</th><th>description</th></tr>
 ${metaRows}</table>

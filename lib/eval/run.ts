@@ -15,7 +15,8 @@ import { readIjbMeta, runIjb } from './ijb.js';
 import { readLandmarks, readPairs } from './pairs.js';
 import { detectPairsLandmarks } from './detect.js';
 import { thinRoc, type EvalReport, type ReportModel } from './report.js';
-import { binVerificationSet, pairsVerificationSet, runVerification, type AlignChoice } from './verify.js';
+import { binVerificationSet, pairsVerificationSet, runVerification, type AlignChoice, type VerificationSet } from './verify.js';
+import sharp from 'sharp';
 
 export type AlignOption = CropPreset | 'landmarks' | 'detect';
 export const ALIGN_OPTIONS: readonly AlignOption[] = [...CROP_PRESETS, 'landmarks', 'detect'];
@@ -40,6 +41,8 @@ export interface EvalOptions {
   onDetectProgress?: (p: { done: number; total: number; seconds: number }) => void;
   batch?: number;
   limit?: number;
+  /** Aligned crops shown in the HTML report (default 8; 0: none). */
+  samples?: number;
   /** 'auto' (default) / 'engine': quantface's runtime for every format; 'wasm' / 'cpu': TF.js graph models on @tensorflow/tfjs. */
   backend?: EvalBackend;
   /** Input description for model files that record none (CLI --input-mean, --input-std, --bgr, --template). */
@@ -152,7 +155,9 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
     }
     const r = await runVerification(set, embedders, common);
     const nPos = set.issame.filter((x) => x).length;
+    const samples = await sampleCrops(set, embedders[0]!.meta.inputShape[0], o.samples ?? 8);
     return {
+      ...(samples.length ? { samples } : {}),
       tool: 'quantface eval',
       version: packageVersion(),
       created: new Date().toISOString(),
@@ -178,4 +183,26 @@ export async function runEval(o: EvalOptions): Promise<EvalReport> {
   } finally {
     for (const e of owned) e.dispose?.();
   }
+}
+
+/**
+ * n aligned crops spread over a set's images (as the first model sees them:
+ * its input size, the set's alignment) as PNG, base64, for the HTML report.
+ */
+async function sampleCrops(set: VerificationSet, size: number, n: number): Promise<NonNullable<EvalReport['samples']>> {
+  const out: NonNullable<EvalReport['samples']> = [];
+  const k = Math.min(n, set.nImages);
+  const px = new Float32Array(size * size * 3);
+  for (let i = 0; i < k; i++) {
+    const idx = Math.floor((i * set.nImages) / k);
+    try {
+      await set.load(idx, size, px, 0);
+    } catch {
+      continue; // a sample is decoration: the evaluation itself reported any problem
+    }
+    const bytes = Uint8Array.from(px, (v) => Math.min(255, Math.max(0, Math.round(v))));
+    const png = await sharp(bytes, { raw: { width: size, height: size, channels: 3 } }).png().toBuffer();
+    out.push({ image: set.imageName?.(idx) ?? `image ${idx}`, size, png: png.toString('base64') });
+  }
+  return out;
 }

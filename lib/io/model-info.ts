@@ -158,9 +158,18 @@ function triple(t: Triple): [number, number, number] {
 export function preprocess(info: Pick<ModelInfo, 'name' | 'inputShape' | 'preprocessing' | 'layout'>, rgb: ArrayLike<number>, n: number, layout = info.layout ?? 'NHWC'): Tensor<'f32'> {
   const [h, w, c] = info.inputShape;
   const per = h * w * c;
-  if (c !== 3) throw new QuantFaceError('E_SHAPE', `preprocess: model ${info.name} takes ${c} channels; only 3-channel RGB input is supported`);
+  if (c !== 3 && c !== 1) throw new QuantFaceError('E_SHAPE', `preprocess: model ${info.name} takes ${c} channels; only RGB (3) and grey (1) input are supported`);
   if (!Number.isInteger(n) || n < 1 || rgb.length !== n * per)
-    throw new QuantFaceError('E_SHAPE', `preprocess: ${n} crops of ${h}x${w}x3 need ${n * per} values, got ${rgb.length}`);
+    throw new QuantFaceError('E_SHAPE', `preprocess: ${n} crops of ${h}x${w}x${c} need ${n * per} values, got ${rgb.length}`);
+  if (c === 1) {
+    // Grey input (one byte per pixel): the first channel's normalisation; NHWC and NCHW are the same layout.
+    const nz = info.preprocessing.normalize;
+    const m0 = nz === 'raw' ? 0 : triple(nz.mean)[0];
+    const s0 = nz === 'raw' ? 1 : triple(nz.std)[0];
+    const out = Tensor.zeros(layout === 'NCHW' ? [n, 1, h, w] : [n, h, w, 1]);
+    for (let i = 0; i < n * per; i++) out.data[i] = (rgb[i]! - m0) / s0;
+    return out;
+  }
   const out = Tensor.zeros(layout === 'NCHW' ? [n, c, h, w] : [n, h, w, c]);
   const o = out.data;
   if (layout === 'NCHW') {

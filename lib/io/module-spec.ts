@@ -12,14 +12,15 @@
  * Conv2d, Linear, BatchNorm / BatchNorm1d / BatchNorm2d, PReLU, ReLU, Add,
  * Identity, Flatten, Dropout, L2Normalize, the import ops (Pad, Clamp,
  * ChannelAffine, Multiply, Subtract, Abs, Reshape, GlobalAvgPool,
- * MaxPool2d, AvgPool2d, NhwcToNchw) and the fake quantizers (WeightFakeQuant,
+ * MaxPool2d, AvgPool2d, NhwcToNchw, Concat, Slice, Exp, Softmax,
+ * ConstBinary: a detector head's ops) and the fake quantizers (WeightFakeQuant,
  * ActFakeQuant).
  */
 import { QuantFaceError } from '../errors.js';
 import { Module } from '../nn/module.js';
 import { Conv2d, Linear, BatchNorm, BatchNorm1d, BatchNorm2d, PReLU, ReLU, Add, Identity, Flatten, Dropout, L2Normalize } from '../nn/layers.js';
 import { Sequential, Graph } from '../nn/containers.js';
-import { Pad, Clamp, ChannelAffine, Multiply, Subtract, Abs, Reshape, GlobalAvgPool, MaxPool2d, AvgPool2d, NhwcToNchw } from '../nn/import-ops.js';
+import { Pad, Clamp, ChannelAffine, Multiply, Subtract, Abs, Reshape, GlobalAvgPool, MaxPool2d, AvgPool2d, NhwcToNchw, Concat, Slice, Exp, Softmax, ConstBinary } from '../nn/import-ops.js';
 import { WeightFakeQuant, ActFakeQuant } from '../quant/fake-quant.js';
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -98,6 +99,13 @@ interface TypeDef {
 }
 
 const none = (): { params: Shapes; buffers: Shapes } => ({ params: {}, buffers: {} });
+
+/** Elements of a ConstBinary constant (its shape checked; at most 2^26 values). */
+function constNumel(c: Cfg): number {
+  const n = c.intList('shape', 8, 1, 1 << 24).reduce((a, b) => a * b, 1);
+  if (n > 1 << 26) throw bad(c.where, `the constant has ${n} values (over ${1 << 26})`);
+  return n;
+}
 const simple = (cls: new () => Module): TypeDef => ({ cls, config: () => ({}), shapes: none, build: () => new cls() });
 
 const DEFS: Record<string, TypeDef> = {
@@ -235,6 +243,41 @@ const DEFS: Record<string, TypeDef> = {
     config: (m) => ({ shape: [...(m as Reshape).shape] }),
     shapes: none,
     build: (c) => new Reshape(c.intList('shape', 8, -1, 1 << 24)),
+  },
+  Concat: {
+    cls: Concat,
+    config: (m) => ({ axis: (m as Concat).axis, inputs: (m as Concat).inputs }),
+    shapes: none,
+    build: (c) => new Concat(c.int('axis', -8, 8), c.int('inputs', 1, 16)),
+  },
+  Slice: {
+    cls: Slice,
+    config: (m) => {
+      const s = m as Slice;
+      return { axis: s.axis, start: s.start, end: encNum(s.end) };
+    },
+    shapes: none,
+    build: (c) => {
+      const end = c.num('end', { finite: false });
+      if (!(Number.isInteger(end) || end === Infinity) || Math.abs(end) > 2 ** 40 && end !== Infinity) throw bad(c.where, "'end' must be an integer or Infinity");
+      return new Slice(c.int('axis', -8, 8), c.int('start', -(2 ** 40), 2 ** 40), end);
+    },
+  },
+  Exp: simple(Exp),
+  Softmax: {
+    cls: Softmax,
+    config: (m) => ({ axis: (m as Softmax).axis }),
+    shapes: none,
+    build: (c) => new Softmax(c.int('axis', -8, 8)),
+  },
+  ConstBinary: {
+    cls: ConstBinary,
+    config: (m) => {
+      const b = m as ConstBinary;
+      return { op: b.op, shape: [...b.constShape] };
+    },
+    shapes: (c) => ({ params: {}, buffers: { value: [constNumel(c)] } }),
+    build: (c) => new ConstBinary(c.str('op', ['add', 'sub', 'mul', 'div', 'rsub', 'rdiv'] as const), new Float32Array(constNumel(c)), c.intList('shape', 8, 1, 1 << 24)),
   },
   GlobalAvgPool: {
     cls: GlobalAvgPool,

@@ -940,8 +940,8 @@ export class Softmax extends Module {
 export class ConstBinary extends Module {
   readonly op: 'add' | 'sub' | 'mul' | 'div' | 'rsub' | 'rdiv';
   readonly constShape: readonly number[];
-  readonly value: Float32Array;
-  private expanded: { key: string; data: Float32Array } | undefined;
+  /** The expansion for one per-sample shape, with the constant it was made from (a loadStateDict may change it in place). */
+  private expanded: { key: string; data: Float32Array; from: Float32Array } | undefined;
   private ctx: { x: FTensor } | undefined;
 
   constructor(op: ConstBinary['op'], value: Float32Array, shape: readonly number[]) {
@@ -950,14 +950,24 @@ export class ConstBinary extends Module {
     if (value.length !== shape.reduce((a, b) => a * b, 1)) throw new QuantFaceError('E_SHAPE', `ConstBinary: ${value.length} values for shape ${shapeStr(shape)}`);
     this.op = op;
     this.constShape = Object.freeze([...shape]);
-    this.value = Float32Array.from(value);
+    // A buffer (saved in .qfm files, loaded by loadStateDict), flat: its shape is constShape.
+    const t = Tensor.zeros([value.length]);
+    t.data.set(value);
+    this.registerBuffer('value', t);
+  }
+
+  /** The constant's values (row-major over constShape). */
+  get value(): Float32Array {
+    return this.buffer('value').data as Float32Array;
   }
 
   /** The constant expanded to the per-sample shape s (cached). */
   private expand(s: readonly number[]): Float32Array {
     const per = s.slice(1);
     const key = per.join(',');
-    if (this.expanded?.key === key) return this.expanded.data;
+    const v = this.value;
+    const e = this.expanded;
+    if (e?.key === key && e.from.length === v.length && e.from.every((x, i) => Object.is(x, v[i]))) return e.data;
     const c = [...this.constShape];
     if (c.length > s.length) {
       if (c.slice(0, c.length - s.length).some((d) => d !== 1)) throw new QuantFaceError('E_SHAPE', `ConstBinary: constant ${shapeStr(this.constShape)} does not broadcast to ${shapeStr(s)}`);
@@ -972,13 +982,13 @@ export class ConstBinary extends Module {
     for (let i = 0; i < n; i++) {
       let off = 0;
       for (let k = 0; k < per.length; k++) off += idx[k]! * cs[k]!;
-      data[i] = this.value[off]!;
+      data[i] = v[off]!;
       for (let k = per.length - 1; k >= 0; k--) {
         if (++idx[k]! < per[k]!) break;
         idx[k] = 0;
       }
     }
-    this.expanded = { key, data };
+    this.expanded = { key, data, from: Float32Array.from(v) };
     return data;
   }
 

@@ -187,6 +187,19 @@ export interface CompileOptions {
    * (no pool wake-up per kernel). Default 48e6 (e.g. MobileFaceNet batch 1 uses the pool only above it).
    */
   singleThreadMacs?: number;
+  /**
+   * How a plan with more than one native thread chooses between the calling
+   * thread alone and the pool, per native segment:
+   * - 'measure' (default): on the plan's first run at a thread count, each
+   *   segment is timed both ways (a few alternating runs on a scratch arena,
+   *   best of each) and uses the pool only where it is at least 10% faster,
+   *   so more threads never make a batch slower than one thread does (small
+   *   batches of small networks: waking the pool per kernel can cost more
+   *   than the split saves). Plans under 2e6 MACs stay on one thread and
+   *   plans over 4e9 MACs use the pool without measuring.
+   * - 'macs': the fixed rule of singleThreadMacs only.
+   */
+  threadSchedule?: 'measure' | 'macs';
 }
 
 export interface CompileReport {
@@ -961,6 +974,12 @@ export interface Plan {
   offsets: Map<LValue, number>;
   /** Run on one thread (small problems: waking the pool per kernel costs more than it saves). */
   singleThread: boolean;
+  /**
+   * threadSchedule 'measure': per native thread count, whether each native
+   * segment runs on one thread (true) or the pool (false), measured on the
+   * plan's first run at that thread count.
+   */
+  schedules: Map<number, boolean[]>;
 }
 
 const ALIGN = 64;
@@ -996,9 +1015,14 @@ export class CompiledModel {
 
   /** See CompileOptions.singleThreadMacs. */
   singleThreadMacs: number;
+  /** See CompileOptions.threadSchedule. */
+  threadSchedule: 'measure' | 'macs';
 
   constructor(low: Lowering, inputShape: [number, number, number], pre: Preprocessing) {
     this.singleThreadMacs = low.opts.singleThreadMacs ?? 48e6;
+    const ts = low.opts.threadSchedule ?? 'measure';
+    if (ts !== 'measure' && ts !== 'macs') throw new QuantFaceError('E_ARG', `threadSchedule must be 'measure' or 'macs' (got ${String(ts)})`);
+    this.threadSchedule = ts;
     this.graph = low.g;
     this.valueOf = low.lv;
     this.ops = low.ops;
@@ -1110,7 +1134,48 @@ export class CompiledModel {
     flush();
     const macs = N * (this.report.int8Macs + this.report.fp32Macs);
     const singleThread = macs < this.singleThreadMacs;
-    return { batch: N, arenaBytes: arena, inputOffset: off(this.input), outputOffset: off(this.output), segments, offsets, singleThread };
+    return { batch: N, arenaBytes: arena, inputOffset: off(this.input), outputOffset: off(this.output), segments, offsets, singleThread, schedules: new Map() };
+  }
+
+  /**
+   * One flag per native segment of p: run it on the calling thread alone
+   * (true) or on the pool, at the current native thread count (see
+   * CompileOptions.threadSchedule). Measures on first use per thread count.
+   */
+  segmentSchedule(p: Plan): boolean[] {
+    const native = p.segments.filter((s): s is Extract<Plan['segments'][number], { kind: 'native' }> => s.kind === 'native');
+    const T = binding.getThreads();
+    if (T <= 1 || this.threadSchedule === 'macs') return native.map(() => p.singleThread);
+    const hit = p.schedules.get(T);
+    if (hit) return hit;
+    const macs = p.batch * (this.report.int8Macs + this.report.fp32Macs);
+    let sch: boolean[];
+    if (macs < 2e6) sch = native.map(() => true);
+    else if (macs > 4e9) sch = native.map(() => false);
+    else {
+      const arena = this.newArena(p);
+      const time = (program: RtProgram, single: boolean): number => {
+        const t0 = performance.now();
+        binding.rtRun({ program, arena, singleThread: single });
+        return performance.now() - t0;
+      };
+      sch = native.map((s) => {
+        // warm-up both ways, then alternate; best of each (other processes only ever add time)
+        const first = time(s.program, true) + time(s.program, false);
+        const rounds = first > 200 ? 2 : first > 40 ? 3 : 6;
+        let one = Infinity;
+        let pool = Infinity;
+        for (let r = 0; r < rounds; r++)
+          for (const single of r % 2 ? [true, false] : [false, true]) {
+            const t = time(s.program, single);
+            if (single) one = Math.min(one, t);
+            else pool = Math.min(pool, t);
+          }
+        return !(pool < 0.9 * one);
+      });
+    }
+    p.schedules.set(T, sch);
+    return sch;
   }
 
   /** A zeroed arena for plan p (8-byte aligned). */
@@ -1131,10 +1196,11 @@ export class CompiledModel {
   /** Runs every step (native segments on a worker thread). */
   async run(p: Plan, arena: Uint8Array, profile?: Float64Array[]): Promise<void> {
     let k = 0;
+    const sch = this.segmentSchedule(p);
     for (const s of p.segments) {
       if (s.kind === 'native') {
         const prof = profile ? (profile[k] ??= new Float64Array(s.ops.length)) : undefined;
-        await binding.rtRunAsync({ program: s.program, arena, singleThread: p.singleThread, ...(prof ? { profile: prof } : {}) });
+        await binding.rtRunAsync({ program: s.program, arena, singleThread: sch[k]!, ...(prof ? { profile: prof } : {}) });
         k++;
       } else this.runJs(p, arena, s.op);
     }
@@ -1143,10 +1209,11 @@ export class CompiledModel {
   /** Synchronous form of run (blocks the thread). */
   runSync(p: Plan, arena: Uint8Array, profile?: Float64Array[]): void {
     let k = 0;
+    const sch = this.segmentSchedule(p);
     for (const s of p.segments) {
       if (s.kind === 'native') {
         const prof = profile ? (profile[k] ??= new Float64Array(s.ops.length)) : undefined;
-        binding.rtRun({ program: s.program, arena, singleThread: p.singleThread, ...(prof ? { profile: prof } : {}) });
+        binding.rtRun({ program: s.program, arena, singleThread: sch[k]!, ...(prof ? { profile: prof } : {}) });
         k++;
       } else this.runJs(p, arena, s.op);
     }

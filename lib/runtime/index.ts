@@ -31,6 +31,7 @@ import { QuantFaceError } from '../errors.js';
 import { binding } from '../binding.js';
 import { Module } from '../nn/module.js';
 import type { LoadedQfm, Provenance } from '../io/qfm.js';
+import { knownModel } from '../io/known-models.js';
 import { loadModelFile, type InputOverrides, type LoadedModelFile } from '../io/load.js';
 import type { ModelInfo, Preprocessing } from '../io/model-info.js';
 import { compileModel, type CompiledModel, type CompileOptions, type CompileReport, type Plan } from './compile.js';
@@ -42,7 +43,8 @@ export { compileModel, CompiledModel, type CompileOptions, type CompileReport, t
 export { addInputQuantizers, calibrateActivations, quantizeModel, engineEmbed, type CalibrateOptions, type QuantizeModelOptions, type InputQuantizerOptions } from './calibrate.js';
 export { prepareInput, prepareInputSync, resolveAlign, isFaceInput, type EmbedInput, type FaceInput, type RawImage, type AlignInput, type InputLimits } from './input.js';
 export { configureBudget, inflightBudget, InflightBudget, type BudgetOptions, type BudgetStats } from './budget.js';
-export { loadPipeline, FacePipeline, nms, landmarks68to5, cropGrey, type PipelineOptions, type PhotoInput, type Face, type DetectedFace, type FaceBox, type FacesCallOptions, type FaceSelect, type PipelineVerifyResult } from './pipeline.js';
+export { quantizePipelineNetworks, composePhotos, type QuantizePipelineOptions, type QuantizedPipelineNetworks, type ComposeOptions } from './pipeline-quant.js';
+export { loadPipeline, loadPipelineNetwork, DETECTOR_PREPROCESSING, LANDMARK_PREPROCESSING, FacePipeline, nms, landmarks68to5, cropGrey, type PipelineOptions, type PhotoInput, type Face, type DetectedFace, type FaceBox, type FacesCallOptions, type PipelineTimings, type FaceSelect, type PipelineVerifyResult } from './pipeline.js';
 
 export interface LoadModelOptions {
   /** Native thread pool size (process-wide; default: physical cores or QUANTFACE_THREADS). */
@@ -477,5 +479,7 @@ export async function loadModel(source: ModelSource, o: LoadModelOptions = {}): 
     ...(qfm ? { packedWeight: (n: string) => qfm!.packedWeight(n) } : {}),
   };
   const compiled = compileModel(model, copts);
-  return new FaceModel(compiled, o, info, qfm?.provenance);
+  // No threshold given or stored: a known model's (or a student's teacher's) registry threshold.
+  const known = o.threshold === undefined && storedThreshold(qfm?.provenance) === undefined ? knownModel(qfm?.provenance?.teacherSha256 ?? info?.sha256 ?? '')?.verifyThreshold : undefined;
+  return new FaceModel(compiled, known ? { ...o, threshold: known.cosine } : o, info, qfm?.provenance);
 }

@@ -37,12 +37,14 @@
  * E_TIMEOUT (budget), E_ARG (options), E_NO_FACE (verify() on a photo
  * without a face), E_CLOSED (after dispose()).
  */
-import { stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import sharp from 'sharp';
 import { QuantFaceError, ioError } from '../errors.js';
 import { binding } from '../binding.js';
 import { ARCFACE_TEMPLATE, landmarkAffine, warpAffine, type RgbImage } from '../data/align.js';
 import { importOnnxModel } from '../io/onnx.js';
+import { QFM_MAGIC, loadQfm, type PackedWeight } from '../io/qfm.js';
+import type { Preprocessing } from '../io/model-info.js';
 import { FACE_PIPELINE_FILES, resolvePackageFiles } from '../io/package-files.js';
 import type { Module } from '../nn/module.js';
 import { compileModel, type CompiledModel, type Plan } from './compile.js';
@@ -55,9 +57,9 @@ import { loadModel, verify as verifyEmbeddings, type FaceModel, type ModelSource
 export type PhotoInput = string | Uint8Array | ArrayBuffer | RawImage;
 
 export interface PipelineOptions {
-  /** fr_detect.onnx (default: faceplugin-face-recognition-js 0.0.1's, fetched into the cache). */
+  /** fr_detect.onnx or an int8 .qfm made from it (quantizePipelineNetworks) (default: faceplugin-face-recognition-js 0.0.1's fr_detect.onnx, fetched into the cache). */
   detector?: string | Module;
-  /** fr_landmark.onnx (default: as detector). */
+  /** fr_landmark.onnx or an int8 .qfm made from it (default: as detector). */
   landmarks?: string | Module;
   /** The recogniser: a model file (.qfm student, ONNX, ...) or a loaded FaceModel (default: fr_feature.onnx as detector); null: detection and landmarks only (embeddings empty). */
   recognizer?: ModelSource | FaceModel | null;
@@ -79,7 +81,7 @@ export interface PipelineOptions {
   limits?: InputLimits;
   /** The process-wide in-flight budget (see loadModel). */
   budget?: BudgetOptions;
-  /** 'float' runs the recogniser's float weights (detector and landmark net always run in fp32 today). */
+  /** 'auto' (default): int8 wherever a network is quantized (.qfm files); 'float': every network on its float weights. */
   precision?: 'auto' | 'float';
   /** Cache folder for fetched models (default QUANTFACE_CACHE or ~/.cache/quantface). */
   cacheDir?: string;
@@ -114,6 +116,22 @@ export interface FacesCallOptions {
   minFaceSize?: number;
   /** Skip the recogniser (embedding is then an empty Float32Array). */
   embed?: boolean;
+  /** Filled with the milliseconds this call spent in each stage (profiling). */
+  timings?: PipelineTimings;
+}
+
+/** Milliseconds per stage of one faces() call. */
+export interface PipelineTimings {
+  /** Header, limits, budget and decode. */
+  decode: number;
+  /** Resize to 320x240, detector network, box decoding and NMS. */
+  detect: number;
+  /** Grey crops and the landmark network. */
+  landmarks: number;
+  /** Similarity warps to 112x112. */
+  align: number;
+  /** The recogniser (with its queue). */
+  embed: number;
 }
 
 export type FaceSelect = 'largest' | 'center' | 'score';
@@ -352,14 +370,8 @@ export class FacePipeline {
   }
 
   /** Detector boxes (work-image pixels, corners), scores, after threshold, NMS, size and count limits. */
-  private async detect(img: RgbImage, o: Required<Pick<FacesCallOptions, 'maxFaces' | 'scoreThreshold' | 'minFaceSize'>>, sx: number, sy: number): Promise<Array<{ box: [number, number, number, number]; score: number }>> {
-    let small: Buffer;
-    try {
-      small = await sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } }).resize(DET_W, DET_H, { fit: 'fill', kernel: 'linear' }).raw().toBuffer();
-    } catch (e) {
-      throw new QuantFaceError('E_FORMAT', `cannot resize the photo for detection (${(e as Error).message})`, { cause: e });
-    }
-    const [out] = await this.det.run([new Uint8Array(small.buffer, small.byteOffset, small.byteLength)]);
+  private async detect(img: RgbImage, o: Required<Pick<FacesCallOptions, 'maxFaces' | 'scoreThreshold' | 'minFaceSize'>>, sx: number, sy: number, small?: Uint8Array): Promise<Array<{ box: [number, number, number, number]; score: number }>> {
+    const [out] = await this.det.run([small ?? (await FacePipeline.detectorInput(img))]);
     const P = out!.length / 6;
     const scores = out!.subarray(0, 2 * P);
     const rel = out!.subarray(2 * P);
@@ -386,6 +398,38 @@ export class FacePipeline {
       if (res.length >= o.maxFaces) break;
     }
     return res;
+  }
+
+  /** The detector's input: the photo resized to 320x240 RGB bytes (libvips, linear). */
+  private static async detectorInput(img: RgbImage): Promise<Uint8Array> {
+    let small: Buffer;
+    try {
+      small = await sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } }).resize(DET_W, DET_H, { fit: 'fill', kernel: 'linear' }).raw().toBuffer();
+    } catch (e) {
+      throw new QuantFaceError('E_FORMAT', `cannot resize the photo for detection (${(e as Error).message})`, { cause: e });
+    }
+    return new Uint8Array(small.buffer, small.byteOffset, small.byteLength);
+  }
+
+  /**
+   * The detector's input for a photo and the landmark net's 64x64 grey
+   * inputs of the faces this pipeline finds in it, exactly as faces() feeds
+   * them (post-training calibration of the two networks).
+   */
+  async networkInputs(photo: PhotoInput, o: Omit<FacesCallOptions, 'embed'> = {}): Promise<{ detector: Uint8Array; landmarks: Uint8Array[] }> {
+    this.check();
+    const d = await this.decode(photo, 'the photo');
+    try {
+      const small = await FacePipeline.detectorInput(d.img);
+      const dets = await this.detect(d.img, { maxFaces: o.maxFaces ?? this.opts.maxFaces, scoreThreshold: o.scoreThreshold ?? this.opts.scoreThreshold, minFaceSize: o.minFaceSize ?? this.opts.minFaceSize }, d.sx, d.sy, small);
+      const landmarks = dets.map((x) => {
+        const [rx, ry, rw, rh] = FacePipeline.landmarkRect(x.box, d.img.width, d.img.height);
+        return cropGrey(d.img, rx, ry, rw, rh, LMK);
+      });
+      return { detector: Uint8Array.from(small), landmarks };
+    } finally {
+      d.lease.release();
+    }
   }
 
   /** The landmark net's 64x64 grey input rectangle for a detector box (reference-js: squared on the height, clipped, moved inside). */
@@ -415,15 +459,27 @@ export class FacePipeline {
       scoreThreshold: o.scoreThreshold === undefined ? this.opts.scoreThreshold : checkNumber(o.scoreThreshold, 'scoreThreshold', 0, 1),
       minFaceSize: o.minFaceSize === undefined ? this.opts.minFaceSize : checkNumber(o.minFaceSize, 'minFaceSize', 0, 1 << 16),
     };
+    const tm = o.timings;
+    let t0 = tm ? performance.now() : 0;
+    const lap = (k: keyof PipelineTimings): void => {
+      if (!tm) return;
+      const t = performance.now();
+      tm[k] = t - t0;
+      t0 = t;
+    };
+    if (tm) Object.assign(tm, { decode: 0, detect: 0, landmarks: 0, align: 0, embed: 0 });
     const d = await this.decode(photo, 'the photo');
+    lap('decode');
     try {
       this.check();
       const { img, sx, sy } = d;
       const dets = await this.detect(img, call, sx, sy);
+      lap('detect');
       if (!dets.length) return [];
       const rects = dets.map((x) => FacePipeline.landmarkRect(x.box, img.width, img.height));
       const greys = rects.map(([x, y, w, h]) => cropGrey(img, x, y, w, h, LMK));
       const lms = await this.lmk.run(greys);
+      lap('landmarks');
       const rec = o.embed === false ? null : this.recognizer;
       const size = rec?.inputSize ?? 112;
       const per = size * size * 3;
@@ -447,8 +503,10 @@ export class FacePipeline {
           landmarks68: Array.from({ length: 68 }, (_, i) => [p68[2 * i]! * sx, p68[2 * i + 1]! * sy] as [number, number]),
         };
       });
+      lap('align');
       this.check();
       const emb = rec ? await rec.embedCrops(crops, dets.length) : faces.map(() => new Float32Array(0));
+      lap('embed');
       return faces.map((f, k) => ({ ...f, embedding: emb[k]! }));
     } finally {
       d.lease.release();
@@ -496,18 +554,51 @@ export class FacePipeline {
   }
 }
 
+/** The detector's and the landmark net's input preprocessing (reference-js). */
+export const DETECTOR_PREPROCESSING: Preprocessing = { colorOrder: 'RGB', normalize: { mean: 127, std: 128 } };
+export const LANDMARK_PREPROCESSING: Preprocessing = { colorOrder: 'RGB', normalize: { mean: 0, std: 256 } };
+
+/** Whether a file starts with the .qfm magic (E_IO when it cannot be read). */
+async function isQfmFile(path: string): Promise<boolean> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+    const b = Buffer.alloc(QFM_MAGIC.length);
+    const { bytesRead } = await fh.read(b, 0, b.length, 0);
+    return bytesRead === b.length && QFM_MAGIC.every((x, i) => b[i] === x);
+  } catch (e) {
+    throw ioError(e, path);
+  } finally {
+    await fh?.close();
+  }
+}
+
+/**
+ * A detector or landmark network as an engine Module: an ONNX file
+ * (imported, fp32) or a .qfm file (e.g. the int8 networks of
+ * quantizePipelineNetworks; its packed integer weights are used as stored).
+ */
+export async function loadPipelineNetwork(src: string | Module, which: 'detector' | 'landmarks'): Promise<{ model: Module; packedWeight?: (name: string) => PackedWeight | undefined }> {
+  if (typeof src !== 'string') return { model: src };
+  if (await isQfmFile(src)) {
+    const q = await loadQfm(src);
+    return { model: q.model, packedWeight: (n) => q.packedWeight(n) };
+  }
+  const pre = which === 'detector' ? DETECTOR_PREPROCESSING : LANDMARK_PREPROCESSING;
+  return { model: await importOnnxModel(src, { ...(which === 'detector' ? { outputNames: ['scores', 'boxes'] } : {}), preprocessing: pre }) };
+}
+
 /** Imports and compiles the detector (two outputs packed: scores then boxes). */
-async function compileDetector(src: string | Module): Promise<CompiledModel> {
-  const m = typeof src === 'string' ? await importOnnxModel(src, { outputNames: ['scores', 'boxes'], preprocessing: { colorOrder: 'RGB', normalize: { mean: 127, std: 128 } } }) : src;
-  const c = compileModel(m, { precision: 'float', inputShape: [DET_H, DET_W, 3], preprocessing: { colorOrder: 'RGB', normalize: { mean: 127, std: 128 } } });
+async function compileDetector(src: string | Module, precision: 'auto' | 'float'): Promise<CompiledModel> {
+  const { model, packedWeight } = await loadPipelineNetwork(src, 'detector');
+  const c = compileModel(model, { precision, inputShape: [DET_H, DET_W, 3], preprocessing: DETECTOR_PREPROCESSING, ...(packedWeight ? { packedWeight } : {}) });
   if (c.outputDim % 6 !== 0) throw new QuantFaceError('E_SHAPE', `the detector outputs ${c.outputDim} values per image; scores [P, 2] and boxes [P, 4] are expected`);
   return c;
 }
 
-async function compileLandmarks(src: string | Module): Promise<CompiledModel> {
-  const pre = { colorOrder: 'RGB' as const, normalize: { mean: 0, std: 256 } };
-  const m = typeof src === 'string' ? await importOnnxModel(src, { preprocessing: pre }) : src;
-  const c = compileModel(m, { precision: 'float', inputShape: [LMK, LMK, 1], preprocessing: pre });
+async function compileLandmarks(src: string | Module, precision: 'auto' | 'float'): Promise<CompiledModel> {
+  const { model, packedWeight } = await loadPipelineNetwork(src, 'landmarks');
+  const c = compileModel(model, { precision, inputShape: [LMK, LMK, 1], preprocessing: LANDMARK_PREPROCESSING, ...(packedWeight ? { packedWeight } : {}) });
   if (c.outputDim !== 136) throw new QuantFaceError('E_SHAPE', `the landmark net outputs ${c.outputDim} values; 68 x, y pairs (136) are expected`);
   return c;
 }
@@ -533,8 +624,10 @@ export async function loadPipeline(o: PipelineOptions = {}): Promise<FacePipelin
     const paths = await resolvePackageFiles(need.map((k) => FACE_PIPELINE_FILES[k]), { ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}), ...(o.onMessage ? { onMessage: o.onMessage } : {}) });
     need.forEach((k, i) => fetched.set(k, paths[i]!));
   }
-  const det = new NetRunner(await compileDetector(o.detector ?? fetched.get('detector')!));
-  const lmk = new NetRunner(await compileLandmarks(o.landmarks ?? fetched.get('landmarks')!));
+  const precision = o.precision ?? 'auto';
+  if (precision !== 'auto' && precision !== 'float') throw new QuantFaceError('E_ARG', `precision must be 'auto' or 'float' (got ${String(precision)})`);
+  const det = new NetRunner(await compileDetector(o.detector ?? fetched.get('detector')!, precision));
+  const lmk = new NetRunner(await compileLandmarks(o.landmarks ?? fetched.get('landmarks')!, precision));
   const r = o.recognizer === undefined ? fetched.get('recognizer')! : o.recognizer;
   const own = r !== null && !isFaceModel(r);
   const rec = r === null ? null : isFaceModel(r) ? r : await loadModel(r, { ...(o.precision ? { precision: o.precision } : {}), ...(o.limits ? { limits: o.limits } : {}) });
