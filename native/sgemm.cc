@@ -22,8 +22,8 @@ void sgemm_avx2(bool, bool, int64_t, int64_t, int64_t, float, const float*, int6
 
 QF_KERNEL(sgemm_kernel, SgemmFn, "sgemm",
           {
-              {"sgemm_avx512", Isa::Avx512, sgemm_avx512},
-              {"sgemm_avx2", Isa::Avx2, sgemm_avx2},
+              QF_X86({"sgemm_avx512", Isa::Avx512, sgemm_avx512},)
+              QF_X86({"sgemm_avx2", Isa::Avx2, sgemm_avx2},)
               {"sgemm_ref", Isa::Scalar, sgemm_ref},
           })
 
