@@ -38,14 +38,17 @@ namespace qf {
 QF_KERNEL(quantize_kernel, QuantizeFn, "quantize",
           {QF_X86({"quantize_avx512", Isa::Avx512, quantize_avx512},)
            QF_X86({"quantize_avx2", Isa::Avx2, quantize_avx2},)
+           QF_ARM64({"quantize_neon", Isa::Neon, quantize_neon},)
            {"quantize_ref", Isa::Scalar, quantize_ref}})
 QF_KERNEL(dequantize_kernel, DequantizeFn, "dequantize",
           {QF_X86({"dequantize_avx512", Isa::Avx512, dequantize_avx512},)
            QF_X86({"dequantize_avx2", Isa::Avx2, dequantize_avx2},)
+           QF_ARM64({"dequantize_neon", Isa::Neon, dequantize_neon},)
            {"dequantize_ref", Isa::Scalar, dequantize_ref}})
 QF_KERNEL(fake_quantize_kernel, FakeQuantizeFn, "fake_quantize",
           {QF_X86({"fake_quantize_avx512", Isa::Avx512, fake_quantize_avx512},)
            QF_X86({"fake_quantize_avx2", Isa::Avx2, fake_quantize_avx2},)
+           QF_ARM64({"fake_quantize_neon", Isa::Neon, fake_quantize_neon},)
            {"fake_quantize_ref", Isa::Scalar, fake_quantize_ref}})
 QF_KERNEL(fake_quantize_backward_kernel, FakeQuantizeBackwardFn, "fake_quantize_backward",
           {QF_X86({"fake_quantize_backward_avx512", Isa::Avx512, fake_quantize_backward_avx512},)

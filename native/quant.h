@@ -76,12 +76,15 @@ const Kernel<MinMaxFn>& min_max_kernel();
 void quantize_ref(const QuantRun& r);
 void quantize_avx2(const QuantRun& r);
 void quantize_avx512(const QuantRun& r);
+void quantize_neon(const QuantRun& r);  // quant_neon.cc (aarch64)
 void dequantize_ref(const DequantRun& r);
 void dequantize_avx2(const DequantRun& r);
 void dequantize_avx512(const DequantRun& r);
+void dequantize_neon(const DequantRun& r);
 void fake_quantize_ref(const QuantRun& r);
 void fake_quantize_avx2(const QuantRun& r);
 void fake_quantize_avx512(const QuantRun& r);
+void fake_quantize_neon(const QuantRun& r);
 void fake_quantize_backward_ref(const float* g, float* gi, const uint8_t* mask, int64_t n, bool accumulate,
                                    bool stream);
 void fake_quantize_backward_avx2(const float* g, float* gi, const uint8_t* mask, int64_t n, bool accumulate,
