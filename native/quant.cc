@@ -53,10 +53,12 @@ QF_KERNEL(fake_quantize_kernel, FakeQuantizeFn, "fake_quantize",
 QF_KERNEL(fake_quantize_backward_kernel, FakeQuantizeBackwardFn, "fake_quantize_backward",
           {QF_X86({"fake_quantize_backward_avx512", Isa::Avx512, fake_quantize_backward_avx512},)
            QF_X86({"fake_quantize_backward_avx2", Isa::Avx2, fake_quantize_backward_avx2},)
+           QF_ARM64({"fake_quantize_backward_neon", Isa::Neon, fake_quantize_backward_neon},)
            {"fake_quantize_backward_ref", Isa::Scalar, fake_quantize_backward_ref}})
 QF_KERNEL(min_max_kernel, MinMaxFn, "min_max",
           {QF_X86({"min_max_avx512", Isa::Avx512, min_max_avx512},)
            QF_X86({"min_max_avx2", Isa::Avx2, min_max_avx2},)
+           QF_ARM64({"min_max_neon", Isa::Neon, min_max_neon},)
            {"min_max_ref", Isa::Scalar, min_max_ref}})
 
 namespace {

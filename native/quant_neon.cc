@@ -1,5 +1,6 @@
 // Quantization kernels for aarch64 Advanced SIMD: quantize, fakeQuantize,
-// dequantize (semantics: quant.h; bit-exact with quant_ref.cc). Four lanes a
+// dequantize, fakeQuantizeBackward, minMax (semantics: quant.h; bit-exact
+// with quant_ref.cc but for minMax's unspecified zero sign). Four lanes a
 // step; the last n % 4 elements go through the reference code. The clamps
 // are compare-and-select in the reference's order (NaN stays NaN, -0 stays
 // -0); rounding is vrndnq (half to even), division IEEE.
@@ -107,6 +108,59 @@ void dequantize_neon(const DequantRun& r) {
     }
     dequantize_ref(t);
   }
+}
+
+}  // namespace qf
+
+namespace qf {
+
+void fake_quantize_backward_neon(const float* g, float* gi, const uint8_t* mask, int64_t n, bool accumulate,
+                                 bool /*stream*/) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t gv = vld1q_f32(g + i);
+    uint32x4_t pass = vdupq_n_u32(~0u);
+    if (mask) {
+      uint32_t b;
+      std::memcpy(&b, mask + i, 4);
+      const uint32x4_t m = vmovl_u16(vget_low_u16(vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(b)))));
+      pass = vmvnq_u32(vceqq_u32(m, vdupq_n_u32(0)));
+    }
+    if (accumulate) {
+      const float32x4_t cur = vld1q_f32(gi + i);
+      vst1q_f32(gi + i, vbslq_f32(pass, vaddq_f32(cur, gv), cur));
+    } else {
+      vst1q_f32(gi + i, vbslq_f32(pass, gv, vdupq_n_f32(0.f)));
+    }
+  }
+  if (i < n) fake_quantize_backward_ref(g + i, gi + i, mask ? mask + i : nullptr, n - i, accumulate, false);
+}
+
+void min_max_neon(const float* x, int64_t n, float* mn, float* mx, bool per_elem) {
+  int64_t i = 0;
+  if (per_elem) {
+    for (; i + 4 <= n; i += 4) {
+      const float32x4_t v = vld1q_f32(x + i), a = vld1q_f32(mn + i), b = vld1q_f32(mx + i);
+      vst1q_f32(mn + i, vbslq_f32(vcltq_f32(v, a), v, a));  // NaN compares false: ignored
+      vst1q_f32(mx + i, vbslq_f32(vcgtq_f32(v, b), v, b));
+    }
+    if (i < n) min_max_ref(x + i, n - i, mn + i, mx + i, true);
+    return;
+  }
+  float32x4_t a = vdupq_n_f32(*mn), b = vdupq_n_f32(*mx);
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t v = vld1q_f32(x + i);
+    a = vbslq_f32(vcltq_f32(v, a), v, a);
+    b = vbslq_f32(vcgtq_f32(v, b), v, b);
+  }
+  float la[4], lb[4];
+  vst1q_f32(la, a);
+  vst1q_f32(lb, b);
+  for (int l = 0; l < 4; l++) {
+    if (la[l] < *mn) *mn = la[l];
+    if (lb[l] > *mx) *mx = lb[l];
+  }
+  if (i < n) min_max_ref(x + i, n - i, mn, mx, false);
 }
 
 }  // namespace qf
