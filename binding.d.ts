@@ -18,7 +18,7 @@
  * - Rounding to integers is round-half-to-even everywhere.
  */
 
-export type IsaName = 'scalar' | 'avx2' | 'avxvnni' | 'avx512' | 'avx512vnni';
+export type IsaName = 'scalar' | 'avx2' | 'avxvnni' | 'avx512' | 'avx512vnni' | 'neon' | 'neondot';
 
 export interface KernelVariantInfo {
   name: string;
@@ -69,6 +69,8 @@ export interface BindingInfo {
     avx2: boolean; fma: boolean; f16c: boolean;
     avx512f: boolean; avx512bw: boolean; avx512dq: boolean; avx512vl: boolean;
     avx512vnni: boolean; avx512bf16: boolean; avxvnni: boolean;
+    /** aarch64: Advanced SIMD, SDOT/UDOT (FEAT_DotProd), USDOT (FEAT_I8MM); false on x86-64. */
+    neon: boolean; neonDotprod: boolean; neonI8mm: boolean;
   };
   /** Highest ISA level allowed by QUANTFACE_ISA (default: no cap). */
   isaCap: IsaName;

@@ -72,7 +72,8 @@ const info = binding.info();
 const hasVnni = info.isa.includes('avx512vnni');
 const hasAvx512 = info.isa.includes('avx512');
 function peak(kind: 'fma' | 'vnni', threads: number): number {
-  const k = kind === 'fma' ? (hasAvx512 ? 'fma_zmm' : 'fma_ymm') : hasVnni ? 'vnni_zmm' : 'vnni_ymm';
+  const arm = info.isa.includes('neon');
+  const k = arm ? (kind === 'fma' ? 'fma_neon' : 'dot_neon') : kind === 'fma' ? (hasAvx512 ? 'fma_zmm' : 'fma_ymm') : hasVnni ? 'vnni_zmm' : 'vnni_ymm';
   const vals: number[] = [];
   for (let i = 0; i < 3; i++) vals.push(binding.measurePeak({ kind: k, seconds: 0.1, threads }).opsPerSecond);
   vals.sort((a, b) => a - b);

@@ -66,7 +66,8 @@ const FALLBACK_PEAK_PER_CORE = 220;
 function measurePeakPerCore(): number {
   const b = binding as unknown as { measurePeak?: (o: { kind: string; seconds: number; threads: number }) => { opsPerSecond: number } };
   if (typeof b.measurePeak !== 'function') return FALLBACK_PEAK_PER_CORE;
-  const kind = binding.info().isa.includes('avx512') ? 'fma_zmm' : 'fma_ymm';
+  const isa = binding.info().isa;
+  const kind = isa.includes('avx512') ? 'fma_zmm' : isa.includes('neon') ? 'fma_neon' : 'fma_ymm';
   const v: number[] = [];
   for (let i = 0; i < 5; i++) v.push(b.measurePeak({ kind, seconds: 0.1, threads: 1 }).opsPerSecond / 1e9);
   return median(v);

@@ -41,11 +41,14 @@ static Napi::Value Info(const Napi::CallbackInfo& info) {
   cpu.Set("avx512vnni", f.avx512vnni);
   cpu.Set("avx512bf16", f.avx512bf16);
   cpu.Set("avxvnni", f.avxvnni);
+  cpu.Set("neon", f.neon);
+  cpu.Set("neonDotprod", f.neon_dotprod);
+  cpu.Set("neonI8mm", f.neon_i8mm);
   o.Set("cpu", cpu);
   o.Set("isaCap", isa_name(isa_cap()));
   Napi::Array isas = Napi::Array::New(env);
   uint32_t n = 0;
-  for (int i = 0; i <= 4; i++)
+  for (int i = 0; i < kIsaCount; i++)
     if (isa_supported(static_cast<Isa>(i))) isas.Set(n++, isa_name(static_cast<Isa>(i)));
   o.Set("isa", isas);
   Napi::Object kernels = Napi::Object::New(env);

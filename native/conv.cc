@@ -43,20 +43,23 @@ QF_KERNEL(conv2d_backward_weight_f32_kernel, Conv2dBwdWeightF32Fn, "conv2d_backw
           })
 QF_KERNEL(conv2d_depthwise_f32_kernel, DwFwdF32Fn, "conv2d_depthwise_f32",
           {
-              {"conv2d_depthwise_f32_avx512", Isa::Avx512, dw_fwd_f32_avx512},
-              {"conv2d_depthwise_f32_avx2", Isa::Avx2, dw_fwd_f32_avx2},
+              QF_X86({"conv2d_depthwise_f32_avx512", Isa::Avx512, dw_fwd_f32_avx512},)
+              QF_X86({"conv2d_depthwise_f32_avx2", Isa::Avx2, dw_fwd_f32_avx2},)
+              QF_ARM64({"conv2d_depthwise_f32_neon", Isa::Neon, dw_fwd_f32_neon},)
               {"conv2d_depthwise_f32_ref", Isa::Scalar, dw_fwd_f32_ref},
           })
 QF_KERNEL(conv2d_depthwise_backward_input_f32_kernel, DwBwdInputF32Fn, "conv2d_depthwise_backward_input_f32",
           {
-              {"conv2d_depthwise_backward_input_f32_avx512", Isa::Avx512, dw_bwd_input_f32_avx512},
-              {"conv2d_depthwise_backward_input_f32_avx2", Isa::Avx2, dw_bwd_input_f32_avx2},
+              QF_X86({"conv2d_depthwise_backward_input_f32_avx512", Isa::Avx512, dw_bwd_input_f32_avx512},)
+              QF_X86({"conv2d_depthwise_backward_input_f32_avx2", Isa::Avx2, dw_bwd_input_f32_avx2},)
+              QF_ARM64({"conv2d_depthwise_backward_input_f32_neon", Isa::Neon, dw_bwd_input_f32_neon},)
               {"conv2d_depthwise_backward_input_f32_ref", Isa::Scalar, dw_bwd_input_f32_ref},
           })
 QF_KERNEL(conv2d_depthwise_backward_weight_f32_kernel, DwBwdWeightF32Fn, "conv2d_depthwise_backward_weight_f32",
           {
-              {"conv2d_depthwise_backward_weight_f32_avx512", Isa::Avx512, dw_bwd_weight_f32_avx512},
-              {"conv2d_depthwise_backward_weight_f32_avx2", Isa::Avx2, dw_bwd_weight_f32_avx2},
+              QF_X86({"conv2d_depthwise_backward_weight_f32_avx512", Isa::Avx512, dw_bwd_weight_f32_avx512},)
+              QF_X86({"conv2d_depthwise_backward_weight_f32_avx2", Isa::Avx2, dw_bwd_weight_f32_avx2},)
+              QF_ARM64({"conv2d_depthwise_backward_weight_f32_neon", Isa::Neon, dw_bwd_weight_f32_neon},)
               {"conv2d_depthwise_backward_weight_f32_ref", Isa::Scalar, dw_bwd_weight_f32_ref},
           })
 

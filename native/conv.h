@@ -82,24 +82,19 @@ const Kernel<DwFwdF32Fn>& conv2d_depthwise_f32_kernel();
 const Kernel<DwBwdInputF32Fn>& conv2d_depthwise_backward_input_f32_kernel();
 const Kernel<DwBwdWeightF32Fn>& conv2d_depthwise_backward_weight_f32_kernel();
 
-void dw_fwd_f32_ref(const ConvGeom& g, const float* x, const float* wt, const float* bias, float* out, int64_t r0,
-                    int64_t r1);
-void dw_bwd_input_f32_ref(const ConvGeom& g, const float* gout, const float* wt, float* gin, bool accumulate,
-                          int64_t r0, int64_t r1);
-void dw_bwd_weight_f32_ref(const ConvGeom& g, const float* x, const float* gout, float* gwt, float* gb, int64_t r0,
-                           int64_t r1);
-void dw_fwd_f32_avx2(const ConvGeom& g, const float* x, const float* wt, const float* bias, float* out, int64_t r0,
-                     int64_t r1);
-void dw_bwd_input_f32_avx2(const ConvGeom& g, const float* gout, const float* wt, float* gin, bool accumulate,
-                           int64_t r0, int64_t r1);
-void dw_bwd_weight_f32_avx2(const ConvGeom& g, const float* x, const float* gout, float* gwt, float* gb, int64_t r0,
-                            int64_t r1);
-void dw_fwd_f32_avx512(const ConvGeom& g, const float* x, const float* wt, const float* bias, float* out, int64_t r0,
-                       int64_t r1);
-void dw_bwd_input_f32_avx512(const ConvGeom& g, const float* gout, const float* wt, float* gin, bool accumulate,
-                             int64_t r0, int64_t r1);
-void dw_bwd_weight_f32_avx512(const ConvGeom& g, const float* x, const float* gout, float* gwt, float* gb,
-                              int64_t r0, int64_t r1);
+// One trio per variant: ref (conv_ref.cc), avx2 / avx512 / neon (conv_<isa>.cc over conv_dw_impl.h).
+#define QF_DW_F32_DECLARE(sfx)                                                                                   \
+  void dw_fwd_f32_##sfx(const ConvGeom& g, const float* x, const float* wt, const float* bias, float* out,       \
+                        int64_t r0, int64_t r1);                                                                 \
+  void dw_bwd_input_f32_##sfx(const ConvGeom& g, const float* gout, const float* wt, float* gin, bool accumulate, \
+                              int64_t r0, int64_t r1);                                                           \
+  void dw_bwd_weight_f32_##sfx(const ConvGeom& g, const float* x, const float* gout, float* gwt, float* gb,      \
+                               int64_t r0, int64_t r1);
+QF_DW_F32_DECLARE(ref)
+QF_DW_F32_DECLARE(avx2)
+QF_DW_F32_DECLARE(avx512)
+QF_DW_F32_DECLARE(neon)
+#undef QF_DW_F32_DECLARE
 
 // Whole-problem depthwise drivers (threaded; deterministic weight gradient).
 void conv2d_depthwise_f32_run(DwFwdF32Fn fn, const ConvGeom& g, const float* x, const float* w, const float* bias,

@@ -14,9 +14,9 @@ namespace qf {
 
 QF_KERNEL(conv2d_u8s8_depthwise_kernel, DwU8S8Fn, "conv2d_u8s8_depthwise",
           {
-              {"conv2d_u8s8_depthwise_avx512vnni", Isa::Avx512Vnni, dw_u8s8_avx512vnni},
-              {"conv2d_u8s8_depthwise_avx512", Isa::Avx512, dw_u8s8_avx512},
-              {"conv2d_u8s8_depthwise_avx2", Isa::Avx2, dw_u8s8_avx2},
+              QF_X86({"conv2d_u8s8_depthwise_avx512vnni", Isa::Avx512Vnni, dw_u8s8_avx512vnni},)
+              QF_X86({"conv2d_u8s8_depthwise_avx512", Isa::Avx512, dw_u8s8_avx512},)
+              QF_X86({"conv2d_u8s8_depthwise_avx2", Isa::Avx2, dw_u8s8_avx2},)
               {"conv2d_u8s8_depthwise_ref", Isa::Scalar, dw_u8s8_ref},
           })
 

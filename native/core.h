@@ -8,6 +8,23 @@
 #include <string>
 #include <vector>
 
+// Architecture switches for the variant tables: QF_X86(...) keeps its
+// arguments only in x86-64 builds, QF_ARM64(...) only in aarch64 builds, so
+// a table lists the variants compiled for this architecture, e.g.
+//   { QF_X86({"k_avx2", Isa::Avx2, k_avx2},) QF_ARM64({"k_neon", Isa::Neon, k_neon},) {"k_ref", Isa::Scalar, k_ref} }
+#if defined(__x86_64__) || defined(_M_X64)
+#define QF_ARCH_X86 1
+#define QF_X86(...) __VA_ARGS__
+#else
+#define QF_X86(...)
+#endif
+#if defined(__aarch64__) || defined(_M_ARM64)
+#define QF_ARCH_ARM64 1
+#define QF_ARM64(...) __VA_ARGS__
+#else
+#define QF_ARM64(...)
+#endif
+
 namespace qf {
 
 // ---------------------------------------------------------------- CPU
@@ -16,6 +33,8 @@ struct CpuFeatures {
   bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false;
   bool avx512vnni = false, avx512bf16 = false, avxvnni = false;
   bool os_avx = false, os_avx512 = false;  // XCR0 says the OS saves the state
+  // aarch64 (getauxval(AT_HWCAP/AT_HWCAP2)): Advanced SIMD, SDOT/UDOT, USDOT (I8MM)
+  bool neon = false, neon_dotprod = false, neon_i8mm = false;
 };
 const CpuFeatures& cpu_features();
 
@@ -26,11 +45,16 @@ enum class Isa : int {
   AvxVnni = 2,     // AVX2 + VEX-encoded VNNI (ymm vpdpbusd)
   Avx512 = 3,      // AVX-512 F/BW/DQ/VL
   Avx512Vnni = 4,  // AVX-512 + VNNI
+  Neon = 5,        // aarch64 Advanced SIMD (every aarch64 CPU)
+  NeonDot = 6,     // aarch64 + SDOT/UDOT (FEAT_DotProd: Cortex-A55/A76+, Neoverse N1+, Apple M1+)
 };
+constexpr int kIsaCount = 7;
 const char* isa_name(Isa isa);
 bool isa_supported(Isa isa);  // CPU has it AND it is not capped by QUANTFACE_ISA
 // Highest level allowed by the environment variable QUANTFACE_ISA
-// (scalar|avx2|avxvnni|avx512|avx512vnni); default: no cap.
+// (scalar|avx2|avxvnni|avx512|avx512vnni|neon|neondot); default: no cap.
+// Levels compare by their number: on aarch64 only scalar, neon and neondot
+// are meaningful caps (an x86 name there caps to scalar).
 Isa isa_cap();
 
 // ---------------------------------------------------------------- kernels

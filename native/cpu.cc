@@ -1,12 +1,17 @@
 #include "core.h"
 
+#if defined(QF_ARCH_X86)
 #include <cpuid.h>
+#elif defined(QF_ARCH_ARM64) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
 namespace qf {
 
+#if defined(QF_ARCH_X86)
 static uint64_t xgetbv0() {
   uint32_t eax, edx;
   __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
@@ -47,6 +52,23 @@ static CpuFeatures detect() {
   }
   return f;
 }
+#elif defined(QF_ARCH_ARM64)
+static CpuFeatures detect() {
+  CpuFeatures f;
+  f.neon = true;  // Advanced SIMD is mandatory on aarch64
+#if defined(__linux__)
+  // Bits from the kernel's uapi asm/hwcap.h (spelled out: old headers lack them).
+  const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+  f.neon_dotprod = hw & (1ul << 20);  // HWCAP_ASIMDDP
+  f.neon_i8mm = hw2 & (1ul << 13);    // HWCAP2_I8MM
+#elif defined(__APPLE__)
+  f.neon_dotprod = true;  // every Apple-silicon CPU (M1 and later) has FEAT_DotProd
+#endif
+  return f;
+}
+#else
+static CpuFeatures detect() { return CpuFeatures{}; }
+#endif
 
 const CpuFeatures& cpu_features() {
   static const CpuFeatures f = detect();
@@ -60,6 +82,8 @@ const char* isa_name(Isa isa) {
     case Isa::AvxVnni: return "avxvnni";
     case Isa::Avx512: return "avx512";
     case Isa::Avx512Vnni: return "avx512vnni";
+    case Isa::Neon: return "neon";
+    case Isa::NeonDot: return "neondot";
   }
   return "?";
 }
@@ -67,11 +91,12 @@ const char* isa_name(Isa isa) {
 Isa isa_cap() {
   static const Isa cap = []() {
     const char* e = std::getenv("QUANTFACE_ISA");
-    if (!e || !*e) return Isa::Avx512Vnni;
+    constexpr Isa none = static_cast<Isa>(kIsaCount - 1);
+    if (!e || !*e) return none;
     std::string s(e);
-    for (int i = 0; i <= 4; i++)
+    for (int i = 0; i < kIsaCount; i++)
       if (s == isa_name(static_cast<Isa>(i))) return static_cast<Isa>(i);
-    return Isa::Avx512Vnni;
+    return none;
   }();
   return cap;
 }
@@ -86,6 +111,8 @@ static bool cpu_has(Isa isa) {
     case Isa::AvxVnni: return avx2 && f.avxvnni;
     case Isa::Avx512: return avx512;
     case Isa::Avx512Vnni: return avx512 && f.avx512vnni;
+    case Isa::Neon: return f.neon;
+    case Isa::NeonDot: return f.neon && f.neon_dotprod;
   }
   return false;
 }

@@ -305,9 +305,11 @@ void for_each_panel(const Tile& t, void (*fn)(const Tile& piece)) {
 }  // namespace gemm8
 
 QF_KERNEL(gemm_u8s8s32_kernel, GemmU8S8Fn, "gemm_u8s8s32",
-          {{"gemm_u8s8s32_avx512vnni", Isa::Avx512Vnni, gemm_u8s8s32_avx512vnni},
-           {"gemm_u8s8s32_avxvnni", Isa::AvxVnni, gemm_u8s8s32_avxvnni},
-           {"gemm_u8s8s32_avx2", Isa::Avx2, gemm_u8s8s32_avx2},
+          {QF_X86({"gemm_u8s8s32_avx512vnni", Isa::Avx512Vnni, gemm_u8s8s32_avx512vnni},)
+           QF_X86({"gemm_u8s8s32_avxvnni", Isa::AvxVnni, gemm_u8s8s32_avxvnni},)
+           QF_X86({"gemm_u8s8s32_avx2", Isa::Avx2, gemm_u8s8s32_avx2},)
+           QF_ARM64({"gemm_u8s8s32_neondot", Isa::NeonDot, gemm_u8s8s32_neondot},)
+           QF_ARM64({"gemm_u8s8s32_neon", Isa::Neon, gemm_u8s8s32_neon},)
            {"gemm_u8s8s32_ref", Isa::Scalar, gemm_u8s8s32_ref}})
 
 // ------------------------------------------------------------------ N-API

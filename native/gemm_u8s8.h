@@ -96,6 +96,8 @@ void epilogue_ref(const Epilogue& ep, int64_t j, int32_t acc, void* out, int64_t
 void gemm_u8s8s32_avx512vnni(const GemmU8S8Args& args);
 void gemm_u8s8s32_avxvnni(const GemmU8S8Args& args);
 void gemm_u8s8s32_avx2(const GemmU8S8Args& args);
+void gemm_u8s8s32_neondot(const GemmU8S8Args& args);  // aarch64
+void gemm_u8s8s32_neon(const GemmU8S8Args& args);     // aarch64
 void gemm_u8s8s32_ref(const GemmU8S8Args& args);
 
 // ------------------------------------------------------------------ internals

@@ -22,12 +22,12 @@
 namespace qf {
 
 QF_KERNEL(qdrop_fake_quantize_kernel, QDropFakeQuantizeFn, "qdrop_fake_quantize",
-          {{"qdrop_fake_quantize_avx512", Isa::Avx512, qdrop_fake_quantize_avx512},
-           {"qdrop_fake_quantize_avx2", Isa::Avx2, qdrop_fake_quantize_avx2},
+          {QF_X86({"qdrop_fake_quantize_avx512", Isa::Avx512, qdrop_fake_quantize_avx512},)
+           QF_X86({"qdrop_fake_quantize_avx2", Isa::Avx2, qdrop_fake_quantize_avx2},)
            {"qdrop_fake_quantize_ref", Isa::Scalar, qdrop_fake_quantize_ref}})
 QF_KERNEL(learned_range_backward_kernel, LearnedRangeBackwardFn, "learned_range_backward",
-          {{"learned_range_backward_avx512", Isa::Avx512, learned_range_backward_avx512},
-           {"learned_range_backward_avx2", Isa::Avx2, learned_range_backward_avx2},
+          {QF_X86({"learned_range_backward_avx512", Isa::Avx512, learned_range_backward_avx512},)
+           QF_X86({"learned_range_backward_avx2", Isa::Avx2, learned_range_backward_avx2},)
            {"learned_range_backward_ref", Isa::Scalar, learned_range_backward_ref}})
 
 namespace {

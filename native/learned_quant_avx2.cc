@@ -17,78 +17,21 @@ namespace {
 
 constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 
-inline float rne_s(float v) { return std::nearbyint(v); }
+using VF = __m256;
+inline VF vset1(float v) { return _mm256_set1_ps(v); }
+constexpr int kWidth = 8;
 
-struct FqCtx {
-  __m256 s, lo, hi;
-  float ss, slo, shi;
-};
-inline FqCtx make_fq(float scale, int32_t zp, int32_t qmin, int32_t qmax) {
-  FqCtx c;
-  c.ss = scale;
-  c.slo = static_cast<float>(qmin - zp);
-  c.shi = static_cast<float>(qmax - zp);
-  c.s = _mm256_set1_ps(c.ss);
-  c.lo = _mm256_set1_ps(c.slo);
-  c.hi = _mm256_set1_ps(c.shi);
-  return c;
-}
+}  // namespace
+}  // namespace qf
+
+#include "learned_quant_lanes.h"
+
+namespace qf {
+namespace {
+
 inline __m256 fq8(const FqCtx& c, __m256 x) {
   const __m256 r = _mm256_round_ps(_mm256_div_ps(x, c.s), kRne);
   return _mm256_mul_ps(_mm256_min_ps(c.hi, _mm256_max_ps(c.lo, r)), c.s);
-}
-inline float fq1(const FqCtx& c, float x) {
-  const float q = rne_s(x / c.ss);
-  float v = (q < c.slo) ? c.slo : q;
-  v = (v > c.shi) ? c.shi : v;
-  return v * c.ss;
-}
-
-inline uint32_t step1(uint32_t st) {
-  st ^= st << 13;
-  st ^= st >> 17;
-  st ^= st << 5;
-  return st;
-}
-
-// QDrop tiles: kLanes lanes x kSeg elements; lane j covers elements [j kSeg, (j + 1) kSeg) of a tile.
-constexpr int64_t kSeg = 256;
-constexpr int kVecs = 4;                 // independent lane vectors (hides the 6-cycle step latency)
-constexpr int kLanes = 8 * kVecs;
-constexpr int kPanels = kSeg / 32;
-struct Jumps {
-  uint32_t seg[32];   // columns of T^kSeg
-  uint32_t rest[32];  // columns of T^((kLanes - 1) kSeg): from the end of a lane's segment to its next one
-};
-const Jumps& jumps() {
-  static const Jumps j = [] {
-    Jumps v;
-    for (int c = 0; c < 32; c++) {
-      v.seg[c] = xorshift_jump(uint32_t(1) << c, kSeg);
-      v.rest[c] = xorshift_jump(uint32_t(1) << c, (kLanes - 1) * kSeg);
-    }
-    return v;
-  }();
-  return j;
-}
-inline uint32_t matvec(const uint32_t* cols, uint32_t v) {
-  uint32_t r = 0;
-  for (int c = 0; c < 32; c++) r ^= cols[c] & (0u - ((v >> c) & 1u));
-  return r;
-}
-
-void qdrop_scalar(const QDropRun& r, const FqCtx& c) {
-  uint32_t st = r.state;
-  for (int64_t i = 0; i < r.n; i++) {
-    st = step1(st);
-    if (st < r.threshold) {
-      r.drop[i] = 1;
-      r.out[i] = r.x[i];
-    } else {
-      r.drop[i] = 0;
-      r.out[i] = fq1(c, r.x[i]);
-    }
-  }
 }
 
 // 8 mask bits -> 8 bytes of 0/1.

@@ -17,10 +17,12 @@ struct PeakKind {
   double (*fn)(int64_t);
 };
 const PeakKind kPeakKinds[] = {
-    {"fma_zmm", Isa::Avx512, peak_fma_zmm},
-    {"vnni_zmm", Isa::Avx512Vnni, peak_vnni_zmm},
-    {"fma_ymm", Isa::Avx2, peak_fma_ymm},
-    {"vnni_ymm", Isa::AvxVnni, peak_vnni_ymm},
+    QF_X86({"fma_zmm", Isa::Avx512, peak_fma_zmm},)
+    QF_X86({"vnni_zmm", Isa::Avx512Vnni, peak_vnni_zmm},)
+    QF_X86({"fma_ymm", Isa::Avx2, peak_fma_ymm},)
+    QF_X86({"vnni_ymm", Isa::AvxVnni, peak_vnni_ymm},)
+    QF_ARM64({"fma_neon", Isa::Neon, peak_fma_neon},)
+    QF_ARM64({"dot_neon", Isa::NeonDot, peak_dot_neon},)
 };
 
 Prepared prepare_peak(const Napi::CallbackInfo& info) {

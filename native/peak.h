@@ -7,4 +7,6 @@ double peak_fma_zmm(int64_t iters);   // peak_avx512.cc
 double peak_vnni_zmm(int64_t iters);  // peak_avx512vnni.cc
 double peak_fma_ymm(int64_t iters);   // peak_avx2.cc
 double peak_vnni_ymm(int64_t iters);  // peak_avxvnni.cc
+double peak_fma_neon(int64_t iters);  // peak_neon.cc
+double peak_dot_neon(int64_t iters);  // peak_neondot.cc
 }  // namespace qf

@@ -15,7 +15,13 @@
 //   error rather than a silent per-tensor quantization with scale[0].
 #include "quant.h"
 
+#if defined(__x86_64__) || defined(_M_X64)
 #include <xmmintrin.h>  // _mm_sfence (SSE: baseline x86-64)
+#define QF_STREAM_FENCE() _mm_sfence()
+#else
+#include <atomic>
+#define QF_STREAM_FENCE() std::atomic_thread_fence(std::memory_order_release)
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -30,24 +36,29 @@
 namespace qf {
 
 QF_KERNEL(quantize_kernel, QuantizeFn, "quantize",
-          {{"quantize_avx512", Isa::Avx512, quantize_avx512},
-           {"quantize_avx2", Isa::Avx2, quantize_avx2},
+          {QF_X86({"quantize_avx512", Isa::Avx512, quantize_avx512},)
+           QF_X86({"quantize_avx2", Isa::Avx2, quantize_avx2},)
+           QF_ARM64({"quantize_neon", Isa::Neon, quantize_neon},)
            {"quantize_ref", Isa::Scalar, quantize_ref}})
 QF_KERNEL(dequantize_kernel, DequantizeFn, "dequantize",
-          {{"dequantize_avx512", Isa::Avx512, dequantize_avx512},
-           {"dequantize_avx2", Isa::Avx2, dequantize_avx2},
+          {QF_X86({"dequantize_avx512", Isa::Avx512, dequantize_avx512},)
+           QF_X86({"dequantize_avx2", Isa::Avx2, dequantize_avx2},)
+           QF_ARM64({"dequantize_neon", Isa::Neon, dequantize_neon},)
            {"dequantize_ref", Isa::Scalar, dequantize_ref}})
 QF_KERNEL(fake_quantize_kernel, FakeQuantizeFn, "fake_quantize",
-          {{"fake_quantize_avx512", Isa::Avx512, fake_quantize_avx512},
-           {"fake_quantize_avx2", Isa::Avx2, fake_quantize_avx2},
+          {QF_X86({"fake_quantize_avx512", Isa::Avx512, fake_quantize_avx512},)
+           QF_X86({"fake_quantize_avx2", Isa::Avx2, fake_quantize_avx2},)
+           QF_ARM64({"fake_quantize_neon", Isa::Neon, fake_quantize_neon},)
            {"fake_quantize_ref", Isa::Scalar, fake_quantize_ref}})
 QF_KERNEL(fake_quantize_backward_kernel, FakeQuantizeBackwardFn, "fake_quantize_backward",
-          {{"fake_quantize_backward_avx512", Isa::Avx512, fake_quantize_backward_avx512},
-           {"fake_quantize_backward_avx2", Isa::Avx2, fake_quantize_backward_avx2},
+          {QF_X86({"fake_quantize_backward_avx512", Isa::Avx512, fake_quantize_backward_avx512},)
+           QF_X86({"fake_quantize_backward_avx2", Isa::Avx2, fake_quantize_backward_avx2},)
+           QF_ARM64({"fake_quantize_backward_neon", Isa::Neon, fake_quantize_backward_neon},)
            {"fake_quantize_backward_ref", Isa::Scalar, fake_quantize_backward_ref}})
 QF_KERNEL(min_max_kernel, MinMaxFn, "min_max",
-          {{"min_max_avx512", Isa::Avx512, min_max_avx512},
-           {"min_max_avx2", Isa::Avx2, min_max_avx2},
+          {QF_X86({"min_max_avx512", Isa::Avx512, min_max_avx512},)
+           QF_X86({"min_max_avx2", Isa::Avx2, min_max_avx2},)
+           QF_ARM64({"min_max_neon", Isa::Neon, min_max_neon},)
            {"min_max_ref", Isa::Scalar, min_max_ref}})
 
 namespace {
@@ -202,7 +213,7 @@ void quantize_tensor(QuantizeFn fn, const QuantLayout& L, const float* x, void* 
       r.stream = stream;
       fn(r);
     });
-    if (stream) _mm_sfence();  // order this thread's non-temporal stores before the pool's join
+    if (stream) QF_STREAM_FENCE();  // order this thread's non-temporal stores before the pool's join
   });
 }
 
@@ -226,7 +237,7 @@ void fake_quantize_tensor(FakeQuantizeFn fn, const QuantLayout& L, const float* 
       r.stream = stream;
       fn(r);
     });
-    if (stream) _mm_sfence();  // order this thread's non-temporal stores before the pool's join
+    if (stream) QF_STREAM_FENCE();  // order this thread's non-temporal stores before the pool's join
   });
 }
 
@@ -249,7 +260,7 @@ void dequantize_tensor(DequantizeFn fn, const QuantLayout& L, const void* q, boo
       r.stream = stream;
       fn(r);
     });
-    if (stream) _mm_sfence();  // order this thread's non-temporal stores before the pool's join
+    if (stream) QF_STREAM_FENCE();  // order this thread's non-temporal stores before the pool's join
   });
 }
 
@@ -258,7 +269,7 @@ void fake_quantize_backward_tensor(FakeQuantizeBackwardFn fn, const float* g, fl
   const bool stream = n * 8 >= stream_bytes();
   for_blocks(n, [&](int64_t b, int64_t e) {
     fn(g + b, gi + b, mask ? mask + b : nullptr, e - b, accumulate, stream);
-    if (stream) _mm_sfence();
+    if (stream) QF_STREAM_FENCE();
   });
 }
 

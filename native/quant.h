@@ -72,16 +72,19 @@ const Kernel<FakeQuantizeFn>& fake_quantize_kernel();
 const Kernel<FakeQuantizeBackwardFn>& fake_quantize_backward_kernel();
 const Kernel<MinMaxFn>& min_max_kernel();
 
-// Variants (quant_ref.cc, quant_avx2.cc, quant_avx512.cc).
+// Variants (quant_ref.cc, quant_avx2.cc, quant_avx512.cc, quant_neon.cc).
 void quantize_ref(const QuantRun& r);
 void quantize_avx2(const QuantRun& r);
 void quantize_avx512(const QuantRun& r);
+void quantize_neon(const QuantRun& r);  // quant_neon.cc (aarch64)
 void dequantize_ref(const DequantRun& r);
 void dequantize_avx2(const DequantRun& r);
 void dequantize_avx512(const DequantRun& r);
+void dequantize_neon(const DequantRun& r);
 void fake_quantize_ref(const QuantRun& r);
 void fake_quantize_avx2(const QuantRun& r);
 void fake_quantize_avx512(const QuantRun& r);
+void fake_quantize_neon(const QuantRun& r);
 void fake_quantize_backward_ref(const float* g, float* gi, const uint8_t* mask, int64_t n, bool accumulate,
                                    bool stream);
 void fake_quantize_backward_avx2(const float* g, float* gi, const uint8_t* mask, int64_t n, bool accumulate,
@@ -91,6 +94,9 @@ void fake_quantize_backward_avx512(const float* g, float* gi, const uint8_t* mas
 void min_max_ref(const float* x, int64_t n, float* mn, float* mx, bool per_elem);
 void min_max_avx2(const float* x, int64_t n, float* mn, float* mx, bool per_elem);
 void min_max_avx512(const float* x, int64_t n, float* mn, float* mx, bool per_elem);
+void min_max_neon(const float* x, int64_t n, float* mn, float* mx, bool per_elem);
+void fake_quantize_backward_neon(const float* g, float* gi, const uint8_t* mask, int64_t n, bool accumulate,
+                                 bool stream);
 
 // ---------------------------------------------------------------- layout
 // Element i belongs to channel floor(i / inner) % channels.

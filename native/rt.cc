@@ -22,22 +22,22 @@ namespace rt {
 
 QF_KERNEL(rt_add_kernel, AddFn, "rt_add",
           {
-              {"rt_add_avx512", Isa::Avx512, rt_add_avx512},
-              {"rt_add_avx2", Isa::Avx2, rt_add_avx2},
+              QF_X86({"rt_add_avx512", Isa::Avx512, rt_add_avx512},)
+              QF_X86({"rt_add_avx2", Isa::Avx2, rt_add_avx2},)
               {"rt_add_ref", Isa::Scalar, rt_add_ref},
           })
 
 QF_KERNEL(rt_affine_kernel, AffineFn, "rt_affine",
           {
-              {"rt_affine_avx512", Isa::Avx512, rt_affine_avx512},
-              {"rt_affine_avx2", Isa::Avx2, rt_affine_avx2},
+              QF_X86({"rt_affine_avx512", Isa::Avx512, rt_affine_avx512},)
+              QF_X86({"rt_affine_avx2", Isa::Avx2, rt_affine_avx2},)
               {"rt_affine_ref", Isa::Scalar, rt_affine_ref},
           })
 
 QF_KERNEL(rt_conv_input_kernel, ConvInputFn, "rt_conv_input",
           {
-              {"rt_conv_input_avx512", Isa::Avx512, rt_conv_input_avx512},
-              {"rt_conv_input_avx2", Isa::Avx2, rt_conv_input_avx2},
+              QF_X86({"rt_conv_input_avx512", Isa::Avx512, rt_conv_input_avx512},)
+              QF_X86({"rt_conv_input_avx2", Isa::Avx2, rt_conv_input_avx2},)
               {"rt_conv_input_ref", Isa::Scalar, rt_conv_input_ref},
           })
 

@@ -9,7 +9,7 @@
 
 namespace qf {
 
-// Variant entry points (sgemm_avx512.cc, sgemm_avx2.cc, sgemm_ref.cc). Every
+// Variant entry points (sgemm_avx512.cc, sgemm_avx2.cc, sgemm_neon.cc, sgemm_ref.cc). Every
 // variant implements the full contract of SgemmFn: any transA/transB, any
 // leading dimensions, m/n/k = 0, alpha == 0 (A and B not read), beta == 0 (C
 // not read), and threads itself on the pool.
@@ -19,11 +19,14 @@ void sgemm_avx512(bool, bool, int64_t, int64_t, int64_t, float, const float*, in
                   float*, int64_t);
 void sgemm_avx2(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
                 float*, int64_t);
+void sgemm_neon(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
+                float*, int64_t);
 
 QF_KERNEL(sgemm_kernel, SgemmFn, "sgemm",
           {
-              {"sgemm_avx512", Isa::Avx512, sgemm_avx512},
-              {"sgemm_avx2", Isa::Avx2, sgemm_avx2},
+              QF_X86({"sgemm_avx512", Isa::Avx512, sgemm_avx512},)
+              QF_X86({"sgemm_avx2", Isa::Avx2, sgemm_avx2},)
+              QF_ARM64({"sgemm_neon", Isa::Neon, sgemm_neon},)
               {"sgemm_ref", Isa::Scalar, sgemm_ref},
           })
 

@@ -40,6 +40,7 @@
 #include <utility>
 
 #include "core.h"
+#include "sgemm_driver.h"
 
 // GCC 12 warns about the self-initialised _mm512_undefined_ps() inside the
 // permute intrinsics (a false positive).
@@ -283,23 +284,6 @@ void pack_a_t(const float* a, int64_t lda, int mr, int64_t kc, float* dst) {
   for (int64_t p = 0; p < kc; p++) _mm512_mask_storeu_ps(dst + p * MR, mk, _mm512_maskz_loadu_ps(mk, a + p * lda));
 }
 
-// One GEMM in "kernel orientation": C'(i, j) = sum_p A'(i, p) B'(p, j) with
-// A'(i,p) = arow ? a[i*lda + p] : a[p*lda + i], B'(p,j) = bt ? b[j*ldb + p] : b[p*ldb + j],
-// C'(i, j) at tc ? c[j*ldc + i] : c[i*ldc + j].
-struct Problem {
-  bool arow, bt, tc;
-  int64_t m, n, k;
-  float alpha, beta;
-  const float* a;
-  int64_t lda;
-  const float* b;
-  int64_t ldb;
-  float* c;
-  int64_t ldc;
-  int64_t kc;  // k block (balanced)
-  int64_t nc;  // n block (multiple of NR)
-};
-
 // Few slivers (a thread's block has at most this many slivers of A): A's
 // slivers are packed once per k block ([p][MR], reused by every panel) and B
 // is packed one panel at a time, panel-outer and sliver-inner. Each panel's
@@ -472,51 +456,12 @@ double grid_cost(const Problem& P, int tm, int tn) {
   return rows * cols * k + wb * cols * k + wa * rows * k * nblocks + 2000.0 * slivers * std::ceil(cols / NR) * std::ceil(k / static_cast<double>(P.kc));
 }
 
-int best_tm(const Problem& P, int T, double* cost) {
-  int best = 1;
-  double bc = 1e300;
-  for (int tm = 1; tm <= T; tm++) {
-    if (T % tm) continue;
-    const double c = grid_cost(P, tm, T / tm);
-    if (c < bc) { bc = c; best = tm; }
-  }
-  if (cost) *cost = bc;
-  return best;
-}
-
 }  // namespace
 
 void sgemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                   int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0 || alpha == 0.f) {
-    scale_c(m, n, beta, c, ldc);
-    return;
-  }
-  const int64_t nkb = (k + KC_MAX - 1) / KC_MAX;
-  const int64_t kc = (k + nkb - 1) / nkb;
-  const int64_t nc = std::max<int64_t>(NR, (L2_BLOCK_BYTES / (kc * 4)) / NR * NR);
-  // Direct orientation: A' = op(A), B' = op(B). Swapped: A' = op(B)^T, B' = op(A)^T, C' = C^T.
-  const Problem direct{!trans_a, trans_b, false, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc, kc, nc};
-  const Problem swapped{trans_b, !trans_a, true, n, m, k, alpha, beta, b, ldb, a, lda, c, ldc, kc, nc};
-
-  const double flops = 2.0 * m * n * k;
-  int T = flops < 4e6 ? 1 : num_threads();
-  double cd = 0, cs = 0;
-  best_tm(direct, T, &cd);
-  best_tm(swapped, T, &cs);
-  const Problem& P = cs < 0.97 * cd ? swapped : direct;
-  const int64_t mt = (P.m + MR - 1) / MR, nt = (P.n + NR - 1) / NR;
-  T = static_cast<int>(std::min<int64_t>(T, mt * nt));
-  auto body = [&](int t, int nthreads) {
-    const int tm = best_tm(P, nthreads, nullptr), tn = nthreads / tm;
-    const int ti = t / tn, tj = t % tn;
-    const int64_t r0 = mt * ti / tm, r1 = mt * (ti + 1) / tm;
-    const int64_t c0 = nt * tj / tn, c1 = nt * (tj + 1) / tn;
-    run_block(P, r0 * MR, std::min(P.m, r1 * MR), c0 * NR, std::min(P.n, c1 * NR));
-  };
-  if (T <= 1) body(0, 1);
-  else parallel_run(T, body);
+  sgemm_drive<MR, NR>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, KC_MAX, L2_BLOCK_BYTES, scale_c,
+                      grid_cost, run_block);
 }
 
 }  // namespace qf

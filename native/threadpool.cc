@@ -116,6 +116,11 @@ class Pool {
 };
 
 int detect_physical_cores() {
+#if !defined(__linux__)
+  // macOS and others: no affinity mask or sysfs topology; logical CPUs
+  // (Apple silicon has no SMT).
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+#else
   cpu_set_t set;
   CPU_ZERO(&set);
   int logical = 0;
@@ -133,6 +138,7 @@ int detect_physical_cores() {
   int n = cores.empty() ? static_cast<int>(std::thread::hardware_concurrency()) : static_cast<int>(cores.size());
   if (logical > 0 && n > logical) n = logical;
   return std::max(1, n);
+#endif
 }
 
 Pool& pool() {

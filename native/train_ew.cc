@@ -16,38 +16,38 @@ namespace tew {
 
 QF_KERNEL(bn_stats_kernel, BnStatsFn, "bn_stats",
           {
-              {"bn_stats_avx512", Isa::Avx512, bn_stats_avx512},
-              {"bn_stats_avx2", Isa::Avx2, bn_stats_avx2},
+              QF_X86({"bn_stats_avx512", Isa::Avx512, bn_stats_avx512},)
+              QF_X86({"bn_stats_avx2", Isa::Avx2, bn_stats_avx2},)
               {"bn_stats_ref", Isa::Scalar, bn_stats_ref},
           })
 QF_KERNEL(bn_grad_sums_kernel, BnGradSumsFn, "bn_grad_sums",
           {
-              {"bn_grad_sums_avx512", Isa::Avx512, bn_grad_sums_avx512},
-              {"bn_grad_sums_avx2", Isa::Avx2, bn_grad_sums_avx2},
+              QF_X86({"bn_grad_sums_avx512", Isa::Avx512, bn_grad_sums_avx512},)
+              QF_X86({"bn_grad_sums_avx2", Isa::Avx2, bn_grad_sums_avx2},)
               {"bn_grad_sums_ref", Isa::Scalar, bn_grad_sums_ref},
           })
 QF_KERNEL(channel_affine_kernel, ChannelAffineFn, "channel_affine",
           {
-              {"channel_affine_avx512", Isa::Avx512, channel_affine_avx512},
-              {"channel_affine_avx2", Isa::Avx2, channel_affine_avx2},
+              QF_X86({"channel_affine_avx512", Isa::Avx512, channel_affine_avx512},)
+              QF_X86({"channel_affine_avx2", Isa::Avx2, channel_affine_avx2},)
               {"channel_affine_ref", Isa::Scalar, channel_affine_ref},
           })
 QF_KERNEL(bn_backward_dx_kernel, BnBackwardDxFn, "bn_backward_dx",
           {
-              {"bn_backward_dx_avx512", Isa::Avx512, bn_backward_dx_avx512},
-              {"bn_backward_dx_avx2", Isa::Avx2, bn_backward_dx_avx2},
+              QF_X86({"bn_backward_dx_avx512", Isa::Avx512, bn_backward_dx_avx512},)
+              QF_X86({"bn_backward_dx_avx2", Isa::Avx2, bn_backward_dx_avx2},)
               {"bn_backward_dx_ref", Isa::Scalar, bn_backward_dx_ref},
           })
 QF_KERNEL(prelu_backward_kernel, PreluBackwardFn, "prelu_backward",
           {
-              {"prelu_backward_avx512", Isa::Avx512, prelu_backward_avx512},
-              {"prelu_backward_avx2", Isa::Avx2, prelu_backward_avx2},
+              QF_X86({"prelu_backward_avx512", Isa::Avx512, prelu_backward_avx512},)
+              QF_X86({"prelu_backward_avx2", Isa::Avx2, prelu_backward_avx2},)
               {"prelu_backward_ref", Isa::Scalar, prelu_backward_ref},
           })
 QF_KERNEL(bn_prelu_sums_kernel, BnPreluSumsFn, "bn_prelu_sums",
           {
-              {"bn_prelu_sums_avx512", Isa::Avx512, bn_prelu_sums_avx512},
-              {"bn_prelu_sums_avx2", Isa::Avx2, bn_prelu_sums_avx2},
+              QF_X86({"bn_prelu_sums_avx512", Isa::Avx512, bn_prelu_sums_avx512},)
+              QF_X86({"bn_prelu_sums_avx2", Isa::Avx2, bn_prelu_sums_avx2},)
               {"bn_prelu_sums_ref", Isa::Scalar, bn_prelu_sums_ref},
           })
 

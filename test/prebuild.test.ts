@@ -4,7 +4,7 @@
 // on it alone.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot, bindingPath } from '../lib/binding.js';
 // @ts-expect-error plain .mjs helper without types
@@ -15,6 +15,31 @@ const files = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.node
 
 t.test('tests report which binary they loaded', async (t) => {
   t.ok(existsSync(bindingPath), `loaded ${bindingPath}`);
+});
+
+// Every committed prebuild, those for other platforms included (linux-arm64
+// is cross-built by scripts/arm64-check.sh, which also runs its tests under
+// qemu-aarch64): one binary per folder, for the folder's CPU, built from the
+// current native sources (the hash string info().sourceHash returns is in
+// the binary's read-only data).
+const ELF_MACHINE: Record<string, number> = { x64: 62, arm64: 183 };
+t.test('every prebuild folder: one binary for its CPU, built from the current sources', async (t) => {
+  const root = join(packageRoot, 'prebuilds');
+  const folders = existsSync(root) ? readdirSync(root) : [];
+  for (const want of ['linux-x64', 'linux-arm64']) t.ok(folders.includes(want), `prebuilds/${want} exists`);
+  const hash = Buffer.from(sourceHash(packageRoot));
+  for (const d of folders) {
+    const bins = readdirSync(join(root, d)).filter((f) => f.endsWith('.node'));
+    t.equal(bins.length, 1, `${d}: exactly one binary`);
+    if (bins.length !== 1) continue;
+    const buf = readFileSync(join(root, d, bins[0]!));
+    t.ok(buf.includes(hash), `${d}: built from the current native sources (npm run prebuildify; scripts/arm64-check.sh for linux-arm64)`);
+    const [platform, arch] = d.split('-');
+    if (platform === 'linux' && arch && ELF_MACHINE[arch]) {
+      t.equal(buf.subarray(0, 4).toString('latin1'), '\x7fELF', `${d}: an ELF file`);
+      t.equal(buf.readUInt16LE(18), ELF_MACHINE[arch], `${d}: ELF machine of ${arch}`);
+    }
+  }
 });
 
 t.test('prebuilt binary', { skip: files.length === 0 ? `no prebuild for ${process.platform}-${process.arch}` : false }, async (t) => {
