@@ -224,18 +224,24 @@ async function main(): Promise<void> {
   console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of [...report.load, ...(report.flat ? [report.flat] : [])])
     console.log(`| ${r.connections} | ${r.seconds.toFixed(1)} | ${r.requests} | ${r.reqPerSec.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.timeouts} | ${r.non2xx} |`);
+  finishReport(report, total, 'requests', '/embed', 'server-load');
+}
+
+/** The RSS summary, the bad requests' answers and the results file, shared by the /embed and /faces runs; exits. */
+function finishReport(
+  report: { rss: Array<{ requests: number; rssMb: number }>; bad: Array<{ what: string; status: unknown }>; after: unknown[] },
+  total: number, what: string, route: string, prefix: string,
+): never {
   const rs = report.rss;
-  const first = rs[0]!.rssMb;
-  const peak = Math.max(...rs.map((x) => x.rssMb));
-  const mid = rs.filter((x) => x.requests >= total * 0.25);
   const lastQ = rs.filter((x) => x.requests >= total * 0.75);
-  console.log(`\nRSS over ${total} requests at 16 connections: start ${first.toFixed(1)} MB, peak ${peak.toFixed(1)} MB, after 25% ${mid[0]?.rssMb.toFixed(1)} MB, last quarter ${Math.min(...lastQ.map((x) => x.rssMb)).toFixed(1)}..${Math.max(...lastQ.map((x) => x.rssMb)).toFixed(1)} MB, end ${rs[rs.length - 1]!.rssMb.toFixed(1)} MB (${rs.length} samples)`);
+  const q1 = rs.filter((x) => x.requests >= total * 0.25);
+  console.log(`\nRSS over ${total} ${what} at 16 connections: start ${rs[0]!.rssMb.toFixed(1)} MB, peak ${Math.max(...rs.map((x) => x.rssMb)).toFixed(1)} MB, after 25% ${q1[0]?.rssMb.toFixed(1)} MB, last quarter ${Math.min(...lastQ.map((x) => x.rssMb)).toFixed(1)}..${Math.max(...lastQ.map((x) => x.rssMb)).toFixed(1)} MB, end ${rs[rs.length - 1]!.rssMb.toFixed(1)} MB (${rs.length} samples)`);
   console.log('\nBad requests:');
   for (const b of report.bad) console.log(`- ${b.what}: HTTP ${b.status}`);
-  console.log(`- afterwards: POST /embed ${report.after[0]}, GET /health ${report.after[1]}`);
+  console.log(`- afterwards: POST ${route} ${report.after[0]}, GET /health ${report.after[1]}`);
   const dir = join(packageRoot, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
-  const file = join(dir, `server-load-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  const file = join(dir, `${prefix}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
   writeFileSync(file, JSON.stringify(report, null, 1));
   console.log(`\nresults: ${file}`);
   process.exit(0);
@@ -393,19 +399,7 @@ async function facesMain(): Promise<void> {
   console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of [...report.load, ...(report.flat ? [{ ...report.flat, path: `/faces (${total})` }] : [])])
     console.log(`| ${r.path} | ${r.connections} | ${r.seconds.toFixed(1)} | ${r.requests} | ${r.reqPerSec.toFixed(1)} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.timeouts} | ${r.non2xx} |`);
-  const rs = report.rss;
-  const lastQ = rs.filter((x) => x.requests >= total * 0.75);
-  const q1 = rs.filter((x) => x.requests >= total * 0.25);
-  console.log(`\nRSS over ${total} /faces requests at 16 connections: start ${rs[0]!.rssMb.toFixed(1)} MB, peak ${Math.max(...rs.map((x) => x.rssMb)).toFixed(1)} MB, after 25% ${q1[0]?.rssMb.toFixed(1)} MB, last quarter ${Math.min(...lastQ.map((x) => x.rssMb)).toFixed(1)}..${Math.max(...lastQ.map((x) => x.rssMb)).toFixed(1)} MB, end ${rs[rs.length - 1]!.rssMb.toFixed(1)} MB (${rs.length} samples)`);
-  console.log('\nBad requests:');
-  for (const b of report.bad) console.log(`- ${b.what}: HTTP ${b.status}`);
-  console.log(`- afterwards: POST /faces ${report.after[0]}, GET /health ${report.after[1]}`);
-  const dir = join(packageRoot, 'bench', 'results');
-  mkdirSync(dir, { recursive: true });
-  const file = join(dir, `server-faces-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify(report, null, 1));
-  console.log(`\nresults: ${file}`);
-  process.exit(0);
+  finishReport(report, total, '/faces requests', '/faces', 'server-faces');
 }
 
 (argv.includes('--attack') ? attackMain() : argv.includes('--faces') ? facesMain() : main()).catch((e: unknown) => {
