@@ -8,7 +8,7 @@
 //   conv2d_depthwise_f32, conv2d_depthwise_backward_input_f32,
 //   conv2d_depthwise_backward_weight_f32: direct kernels for groups = c = cout
 //       (avx512, avx2, ref); row-range functions, threaded by conv.cc.
-//   conv2d_u8s8_depthwise: int8 depthwise (avx512vnni, avx512, avx2, ref), row-range.
+//   conv2d_u8s8_depthwise: int8 depthwise (avx512vnni, avx512, avx2, neondot, neon, ref), row-range.
 //   int8 groups = 1 goes through im2col + qf::gemm_u8s8s32 (conv_int8.cc).
 //
 // This header is included by ISA-specific files: declarations and plain
@@ -132,7 +132,7 @@ struct DwU8Prep {
   // zbuf_len >= 8 * sw * c + cpad bytes, all xzp: what out-of-bounds taps read.
   const uint8_t* zbuf = nullptr;
   int64_t zbuf_len = 0;
-  // For the VNNI variant (only set when every w - wzp fits int8): quads of
+  // For the VNNI / SDOT variants (only set when every w - wzp fits int8): quads of
   // kernel rows per column, wquad[((kx * nqy + qy) * cpad + ch) * 4 + i] =
   // w[ch, (4*qy + i), kx] - wzp[ch] (0 past the last row or channel),
   // nqy = ceil(kh / 4); corr[ch] = -xzp * sum_t (w[ch,t] - wzp[ch]) (wrapping).
@@ -151,6 +151,10 @@ void dw_u8s8_avx512(const ConvGeom& g, const uint8_t* x, const DwU8Prep& p, cons
                     int64_t r0, int64_t r1);
 void dw_u8s8_avx512vnni(const ConvGeom& g, const uint8_t* x, const DwU8Prep& p, const Epilogue& ep, void* out,
                         int64_t r0, int64_t r1);
+void dw_u8s8_neon(const ConvGeom& g, const uint8_t* x, const DwU8Prep& p, const Epilogue& ep, void* out, int64_t r0,
+                  int64_t r1);
+void dw_u8s8_neondot(const ConvGeom& g, const uint8_t* x, const DwU8Prep& p, const Epilogue& ep, void* out,
+                     int64_t r0, int64_t r1);
 // Packs the weights and runs fn on the pool. w: [c][kh*kw] int8.
 void conv2d_u8s8_depthwise_run(DwU8S8Fn fn, const ConvGeom& g, const uint8_t* x, int32_t xzp, const int8_t* w,
                                const int32_t* wzp, const Epilogue& ep, void* out);

@@ -17,6 +17,8 @@ QF_KERNEL(conv2d_u8s8_depthwise_kernel, DwU8S8Fn, "conv2d_u8s8_depthwise",
               QF_X86({"conv2d_u8s8_depthwise_avx512vnni", Isa::Avx512Vnni, dw_u8s8_avx512vnni},)
               QF_X86({"conv2d_u8s8_depthwise_avx512", Isa::Avx512, dw_u8s8_avx512},)
               QF_X86({"conv2d_u8s8_depthwise_avx2", Isa::Avx2, dw_u8s8_avx2},)
+              QF_ARM64({"conv2d_u8s8_depthwise_neondot", Isa::NeonDot, dw_u8s8_neondot},)
+              QF_ARM64({"conv2d_u8s8_depthwise_neon", Isa::Neon, dw_u8s8_neon},)
               {"conv2d_u8s8_depthwise_ref", Isa::Scalar, dw_u8s8_ref},
           })
 
@@ -108,7 +110,7 @@ void conv2d_u8s8_depthwise_run(DwU8S8Fn fn, const ConvGeom& g, const uint8_t* x,
   // kernels' 16-bit products do not apply; the reference gives the same bits.
   if (!fits) fn = dw_u8s8_ref;
   p.wpair = wpair.data();
-  // VNNI quads (u8 x s8 dot products of 4 kernel rows) when w - wzp fits int8.
+  // VNNI / SDOT quads (dot products of 4 kernel rows) when w - wzp fits int8.
   p.nqy = (g.kh + 3) / 4;
   AlignedBuf<int8_t> wquad(static_cast<size_t>(g.kw * p.nqy * p.cpad * 4));
   AlignedBuf<int32_t> corr(static_cast<size_t>(p.cpad));

@@ -14,6 +14,8 @@
 namespace qf {
 namespace {
 
+constexpr int64_t kDwLanes = 8;
+
 inline __m256i lane_mask(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
@@ -64,31 +66,22 @@ inline __m128i load8(const uint8_t* p, int64_t nl) {
   return _mm_load_si128(reinterpret_cast<const __m128i*>(tmp));
 }
 
-template <int P, bool M>
-inline void dwq_vec(const uint8_t* const* tp, int64_t ss, const DwU8Prep& pr, int64_t c0, int64_t nl,
-                    const Epilogue& ep, void* out, int64_t o0, int64_t C) {
-  __m256i acc[P];
-  for (int p = 0; p < P; p++) acc[p] = _mm256_setzero_si256();
-  const __m256i xz = _mm256_set1_epi16(static_cast<int16_t>(pr.xzp));
-  for (int64_t q = 0; q < pr.npairs; q++) {
-    const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pr.wpair + (q * pr.cpad + c0) * 2));
-    const uint8_t* a0 = tp[2 * q] + c0;
-    const uint8_t* b0 = tp[2 * q + 1] + c0;
-    for (int p = 0; p < P; p++) {
-      const __m128i ab = _mm_unpacklo_epi8(load8<M>(a0 + p * ss, nl), load8<M>(b0 + p * ss, nl));
-      const __m256i d = _mm256_sub_epi16(_mm256_cvtepu8_epi16(ab), xz);
-      acc[p] = _mm256_add_epi32(acc[p], _mm256_madd_epi16(d, wv));
-    }
-  }
-  for (int p = 0; p < P; p++) epi8(ep, acc[p], c0, nl, out, o0 + p * C + c0);
+// The vector layer of conv_int8_rows.h.
+using DwAcc = __m256i;
+using DwW = __m256i;
+using DwX = __m256i;
+using DwTail = int64_t;
+inline DwTail dw_tail(int64_t nl) { return nl; }
+inline DwX dw_xz(int32_t xzp) { return _mm256_set1_epi16(static_cast<int16_t>(xzp)); }
+inline DwAcc dw_zero() { return _mm256_setzero_si256(); }
+inline DwW dw_wload(const int16_t* w) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(w)); }
+template <bool M>
+inline DwAcc dw_madd(DwAcc acc, const uint8_t* a, const uint8_t* b, DwTail nl, DwX xz, DwW w) {
+  const __m128i ab = _mm_unpacklo_epi8(load8<M>(a, nl), load8<M>(b, nl));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_sub_epi16(_mm256_cvtepu8_epi16(ab), xz), w));
 }
-
-template <int P>
-void dwq_pixels_p(const uint8_t* const* tp, int64_t ss, const DwU8Prep& pr, const Epilogue& ep, void* out, int64_t o0,
-                  int64_t C) {
-  int64_t c0 = 0;
-  for (; c0 + 8 <= C; c0 += 8) dwq_vec<P, false>(tp, ss, pr, c0, 8, ep, out, o0, C);
-  if (c0 < C) dwq_vec<P, true>(tp, ss, pr, c0, C - c0, ep, out, o0, C);
+inline void dw_store(const Epilogue& ep, DwAcc acc, int64_t c0, DwTail nl, void* out, int64_t idx) {
+  epi8(ep, acc, c0, nl, out, idx);
 }
 
 }  // namespace

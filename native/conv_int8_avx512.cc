@@ -15,35 +15,28 @@
 namespace qf {
 namespace {
 
-// P pixels x 16 channels from c0. tp[t]: tap t's source for pixel 0 (channel
-// 0); pixel p reads tp[t] + p*ss. Output element index of pixel p: o0 + p*C.
-template <int P, bool M>
-inline void dwq_vec(const uint8_t* const* tp, int64_t ss, const DwU8Prep& pr, int64_t c0, __mmask16 m,
-                    const Epilogue& ep, void* out, int64_t o0, int64_t C) {
-  __m512i acc[P];
-  for (int p = 0; p < P; p++) acc[p] = _mm512_setzero_si512();
-  const __m512i xz = _mm512_set1_epi16(static_cast<int16_t>(pr.xzp));
-  for (int64_t q = 0; q < pr.npairs; q++) {
-    const __m512i wv = _mm512_load_si512(pr.wpair + (q * pr.cpad + c0) * 2);
-    const uint8_t* a0 = tp[2 * q] + c0;
-    const uint8_t* b0 = tp[2 * q + 1] + c0;
-    for (int p = 0; p < P; p++) {
-      const __m128i a = M ? _mm_maskz_loadu_epi8(m, a0 + p * ss) : _mm_loadu_si128(reinterpret_cast<const __m128i*>(a0 + p * ss));
-      const __m128i b = M ? _mm_maskz_loadu_epi8(m, b0 + p * ss) : _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + p * ss));
-      const __m256i ab = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi8(a, b)), _mm_unpackhi_epi8(a, b), 1);
-      const __m512i d = _mm512_sub_epi16(_mm512_cvtepu8_epi16(ab), xz);
-      acc[p] = _mm512_add_epi32(acc[p], _mm512_madd_epi16(d, wv));
-    }
-  }
-  for (int p = 0; p < P; p++) epi16(ep, acc[p], c0, m, out, o0 + p * C + c0);
-}
+constexpr int64_t kDwLanes = 16;
 
-template <int P>
-void dwq_pixels_p(const uint8_t* const* tp, int64_t ss, const DwU8Prep& pr, const Epilogue& ep, void* out, int64_t o0,
-                  int64_t C) {
-  int64_t c0 = 0;
-  for (; c0 + 16 <= C; c0 += 16) dwq_vec<P, false>(tp, ss, pr, c0, static_cast<__mmask16>(0xFFFF), ep, out, o0, C);
-  if (c0 < C) dwq_vec<P, true>(tp, ss, pr, c0, static_cast<__mmask16>((1u << (C - c0)) - 1u), ep, out, o0, C);
+// The vector layer of conv_int8_rows.h.
+using DwAcc = __m512i;
+using DwW = __m512i;
+using DwX = __m512i;
+using DwTail = __mmask16;
+inline DwTail dw_tail(int64_t nl) {
+  return nl >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << nl) - 1u);
+}
+inline DwX dw_xz(int32_t xzp) { return _mm512_set1_epi16(static_cast<int16_t>(xzp)); }
+inline DwAcc dw_zero() { return _mm512_setzero_si512(); }
+inline DwW dw_wload(const int16_t* w) { return _mm512_load_si512(w); }
+template <bool M>
+inline DwAcc dw_madd(DwAcc acc, const uint8_t* ap, const uint8_t* bp, DwTail m, DwX xz, DwW w) {
+  const __m128i a = M ? _mm_maskz_loadu_epi8(m, ap) : _mm_loadu_si128(reinterpret_cast<const __m128i*>(ap));
+  const __m128i b = M ? _mm_maskz_loadu_epi8(m, bp) : _mm_loadu_si128(reinterpret_cast<const __m128i*>(bp));
+  const __m256i ab = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi8(a, b)), _mm_unpackhi_epi8(a, b), 1);
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_sub_epi16(_mm512_cvtepu8_epi16(ab), xz), w));
+}
+inline void dw_store(const Epilogue& ep, DwAcc acc, int64_t c0, DwTail m, void* out, int64_t idx) {
+  epi16(ep, acc, c0, m, out, idx);
 }
 
 }  // namespace

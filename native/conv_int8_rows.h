@@ -1,10 +1,21 @@
 // The row and pixel walk shared by the int8 depthwise kernels that take one
-// tap list per pixel block (conv_int8_avx2.cc, conv_int8_avx512.cc): inner
+// tap list per pixel block (conv_int8_avx2.cc, conv_int8_avx512.cc,
+// conv_int8_neon.cc), with int16 tap pairs (DwU8Prep::wpair): inner
 // pixels in blocks of up to 8 (every tap in bounds), border pixels one at a
 // time with out-of-bounds taps pointing at the zero-point buffer. The
-// including file defines, in qf::{anonymous}, dwq_pixels_p<P>(tp, ss, pr,
-// ep, out, o0, C) for P = 1..8 (P pixels, all channels) before including
-// this; it then calls dw_rows(). Scalar code; file-local.
+// including file defines, in qf::{anonymous}, before including this, the
+// vector layer (one vector step = kDwLanes channels):
+//   constexpr int64_t kDwLanes; types DwAcc (int32 sums of a step), DwW (a
+//   step's int16 weight pairs), DwX (the broadcast xZeroPoint), DwTail (the
+//   live lanes of a step);
+//   DwTail dw_tail(int64_t nl); DwX dw_xz(int32_t xzp); DwAcc dw_zero();
+//   DwW dw_wload(const int16_t* wpair);
+//   template <bool M> DwAcc dw_madd(DwAcc acc, const uint8_t* a,
+//     const uint8_t* b, DwTail t, DwX xz, DwW w): acc plus (a - xzp) * w's
+//     first and (b - xzp) * w's second taps (M: a tail, only t's lanes read);
+//   void dw_store(const Epilogue& ep, DwAcc acc, int64_t c0, DwTail t,
+//     void* out, int64_t idx): the epilogue, t's lanes stored at out[idx..].
+// It then calls dw_rows(). Scalar code; file-local.
 #pragma once
 #include <cstdint>
 
@@ -12,6 +23,34 @@
 
 namespace qf {
 namespace {
+
+// P pixels (1..8) x one vector step from c0 (nl live channels). tp[t]: tap
+// t's source for pixel 0 (channel 0); pixel p reads tp[t] + p*ss. Output
+// element of pixel p: o0 + p*C.
+template <int P, bool M>
+inline void dwq_vec(const uint8_t* const* tp, int64_t ss, const DwU8Prep& pr, int64_t c0, int64_t nl,
+                    const Epilogue& ep, void* out, int64_t o0, int64_t C) {
+  const DwTail tl = dw_tail(nl);
+  const DwX xz = dw_xz(pr.xzp);
+  DwAcc acc[P];
+  for (int p = 0; p < P; p++) acc[p] = dw_zero();
+  for (int64_t q = 0; q < pr.npairs; q++) {
+    const DwW wv = dw_wload(pr.wpair + (q * pr.cpad + c0) * 2);
+    const uint8_t* a0 = tp[2 * q] + c0;
+    const uint8_t* b0 = tp[2 * q + 1] + c0;
+    for (int p = 0; p < P; p++) acc[p] = dw_madd<M>(acc[p], a0 + p * ss, b0 + p * ss, tl, xz, wv);
+  }
+  for (int p = 0; p < P; p++) dw_store(ep, acc[p], c0, tl, out, o0 + p * C + c0);
+}
+
+// P pixels, all channels.
+template <int P>
+void dwq_pixels_p(const uint8_t* const* tp, int64_t ss, const DwU8Prep& pr, const Epilogue& ep, void* out, int64_t o0,
+                  int64_t C) {
+  int64_t c0 = 0;
+  for (; c0 + kDwLanes <= C; c0 += kDwLanes) dwq_vec<P, false>(tp, ss, pr, c0, kDwLanes, ep, out, o0, C);
+  if (c0 < C) dwq_vec<P, true>(tp, ss, pr, c0, C - c0, ep, out, o0, C);
+}
 
 void dwq_pixels(int np, const uint8_t* const* tp, int64_t ss, const DwU8Prep& pr, const Epilogue& ep, void* out,
                 int64_t o0, int64_t C) {

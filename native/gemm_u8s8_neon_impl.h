@@ -7,8 +7,7 @@
 //     a - 128) and 128 * sum_k w is added back per k block, which is exact in
 //     wrap-around int32 arithmetic.
 // Both keep acc[r][v] = columns 4v..4v+3 of row r and share the epilogue,
-// which follows epilogue_ref op for op (no FMA, IEEE division, round to
-// nearest even, compare-and-select clamps so NaN -> clamp_min).
+// which follows epilogue_ref op for op (neon_epilogue.h).
 // Include from exactly one .cc per variant: everything here is file-local.
 #pragma once
 #include <arm_neon.h>
@@ -16,6 +15,7 @@
 #include <cstring>
 
 #include "gemm_u8s8.h"
+#include "neon_epilogue.h"
 
 namespace qf {
 namespace {
@@ -56,14 +56,7 @@ inline void epilogue(const Tile& t, int32x4_t (&acc)[R][4]) {
     const float32x4_t sc = t.scale ? vld1q_f32(t.scale + 4 * v) : vdupq_n_f32(1.f);
     const float32x4_t bi = t.bias ? vld1q_f32(t.bias + 4 * v) : zero;
     const float32x4_t sl = t.act == Act::Prelu ? vld1q_f32(t.slope + 4 * v) : zero;
-    for (int r = 0; r < R; r++) {
-      float32x4_t x = vcvtq_f32_s32(acc[r][v]);
-      if (t.scale) x = vmulq_f32(x, sc);
-      x = vaddq_f32(x, bi);
-      if (t.act == Act::Relu) x = vbslq_f32(vcgtq_f32(x, zero), x, zero);  // NaN, -0 -> +0
-      else if (t.act == Act::Prelu) x = vbslq_f32(vcltq_f32(x, zero), vmulq_f32(x, sl), x);
-      y[r][v] = x;
-    }
+    for (int r = 0; r < R; r++) y[r][v] = epi_act(acc[r][v], t.scale != nullptr, sc, bi, t.act, sl);
   }
   if (t.type == OutType::F32) {
     float* o = static_cast<float*>(t.out);
@@ -84,12 +77,7 @@ inline void epilogue(const Tile& t, int32x4_t (&acc)[R][4]) {
   uint8_t* o = static_cast<uint8_t*>(t.out);
   for (int r = 0; r < R; r++) {
     int16x4_t h[4];
-    for (int v = 0; v < 4; v++) {
-      float32x4_t q = vaddq_f32(vrndnq_f32(vdivq_f32(y[r][v], os)), zp);
-      q = vbslq_f32(vcgeq_f32(q, lo), q, lo);  // NaN -> lo
-      q = vbslq_f32(vcgtq_f32(q, hi), hi, q);
-      h[v] = vmovn_s32(vcvtq_s32_f32(q));  // an integer within the out type's range
-    }
+    for (int v = 0; v < 4; v++) h[v] = epi_quant(y[r][v], os, zp, lo, hi);
     const uint8x16_t b8 = vreinterpretq_u8_s8(vcombine_s8(vmovn_s16(vcombine_s16(h[0], h[1])),
                                                           vmovn_s16(vcombine_s16(h[2], h[3]))));
     uint8_t* d = o + r * t.ldo;

@@ -160,7 +160,7 @@ inline void ci_pixels(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0
 }
 
 template <int P, bool CHECK>
-inline void ci_pixels_all(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0, int64_t ky0, int64_t ky1) {
+inline void ci_all(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t ox0, int64_t ky0, int64_t ky1) {
   const int64_t nv = A.cpad / 16;
   int64_t v = 0;
   for (; v + 4 <= nv; v += 4) ci_pixels<P, 4, CHECK>(A, n, oy, ox0, v, ky0, ky1);
@@ -172,32 +172,16 @@ inline void ci_pixels_all(const ConvInputArgs& A, int64_t n, int64_t oy, int64_t
   }
 }
 
-inline int64_t cdiv(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
-inline int64_t fdiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
-
 }  // namespace
+}  // namespace rt
+}  // namespace qf
 
-void rt_conv_input_avx512(const ConvInputArgs& A, int64_t r0, int64_t r1) {
-  const ConvGeom& g = A.g;
-  int64_t lo = cdiv(g.pl, g.sw);
-  int64_t hi = fdiv(g.w - 1 + g.pl - (g.kw - 1) * g.dw, g.sw) + 1;
-  lo = lo < 0 ? 0 : (lo > g.ow ? g.ow : lo);
-  hi = hi > g.ow ? g.ow : hi;
-  if (hi < lo) hi = lo;
-  for (int64_t r = r0; r < r1; r++) {
-    const int64_t n = r / g.oh, oy = r % g.oh;
-    const int64_t base = oy * g.sh - g.pt;
-    int64_t ky0 = cdiv(-base, g.dh), ky1 = cdiv(g.h - base, g.dh);
-    ky0 = ky0 < 0 ? 0 : ky0;
-    ky1 = ky1 > g.kh ? g.kh : ky1;
-    if (ky1 < ky0) ky1 = ky0;
-    int64_t ox = 0;
-    for (; ox < lo; ox++) ci_pixels_all<1, true>(A, n, oy, ox, ky0, ky1);
-    for (; ox + 4 <= hi; ox += 4) ci_pixels_all<4, false>(A, n, oy, ox, ky0, ky1);
-    for (; ox < hi; ox++) ci_pixels_all<1, false>(A, n, oy, ox, ky0, ky1);
-    for (; ox < g.ow; ox++) ci_pixels_all<1, true>(A, n, oy, ox, ky0, ky1);
-  }
-}
+#include "rt_conv_rows.h"
+
+namespace qf {
+namespace rt {
+
+void rt_conv_input_avx512(const ConvInputArgs& A, int64_t r0, int64_t r1) { ci_rows(A, r0, r1); }
 
 }  // namespace rt
 }  // namespace qf

@@ -149,16 +149,11 @@ void ukernel(int64_t kc, const float* __restrict a, int64_t lda, const float* __
 
 using UkFn = void (*)(int64_t, const float*, int64_t, const float*, const float*, const Out&);
 
-template <bool AROW, int NV, int... Ms>
-UkFn pick_impl(int m, std::integer_sequence<int, Ms...>) {
-  static const UkFn fns[] = {ukernel<Ms + 1, NV, AROW>...};
-  return fns[m - 1];
-}
-UkFn pick(bool arow, int m, int nv) {
-  using S = std::make_integer_sequence<int, MR>;
-  if (arow) return nv == 1 ? pick_impl<true, 1>(m, S{}) : pick_impl<true, 2>(m, S{});
-  return nv == 1 ? pick_impl<false, 1>(m, S{}) : pick_impl<false, 2>(m, S{});
-}
+template <int M, int NV, bool AROW>
+struct Uk {
+  static constexpr UkFn fn = ukernel<M, NV, AROW>;
+};
+UkFn pick(bool arow, int m, int nv) { return uk_pick<Uk, MR>(arow, m, nv); }
 
 void pack_b(bool bt, const float* b, int64_t ldb, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float* dst) {
   if (!bt) {

@@ -6,6 +6,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #include "core.h"
 
@@ -28,6 +29,20 @@ struct Problem {
   int64_t kc;  // k block (balanced)
   int64_t nc;  // n block (multiple of NR)
 };
+
+// The microkernel for m rows (1..MR) of nv vectors (1 or 2) of a variant's
+// table Uk<M, NV, AROW>::fn (function pointers, one per instantiation).
+template <template <int, int, bool> class Uk, bool AROW, int NV, int... Ms>
+auto uk_pick_impl(int m, std::integer_sequence<int, Ms...>) {
+  static const decltype(Uk<1, NV, AROW>::fn) fns[] = {Uk<Ms + 1, NV, AROW>::fn...};
+  return fns[m - 1];
+}
+template <template <int, int, bool> class Uk, int MR>
+auto uk_pick(bool arow, int m, int nv) {
+  using S = std::make_integer_sequence<int, MR>;
+  if (arow) return nv == 1 ? uk_pick_impl<Uk, true, 1>(m, S{}) : uk_pick_impl<Uk, true, 2>(m, S{});
+  return nv == 1 ? uk_pick_impl<Uk, false, 1>(m, S{}) : uk_pick_impl<Uk, false, 2>(m, S{});
+}
 
 // The divisor tm of T (a tm x T/tm thread grid) of least cost(P, tm, tn).
 template <class Cost>

@@ -45,7 +45,7 @@ if (!dirArg || (mode !== 'prepare' && mode !== 'check')) {
 }
 const dir = resolve(dirArg);
 const info = binding.info();
-console.log(`arm64-embed ${mode}: ${process.arch}, binding kernels gemm_u8s8s32=${info.kernels.gemm_u8s8s32} sgemm=${info.kernels.sgemm}`);
+console.log(`arm64-embed ${mode}: ${process.arch}, binding kernels gemm_u8s8s32=${info.kernels.gemm_u8s8s32} conv2d_u8s8_depthwise=${info.kernels.conv2d_u8s8_depthwise} sgemm=${info.kernels.sgemm}`);
 
 if (mode === 'prepare') {
   // Image decoding (sharp) only here: the arm64 side has no sharp binary.
