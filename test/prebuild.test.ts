@@ -10,6 +10,11 @@ import { packageRoot, bindingPath } from '../lib/binding.js';
 // @ts-expect-error plain .mjs helper without types
 import { sourceHash } from '../scripts/source-hash.mjs';
 
+// This file runs six kernel test files as child processes: 77 s alone, over
+// tap's 120 s per-file limit when the suite loads both cores. Its own limit
+// (the children keep theirs, 300 s each):
+t.setTimeout(600_000);
+
 const dir = join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`);
 const files = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.node')) : [];
 
