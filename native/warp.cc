@@ -1,0 +1,198 @@
+// Face-pipeline image kernels (scalar, portable; exports warpAffineU8 and
+// cropGreyU8, synchronous): the per-face crops of lib/runtime/pipeline.ts,
+// all faces of a photo in one call.
+//
+// Both follow their JavaScript references operation by operation in double
+// precision (the build compiles with -ffp-contract=off, so no fused
+// multiply-adds), which makes them bit-identical to them:
+// - warpAffineU8 = lib/data/align.ts warpAffine (cv2.warpAffine INTER_LINEAR,
+//   border 0) stored as float32, then lib/runtime/input.ts roundCrop (round
+//   half to even, clamp 0..255);
+// - cropGreyU8 = lib/runtime/pipeline.ts cropGrey (grey 0.299 R + 0.587 G +
+//   0.114 B, bilinear at pixel centres with clamped edges, k x k samples per
+//   output pixel when shrinking by more than 2x, Math.round, clamp).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "napi_util.h"
+
+namespace qf {
+namespace napi {
+namespace {
+
+// Round half to even of a float32 value, clamped to 0..255 (NaN -> 0): roundCrop.
+inline uint8_t round_even_u8(float f) {
+  const double v = static_cast<double>(f);
+  if (!(v > 0)) return 0;
+  if (v >= 255) return 255;
+  return static_cast<uint8_t>(std::nearbyint(v));  // default rounding mode: half to even
+}
+
+// One size x size x 3 crop: output (u, v) samples the source at inv * (u, v, 1).
+void warp_one(const uint8_t* data, int64_t W, int64_t H, const double* inv, int64_t size, uint8_t* dst) {
+  const double Wd = static_cast<double>(W), Hd = static_cast<double>(H);
+  for (int64_t v = 0; v < size; v++) {
+    const double vd = static_cast<double>(v);
+    for (int64_t u = 0; u < size; u++) {
+      const double ud = static_cast<double>(u);
+      const double xs = inv[0] * ud + inv[1] * vd + inv[2];
+      const double ys = inv[3] * ud + inv[4] * vd + inv[5];
+      const double x0f = std::floor(xs), y0f = std::floor(ys);
+      const double fx = xs - x0f, fy = ys - y0f;
+      uint8_t* o = dst + (v * size + u) * 3;
+      if (x0f >= 0 && y0f >= 0 && x0f + 1 < Wd && y0f + 1 < Hd) {
+        const int64_t x0 = static_cast<int64_t>(x0f), y0 = static_cast<int64_t>(y0f);
+        const uint8_t* p00 = data + (y0 * W + x0) * 3;
+        const uint8_t* p01 = p00 + 3;
+        const uint8_t* p10 = p00 + W * 3;
+        const uint8_t* p11 = p10 + 3;
+        for (int c = 0; c < 3; c++) {
+          const double a = p00[c], b = p01[c], cc = p10[c], d = p11[c];
+          const double top = a + (b - a) * fx;
+          const double bot = cc + (d - cc) * fx;
+          o[c] = round_even_u8(static_cast<float>(top + (bot - top) * fy));
+        }
+      } else if (x0f + 1 < 0 || y0f + 1 < 0 || x0f >= Wd || y0f >= Hd) {
+        o[0] = 0;
+        o[1] = 0;
+        o[2] = 0;
+      } else {
+        // x0f in [-1, W-1], y0f in [-1, H-1]: samples outside the image are 0
+        const int64_t x0 = static_cast<int64_t>(x0f), y0 = static_cast<int64_t>(y0f);
+        auto px = [&](int64_t x, int64_t y, int c) -> double {
+          return x < 0 || y < 0 || x >= W || y >= H ? 0.0 : static_cast<double>(data[(y * W + x) * 3 + c]);
+        };
+        for (int c = 0; c < 3; c++) {
+          const double top = px(x0, y0, c) * (1 - fx) + px(x0 + 1, y0, c) * fx;
+          const double bot = px(x0, y0 + 1, c) * (1 - fx) + px(x0 + 1, y0 + 1, c) * fx;
+          o[c] = round_even_u8(static_cast<float>(top * (1 - fy) + bot * fy));
+        }
+      }
+    }
+  }
+}
+
+// Math.round (half up), clamped to 0..255.
+inline uint8_t round_half_up_u8(double x) {
+  double r = std::floor(x);
+  if (x - r >= 0.5) r += 1;
+  return static_cast<uint8_t>(std::min(255.0, std::max(0.0, r)));
+}
+
+// One size x size grey crop of the rectangle (rx, ry, rw, rh).
+void grey_one(const uint8_t* d, int64_t W, int64_t H, const double* rect, int64_t size, uint8_t* out) {
+  const double rx = rect[0], ry = rect[1], rw = rect[2], rh = rect[3];
+  const double sized = static_cast<double>(size);
+  const double fx = rw / sized, fy = rh / sized;
+  const int64_t k = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(std::max(fx, fy) / 2)));
+  const double kd = static_cast<double>(k);
+  const double Wm = static_cast<double>(W - 1), Hm = static_cast<double>(H - 1);
+  static const double wts[3] = {0.299, 0.587, 0.114};
+  auto sample = [&](double sx, double sy) -> double {
+    sx = std::min(std::max(sx, 0.0), Wm);
+    sy = std::min(std::max(sy, 0.0), Hm);
+    const double x0f = std::floor(sx), y0f = std::floor(sy);
+    const int64_t x0 = static_cast<int64_t>(x0f), y0 = static_cast<int64_t>(y0f);
+    const int64_t x1 = std::min<int64_t>(x0 + 1, W - 1), y1 = std::min<int64_t>(y0 + 1, H - 1);
+    const double ax = sx - x0f, ay = sy - y0f;
+    double g = 0;
+    for (int c = 0; c < 3; c++) {
+      const double v00 = d[(y0 * W + x0) * 3 + c], v01 = d[(y0 * W + x1) * 3 + c];
+      const double v10 = d[(y1 * W + x0) * 3 + c], v11 = d[(y1 * W + x1) * 3 + c];
+      g += wts[c] * ((1 - ay) * ((1 - ax) * v00 + ax * v01) + ay * ((1 - ax) * v10 + ax * v11));
+    }
+    return g;
+  };
+  for (int64_t v = 0; v < size; v++)
+    for (int64_t u = 0; u < size; u++) {
+      double s = 0;
+      for (int64_t j = 0; j < k; j++)
+        for (int64_t i = 0; i < k; i++)
+          s += sample(rx + (static_cast<double>(u) + (static_cast<double>(i) + 0.5) / kd) * fx - 0.5,
+                      ry + (static_cast<double>(v) + (static_cast<double>(j) + 0.5) / kd) * fy - 0.5);
+      out[v * size + u] = round_half_up_u8(s / (kd * kd));
+    }
+}
+
+struct Image {
+  const uint8_t* data;
+  int64_t width, height;
+  Napi::Value value;
+};
+
+Image read_image(const Args& a) {
+  Image im;
+  im.width = a.integer("width", 1, int64_t(1) << 20);
+  im.height = a.integer("height", 1, int64_t(1) << 20);
+  const int64_t need = checked_mul(a.env(), a.fn(), checked_mul(a.env(), a.fn(), im.width, im.height, "width x height"), 3, "the image");
+  Span<uint8_t> src = a.array<uint8_t>("src", need, "width x height x 3 RGB bytes");
+  im.data = src.data;
+  im.value = src.value;
+  return im;
+}
+
+// Rows of `per` finite numbers; returns how many rows.
+int64_t read_rows(const Args& a, const char* key, int64_t per, Span<double>* out) {
+  *out = a.array<double>(key, per);
+  if (out->length % per) throw_range(a.env(), a.where(key) + " must hold " + std::to_string(per) + " numbers per crop (got " + std::to_string(out->length) + ")");
+  for (size_t i = 0; i < out->length; i++)
+    if (!std::isfinite(out->data[i])) throw_range(a.env(), a.where(key) + " must be finite (element " + std::to_string(i) + ")");
+  return static_cast<int64_t>(out->length) / per;
+}
+
+Prepared prepare_warp(const Napi::CallbackInfo& info) {
+  Args a(info, "warpAffineU8");
+  const Image im = read_image(a);
+  Span<double> m;
+  const int64_t n = read_rows(a, "matrices", 6, &m);
+  const int64_t size = a.integer("size", 1, 4096);
+  const int64_t per = size * size * 3;
+  Span<uint8_t> out = a.array<uint8_t>("out", checked_mul(a.env(), a.fn(), n, per, "the output"), "crops x size x size x 3 bytes");
+  Prepared p;
+  p.keep = {im.value, m.value, out.value};
+  const uint8_t* src = im.data;
+  const double* mats = m.data;
+  uint8_t* dst = out.data;
+  const int64_t W = im.width, H = im.height;
+  p.run = [=]() {
+    for (int64_t i = 0; i < n; i++) warp_one(src, W, H, mats + 6 * i, size, dst + i * per);
+  };
+  return p;
+}
+
+Prepared prepare_grey(const Napi::CallbackInfo& info) {
+  Args a(info, "cropGreyU8");
+  const Image im = read_image(a);
+  Span<double> r;
+  const int64_t n = read_rows(a, "rects", 4, &r);
+  // rectangles: positive sides no larger than twice the image (bounds the k x k samples per pixel)
+  const double lim = 2.0 * static_cast<double>(std::max(im.width, im.height));
+  for (int64_t i = 0; i < n; i++)
+    if (!(r.data[4 * i + 2] > 0 && r.data[4 * i + 3] > 0 && r.data[4 * i + 2] <= lim && r.data[4 * i + 3] <= lim))
+      throw_range(a.env(), std::string("cropGreyU8: rects: crop ") + std::to_string(i) + " must have a width and height in (0, " + std::to_string(static_cast<int64_t>(lim)) + "] (twice the image's longer side)");
+  const int64_t size = a.integer("size", 1, 4096);
+  const int64_t per = size * size;
+  Span<uint8_t> out = a.array<uint8_t>("out", checked_mul(a.env(), a.fn(), n, per, "the output"), "crops x size x size bytes");
+  Prepared p;
+  p.keep = {im.value, r.value, out.value};
+  const uint8_t* src = im.data;
+  const double* rects = r.data;
+  uint8_t* dst = out.data;
+  const int64_t W = im.width, H = im.height;
+  p.run = [=]() {
+    for (int64_t i = 0; i < n; i++) grey_one(src, W, H, rects + 4 * i, size, dst + i * per);
+  };
+  return p;
+}
+
+void init_warp(Napi::Env env, Napi::Object exports) {
+  exports.Set("warpAffineU8", Napi::Function::New(env, sync_entry<prepare_warp>, "warpAffineU8"));
+  exports.Set("cropGreyU8", Napi::Function::New(env, sync_entry<prepare_grey>, "cropGreyU8"));
+}
+
+}  // namespace
+QF_REGISTER_EXPORTS(init_warp)
+}  // namespace napi
+}  // namespace qf
