@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "napi_util.h"
 
@@ -22,13 +23,25 @@ namespace qf {
 namespace napi {
 namespace {
 
+// floor() of |x| < 2^52 without a libm call (the baseline x86-64 build has no
+// SSE4.1 round instruction): exact for every such double.
+inline double floor_small(double x) {
+  const double t = static_cast<double>(static_cast<int64_t>(x));
+  return t > x ? t - 1 : t;
+}
+
 // Round half to even of a float32 value, clamped to 0..255 (NaN -> 0): roundCrop.
 inline uint8_t round_even_u8(float f) {
   const double v = static_cast<double>(f);
   if (!(v > 0)) return 0;
   if (v >= 255) return 255;
-  return static_cast<uint8_t>(std::nearbyint(v));  // default rounding mode: half to even
+  double r = floor_small(v + 0.5);  // exact: v has a 24-bit mantissa
+  if (r - v == 0.5 && (static_cast<int64_t>(r) & 1)) r -= 1;
+  return static_cast<uint8_t>(r);
 }
+
+// Coordinates beyond this are outside any image (sides <= 2^20) and too large for floor_small.
+constexpr double kFar = 1099511627776.0;  // 2^40
 
 // One size x size x 3 crop: output (u, v) samples the source at inv * (u, v, 1).
 void warp_one(const uint8_t* data, int64_t W, int64_t H, const double* inv, int64_t size, uint8_t* dst) {
@@ -39,9 +52,15 @@ void warp_one(const uint8_t* data, int64_t W, int64_t H, const double* inv, int6
       const double ud = static_cast<double>(u);
       const double xs = inv[0] * ud + inv[1] * vd + inv[2];
       const double ys = inv[3] * ud + inv[4] * vd + inv[5];
-      const double x0f = std::floor(xs), y0f = std::floor(ys);
-      const double fx = xs - x0f, fy = ys - y0f;
       uint8_t* o = dst + (v * size + u) * 3;
+      if (!(xs > -kFar && xs < kFar && ys > -kFar && ys < kFar)) {
+        o[0] = 0;
+        o[1] = 0;
+        o[2] = 0;
+        continue;
+      }
+      const double x0f = floor_small(xs), y0f = floor_small(ys);
+      const double fx = xs - x0f, fy = ys - y0f;
       if (x0f >= 0 && y0f >= 0 && x0f + 1 < Wd && y0f + 1 < Hd) {
         const int64_t x0 = static_cast<int64_t>(x0f), y0 = static_cast<int64_t>(y0f);
         const uint8_t* p00 = data + (y0 * W + x0) * 3;
@@ -76,9 +95,36 @@ void warp_one(const uint8_t* data, int64_t W, int64_t H, const double* inv, int6
 
 // Math.round (half up), clamped to 0..255.
 inline uint8_t round_half_up_u8(double x) {
-  double r = std::floor(x);
+  if (!(x > -kFar && x < kFar)) return x > 0 ? 255 : 0;
+  double r = floor_small(x);
   if (x - r >= 0.5) r += 1;
   return static_cast<uint8_t>(std::min(255.0, std::max(0.0, r)));
+}
+
+// Sample positions along one axis of a grey crop: for output index t and
+// sub-sample q (k per output pixel), the clamped coordinate's two source
+// indices and the weight of the second (cropGrey's sample()).
+struct AxisTaps {
+  std::vector<int64_t> i0, i1;
+  std::vector<double> a;
+};
+AxisTaps axis_taps(double r0, double f, int64_t size, int64_t k, int64_t n) {
+  AxisTaps t;
+  t.i0.resize(size * k);
+  t.i1.resize(size * k);
+  t.a.resize(size * k);
+  const double kd = static_cast<double>(k), last = static_cast<double>(n - 1);
+  for (int64_t u = 0; u < size; u++)
+    for (int64_t q = 0; q < k; q++) {
+      double sx = r0 + (static_cast<double>(u) + (static_cast<double>(q) + 0.5) / kd) * f - 0.5;
+      sx = std::min(std::max(sx, 0.0), last);
+      const double x0f = floor_small(sx);
+      const int64_t x0 = static_cast<int64_t>(x0f);
+      t.i0[u * k + q] = x0;
+      t.i1[u * k + q] = std::min<int64_t>(x0 + 1, n - 1);
+      t.a[u * k + q] = sx - x0f;
+    }
+  return t;
 }
 
 // One size x size grey crop of the rectangle (rx, ry, rw, rh).
@@ -86,32 +132,34 @@ void grey_one(const uint8_t* d, int64_t W, int64_t H, const double* rect, int64_
   const double rx = rect[0], ry = rect[1], rw = rect[2], rh = rect[3];
   const double sized = static_cast<double>(size);
   const double fx = rw / sized, fy = rh / sized;
-  const int64_t k = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(std::max(fx, fy) / 2)));
+  const double kf = std::ceil(std::max(fx, fy) / 2);
+  const int64_t k = std::max<int64_t>(1, static_cast<int64_t>(kf));
   const double kd = static_cast<double>(k);
-  const double Wm = static_cast<double>(W - 1), Hm = static_cast<double>(H - 1);
-  static const double wts[3] = {0.299, 0.587, 0.114};
-  auto sample = [&](double sx, double sy) -> double {
-    sx = std::min(std::max(sx, 0.0), Wm);
-    sy = std::min(std::max(sy, 0.0), Hm);
-    const double x0f = std::floor(sx), y0f = std::floor(sy);
-    const int64_t x0 = static_cast<int64_t>(x0f), y0 = static_cast<int64_t>(y0f);
-    const int64_t x1 = std::min<int64_t>(x0 + 1, W - 1), y1 = std::min<int64_t>(y0 + 1, H - 1);
-    const double ax = sx - x0f, ay = sy - y0f;
-    double g = 0;
-    for (int c = 0; c < 3; c++) {
-      const double v00 = d[(y0 * W + x0) * 3 + c], v01 = d[(y0 * W + x1) * 3 + c];
-      const double v10 = d[(y1 * W + x0) * 3 + c], v11 = d[(y1 * W + x1) * 3 + c];
-      g += wts[c] * ((1 - ay) * ((1 - ax) * v00 + ax * v01) + ay * ((1 - ax) * v10 + ax * v11));
-    }
-    return g;
-  };
+  // rx, ry may lie far outside: clamping makes every coordinate an index in the image
+  const AxisTaps X = axis_taps(std::min(std::max(rx, -kFar), kFar), fx, size, k, W);
+  const AxisTaps Y = axis_taps(std::min(std::max(ry, -kFar), kFar), fy, size, k, H);
+  const double w0 = 0.299, w1 = 0.587, w2 = 0.114;
   for (int64_t v = 0; v < size; v++)
     for (int64_t u = 0; u < size; u++) {
       double s = 0;
-      for (int64_t j = 0; j < k; j++)
-        for (int64_t i = 0; i < k; i++)
-          s += sample(rx + (static_cast<double>(u) + (static_cast<double>(i) + 0.5) / kd) * fx - 0.5,
-                      ry + (static_cast<double>(v) + (static_cast<double>(j) + 0.5) / kd) * fy - 0.5);
+      for (int64_t j = 0; j < k; j++) {
+        const int64_t yj = v * k + j;
+        const uint8_t* r0 = d + Y.i0[yj] * W * 3;
+        const uint8_t* r1 = d + Y.i1[yj] * W * 3;
+        const double ay = Y.a[yj];
+        for (int64_t i = 0; i < k; i++) {
+          const int64_t xi = u * k + i;
+          const int64_t c0 = X.i0[xi] * 3, c1 = X.i1[xi] * 3;
+          const double ax = X.a[xi];
+          double g = 0;
+          const double ws[3] = {w0, w1, w2};
+          for (int c = 0; c < 3; c++) {
+            const double v00 = r0[c0 + c], v01 = r0[c1 + c], v10 = r1[c0 + c], v11 = r1[c1 + c];
+            g += ws[c] * ((1 - ay) * ((1 - ax) * v00 + ax * v01) + ay * ((1 - ax) * v10 + ax * v11));
+          }
+          s += g;
+        }
+      }
       out[v * size + u] = round_half_up_u8(s / (kd * kd));
     }
 }

@@ -394,21 +394,26 @@ export class FacePipeline {
     const cand: number[] = [];
     for (let i = 0; i < P; i++) if (scores[2 * i + 1]! >= o.scoreThreshold) cand.push(i);
     cand.sort((a, b) => scores[2 * b + 1]! - scores[2 * a + 1]! || a - b);
-    const top = cand.slice(0, 750);
-    const boxes = new Float64Array(4 * P);
+    const top = cand.length > 750 ? cand.slice(0, 750) : cand;
+    // the boxes of the candidates only (work pixels), non-empty ones, in score order
+    const boxes = new Float64Array(4 * top.length);
+    const valid: number[] = [];
     for (const i of top) {
-      boxes[4 * i] = rel[4 * i]! * W;
-      boxes[4 * i + 1] = rel[4 * i + 1]! * H;
-      boxes[4 * i + 2] = rel[4 * i + 2]! * W;
-      boxes[4 * i + 3] = rel[4 * i + 3]! * H;
+      const x1 = rel[4 * i]! * W, y1 = rel[4 * i + 1]! * H, x2 = rel[4 * i + 2]! * W, y2 = rel[4 * i + 3]! * H;
+      if (!(x2 > x1 && y2 > y1)) continue;
+      const k = valid.length;
+      boxes[4 * k] = x1;
+      boxes[4 * k + 1] = y1;
+      boxes[4 * k + 2] = x2;
+      boxes[4 * k + 3] = y2;
+      valid.push(i);
     }
-    const valid = top.filter((i) => boxes[4 * i + 2]! > boxes[4 * i]! && boxes[4 * i + 3]! > boxes[4 * i + 1]!);
-    const kept = nms(boxes, valid, this.opts.nmsThreshold);
+    const kept = nms(boxes, valid.map((_, k) => k), this.opts.nmsThreshold);
     const res: Array<{ box: [number, number, number, number]; score: number }> = [];
-    for (const i of kept) {
-      const b: [number, number, number, number] = [boxes[4 * i]!, boxes[4 * i + 1]!, boxes[4 * i + 2]!, boxes[4 * i + 3]!];
+    for (const k of kept) {
+      const b: [number, number, number, number] = [boxes[4 * k]!, boxes[4 * k + 1]!, boxes[4 * k + 2]!, boxes[4 * k + 3]!];
       if (Math.min((b[2] - b[0]) * sx, (b[3] - b[1]) * sy) < o.minFaceSize) continue;
-      res.push({ box: b, score: scores[2 * i + 1]! });
+      res.push({ box: b, score: scores[2 * valid[k]! + 1]! });
       if (res.length >= o.maxFaces) break;
     }
     return res;
