@@ -917,6 +917,44 @@ export interface PreluBackwardOptions {
 }
 
 // ----------------------------------------------------------------- the addon
+/**
+ * The face pipeline's per-face crops (native/warp.cc; synchronous, scalar,
+ * bit-identical to the JavaScript lib/data/align.ts warpAffine + roundCrop
+ * and lib/runtime/pipeline.ts cropGrey): one call crops every face of a
+ * photo. src: width x height x 3 RGB bytes (HWC).
+ */
+export interface WarpAffineU8Options {
+  src: Uint8Array;
+  width: number;
+  height: number;
+  /**
+   * n x 6 numbers, one inverse affine per crop [a, b, c, d, e, f]: output
+   * pixel (u, v) samples the source at (a u + b v + c, d u + e v + f)
+   * (pixel-index coordinates), bilinearly; samples outside the image are 0.
+   */
+  matrices: Float64Array;
+  /** Crop side. */
+  size: number;
+  /** n x size x size x 3 bytes, rounded half to even. */
+  out: Uint8Array;
+}
+
+export interface CropGreyU8Options {
+  src: Uint8Array;
+  width: number;
+  height: number;
+  /**
+   * n x 4 numbers x, y, width, height: the rectangle of each crop (sides
+   * in (0, 2 x the image's longer side]); resized to size x size grey
+   * (0.299 R + 0.587 G + 0.114 B), bilinear at pixel centres with clamped
+   * edges, averaged over k x k samples when shrinking by k > 2.
+   */
+  rects: Float64Array;
+  size: number;
+  /** n x size x size bytes. */
+  out: Uint8Array;
+}
+
 export interface Binding {
   info(): BindingInfo;
   /** Resizes the native pool (0 = default); returns the new size. */
@@ -995,4 +1033,9 @@ export interface Binding {
   /** Runs every operation in order (the async form on one worker thread; kernels use the native pool). */
   rtRun(o: RtRunOptions): void;
   rtRunAsync(o: RtRunOptions): Promise<void>;
+
+  /** Affine warps of one RGB image into n size x size RGB crops (native/warp.cc). */
+  warpAffineU8(o: WarpAffineU8Options): void;
+  /** Grey size x size crops of n rectangles of one RGB image (native/warp.cc). */
+  cropGreyU8(o: CropGreyU8Options): void;
 }

@@ -193,6 +193,58 @@ t.test('general ops: shapes, gradients and errors', async (t) => {
   t.ok(Math.abs(e.data[7]! - Math.exp(a.data[7]!)) < 1e-5 * Math.exp(Math.abs(a.data[7]!)), 'Exp');
 });
 
+t.test('Concat / Slice rows (short: per element, long: per row) and ConstBinary (own shape, broadcast) against index loops, forward and backward', async (t) => {
+  for (const inner of [1, 2, 40]) {
+    // [N, P, C, inner] tensors concatenated / sliced on axis 2
+    const N = 2, P = 7;
+    const parts = [3, 1, 2].map((c) => Tensor.randn([N, P, c, inner], rng) as FTensor);
+    const cat = new Concat(2, 3);
+    const y = cat.forward(...parts);
+    const C = 6;
+    let ok = true;
+    for (let n = 0; n < N; n++)
+      for (let p = 0; p < P; p++)
+        for (let c = 0, k = 0; k < 3; k++)
+          for (let j = 0; j < parts[k]!.shape[2]!; j++, c++)
+            for (let i = 0; i < inner; i++) ok &&= y.data[((n * P + p) * C + c) * inner + i] === parts[k]!.data[((n * P + p) * parts[k]!.shape[2]! + j) * inner + i];
+    t.ok(ok, `Concat axis 2, inner ${inner}: forward`);
+    const g = Tensor.randn(y.shape as number[], rng) as FTensor;
+    const gs = cat.backward(g);
+    ok = true;
+    for (let n = 0; n < N; n++)
+      for (let p = 0; p < P; p++)
+        for (let c = 0, k = 0; k < 3; k++)
+          for (let j = 0; j < parts[k]!.shape[2]!; j++, c++)
+            for (let i = 0; i < inner; i++) ok &&= gs[k]!.data[((n * P + p) * parts[k]!.shape[2]! + j) * inner + i] === g.data[((n * P + p) * C + c) * inner + i];
+    t.ok(ok, `Concat axis 2, inner ${inner}: backward`);
+    const sl = new Slice(2, 1, 4);
+    const z = sl.forward(y);
+    ok = z.shape[2] === 3;
+    for (let n = 0; n < N; n++) for (let p = 0; p < P; p++) for (let c = 0; c < 3; c++) for (let i = 0; i < inner; i++) ok &&= z.data[((n * P + p) * 3 + c) * inner + i] === y.data[((n * P + p) * C + c + 1) * inner + i];
+    t.ok(ok, `Slice axis 2 [1, 4), inner ${inner}: forward`);
+    const gz = Tensor.randn(z.shape as number[], rng) as FTensor;
+    const gy = sl.backward(gz);
+    ok = true;
+    for (let n = 0; n < N; n++) for (let p = 0; p < P; p++) for (let c = 0; c < C; c++) for (let i = 0; i < inner; i++) ok &&= gy.data[((n * P + p) * C + c) * inner + i] === (c >= 1 && c < 4 ? gz.data[((n * P + p) * 3 + c - 1) * inner + i] : 0);
+    t.ok(ok, `Slice axis 2 [1, 4), inner ${inner}: backward`);
+  }
+  const x = Tensor.randn([3, 5, 2], rng) as FTensor;
+  const cv = Float32Array.from({ length: 10 }, () => 0.5 + Math.random());
+  for (const op of ['add', 'sub', 'mul', 'div', 'rsub', 'rdiv'] as const) {
+    const f = (v: number, k: number): number => Math.fround(op === 'add' ? v + k : op === 'sub' ? v - k : op === 'mul' ? v * k : op === 'div' ? v / k : op === 'rsub' ? k - v : k / v);
+    for (const shape of [[1, 5, 2], [5, 2], [1, 1, 5, 2]]) {
+      const y = noGrad(() => new ConstBinary(op, cv, shape).forward(x));
+      t.ok(y.data.every((v, i) => v === f(x.data[i]!, cv[i % 10]!)), `ConstBinary ${op} with a constant of shape [${shape.join(', ')}]`);
+    }
+    const b = noGrad(() => new ConstBinary(op, Float32Array.of(2, 3), [2]).forward(x));
+    t.ok(b.data.every((v, i) => v === f(x.data[i]!, [2, 3][i % 2]!)), `ConstBinary ${op} broadcast [2] over [3, 5, 2]`);
+  }
+  const own = new ConstBinary('add', cv, [1, 5, 2]);
+  noGrad(() => own.forward(x));
+  own.value[3] = 100;
+  t.equal(noGrad(() => own.forward(x)).data[3], Math.fround(x.data[3]! + 100), 'a constant changed in place (loadStateDict) is used');
+});
+
 t.test('faceplugin detector and landmark net vs onnxruntime-node on LFW photos', async (t) => {
   const det = shared('models/faceplugin/fr_detect.onnx');
   const lmk = shared('models/faceplugin/fr_landmark.onnx');

@@ -706,6 +706,24 @@ function normAxis(axis: number, rank: number, what: string): number {
 }
 
 /**
+ * Copies `rows` rows of `len` elements: row r from src[srcOff + r * srcStride]
+ * to dst[dstOff + r * dstStride]. Short rows (e.g. the 2 or 4 values per
+ * prior of a detector's head) are copied element by element: a subarray
+ * view per row would cost more than the copy.
+ */
+function copyRows(src: FloatArray, srcOff: number, srcStride: number, dst: FloatArray, dstOff: number, dstStride: number, len: number, rows: number): void {
+  if (len >= 32) {
+    for (let r = 0; r < rows; r++) dst.set(src.subarray(srcOff + r * srcStride, srcOff + r * srcStride + len) as never, dstOff + r * dstStride);
+    return;
+  }
+  for (let r = 0; r < rows; r++) {
+    const a = srcOff + r * srcStride;
+    const b = dstOff + r * dstStride;
+    for (let k = 0; k < len; k++) dst[b + k] = src[a + k]!;
+  }
+}
+
+/**
  * Concatenation of several tensors along one axis (not the batch axis;
  * negative axes count from the end). ONNX Concat of computed tensors: a
  * channel concat of NCHW tensors is axis -1 of the engine's NHWC tensors.
@@ -752,8 +770,7 @@ export class Concat extends Module {
     let at = 0;
     for (const x of xs) {
       const row = x.shape[ax]! * inner;
-      const xd = x.data;
-      for (let r = 0; r < outer; r++) o.set(xd.subarray(r * row, (r + 1) * row) as never, r * rowOut + at);
+      copyRows(x.data, 0, row, o, at, rowOut, row, outer);
       at += row;
     }
     this.ctx = { shapes: xs.map((x) => x.shape), axis: ax };
@@ -770,7 +787,7 @@ export class Concat extends Module {
     return shapes.map((s) => {
       const gi = this.gradBuffer(s, g.dtype);
       const row = s[ax]! * inner;
-      for (let r = 0; r < outer; r++) gi.data.set(g.data.subarray(r * rowOut + at, r * rowOut + at + row) as never, r * row);
+      copyRows(g.data, at, rowOut, gi.data, 0, row, row, outer);
       at += row;
       return gi;
     });
@@ -823,7 +840,7 @@ export class Slice extends Module {
     const inner = s.slice(ax + 1).reduce((a, b) => a * b, 1);
     const rowIn = s[ax]! * inner;
     const rowOut = (hi - lo) * inner;
-    for (let r = 0; r < outer; r++) out.data.set(x.data.subarray(r * rowIn + lo * inner, r * rowIn + hi * inner) as never, r * rowOut);
+    copyRows(x.data, lo * inner, rowIn, out.data, 0, rowOut, rowOut, outer);
     this.ctx = { shape: s };
     return out;
   }
@@ -838,7 +855,7 @@ export class Slice extends Module {
     const inner = s.slice(ax + 1).reduce((a, b) => a * b, 1);
     const rowIn = s[ax]! * inner;
     const rowOut = (hi - lo) * inner;
-    for (let r = 0; r < outer; r++) gi.data.set(g.data.subarray(r * rowOut, (r + 1) * rowOut) as never, r * rowIn + lo * inner);
+    copyRows(g.data, 0, rowOut, gi.data, lo * inner, rowIn, rowOut, outer);
     return gi;
   }
 
@@ -964,8 +981,12 @@ export class ConstBinary extends Module {
   /** The constant expanded to the per-sample shape s (cached). */
   private expand(s: readonly number[]): Float32Array {
     const per = s.slice(1);
-    const key = per.join(',');
     const v = this.value;
+    // a constant of the per-sample shape itself (leading 1s aside) is its own expansion
+    const own = [...this.constShape];
+    while (own.length > per.length && own[0] === 1) own.shift();
+    if (own.length === per.length && own.every((d, i) => d === per[i])) return v;
+    const key = per.join(',');
     const e = this.expanded;
     if (e?.key === key && e.from.length === v.length && e.from.every((x, i) => Object.is(x, v[i]))) return e.data;
     const c = [...this.constShape];
@@ -1004,10 +1025,14 @@ export class ConstBinary extends Module {
     const xd = x.data;
     const P = c.length;
     const op = this.op;
-    for (let i = 0; i < o.length; i++) {
-      const v = xd[i]!;
-      const k = c[i % P]!;
-      o[i] = op === 'add' ? v + k : op === 'sub' ? v - k : op === 'mul' ? v * k : op === 'div' ? v / k : op === 'rsub' ? k - v : k / v;
+    // one loop per operation and per sample (no per-element dispatch or modulo)
+    for (let b = 0; b < o.length; b += P) {
+      if (op === 'add') for (let i = 0; i < P; i++) o[b + i] = xd[b + i]! + c[i]!;
+      else if (op === 'sub') for (let i = 0; i < P; i++) o[b + i] = xd[b + i]! - c[i]!;
+      else if (op === 'mul') for (let i = 0; i < P; i++) o[b + i] = xd[b + i]! * c[i]!;
+      else if (op === 'div') for (let i = 0; i < P; i++) o[b + i] = xd[b + i]! / c[i]!;
+      else if (op === 'rsub') for (let i = 0; i < P; i++) o[b + i] = c[i]! - xd[b + i]!;
+      else for (let i = 0; i < P; i++) o[b + i] = c[i]! / xd[b + i]!;
     }
     this.ctx = isGradEnabled() ? { x } : undefined;
     return out;

@@ -969,7 +969,12 @@ export interface Plan {
   /** Byte offsets of the input (u8 [N, H, W, C]) and the output (f32 [N, D]). */
   inputOffset: number;
   outputOffset: number;
-  segments: ({ kind: 'native'; program: RtProgram; ops: LOp[] } | { kind: 'js'; op: Extract<LOp, { kind: 'js' }> })[];
+  /**
+   * Native programs and JS steps in order. `inline`: a native program of
+   * elementwise steps over few values (no convolution), which run() calls
+   * on the calling thread: a trip through a worker thread costs more.
+   */
+  segments: ({ kind: 'native'; program: RtProgram; ops: LOp[]; inline: boolean } | { kind: 'js'; op: Extract<LOp, { kind: 'js' }> })[];
   /** Byte offset of each value root. */
   offsets: Map<LValue, number>;
   /** Run on one thread (small problems: waking the pool per kernel costs more than it saves). */
@@ -983,6 +988,8 @@ export interface Plan {
 }
 
 const ALIGN = 64;
+/** Native programs of elementwise steps over at most this many output values run inline (Plan.segments). */
+const INLINE_ELEMENTS = 1 << 16;
 
 function esize(r: Repr): number {
   return r === 'u8' ? 1 : 4;
@@ -1119,7 +1126,8 @@ export class CompiledModel {
     let cur: { native: RtOp[]; ops: LOp[] } = { native: [], ops: [] };
     const flush = (): void => {
       if (!cur.native.length) return;
-      segments.push({ kind: 'native', program: binding.rtProgram({ arenaBytes: arena, ops: cur.native }), ops: cur.ops });
+      const inline = cur.ops.every((o) => o.kind === 'affine' || o.kind === 'add' || o.kind === 'lut') && cur.ops.reduce((a, o) => a + N * numel(o.out.shape), 0) <= INLINE_ELEMENTS;
+      segments.push({ kind: 'native', program: binding.rtProgram({ arenaBytes: arena, ops: cur.native }), ops: cur.ops, inline });
       cur = { native: [], ops: [] };
     };
     for (const op of ops) {
@@ -1200,7 +1208,9 @@ export class CompiledModel {
     for (const s of p.segments) {
       if (s.kind === 'native') {
         const prof = profile ? (profile[k] ??= new Float64Array(s.ops.length)) : undefined;
-        await binding.rtRunAsync({ program: s.program, arena, singleThread: sch[k]!, ...(prof ? { profile: prof } : {}) });
+        const o = { program: s.program, arena, singleThread: sch[k]!, ...(prof ? { profile: prof } : {}) };
+        if (s.inline) binding.rtRun(o);
+        else await binding.rtRunAsync(o);
         k++;
       } else this.runJs(p, arena, s.op);
     }

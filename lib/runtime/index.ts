@@ -130,7 +130,12 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
-const BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+/**
+ * Plan batch sizes: every size up to 8 (a photo's faces or a few concurrent
+ * calls run without padding), then powers of two (a padded sample costs as
+ * much as a real one).
+ */
+const BUCKETS = [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64, 128, 256];
 
 /** The verification threshold stored in a model file's provenance (notes.verifyThreshold), if any. */
 export function storedThreshold(p: Provenance | undefined): number | undefined {

@@ -41,7 +41,7 @@ import { open, stat } from 'node:fs/promises';
 import sharp from 'sharp';
 import { QuantFaceError, ioError } from '../errors.js';
 import { binding } from '../binding.js';
-import { ARCFACE_TEMPLATE, landmarkAffine, warpAffine, type RgbImage } from '../data/align.js';
+import { ARCFACE_TEMPLATE, invertAffine, landmarkAffine, type RgbImage } from '../data/align.js';
 import { importOnnxModel } from '../io/onnx.js';
 import { QFM_MAGIC, loadQfm, type PackedWeight } from '../io/qfm.js';
 import type { Preprocessing } from '../io/model-info.js';
@@ -50,7 +50,7 @@ import type { Module } from '../nn/module.js';
 import { compileModel, type CompiledModel, type Plan } from './compile.js';
 import { EXACT_PIXELS, decodeCost, decodeRegion, readHeader, type CropPlan } from './decode.js';
 import { configureBudget, inflightBudget, type BudgetOptions, type Lease } from './budget.js';
-import { isImageMagic, rawToRgb, resolveLimits, roundCrop, type InputLimits, type RawImage } from './input.js';
+import { isImageMagic, rawToRgb, resolveLimits, type InputLimits, type RawImage } from './input.js';
 import { loadModel, verify as verifyEmbeddings, type FaceModel, type ModelSource, type VerifyResult } from './index.js';
 
 /** A photo: a file path, encoded image bytes (JPEG, PNG, WebP, ...), or decoded pixels. */
@@ -144,7 +144,8 @@ export interface PipelineVerifyResult extends VerifyResult {
 const DET_W = 320;
 const DET_H = 240;
 const LMK = 64;
-const BUCKETS = [1, 2, 4, 8, 16, 32, 64];
+/** Plan batch sizes: exact up to 8 faces (no padded samples), then powers of two. */
+const BUCKETS = [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64];
 
 /** One compiled network with an arena per batch bucket; runs are serialised. */
 class NetRunner {
@@ -267,6 +268,19 @@ export function cropGrey(img: RgbImage, rx: number, ry: number, rw: number, rh: 
   return out;
 }
 
+/**
+ * cropGrey of several rectangles ([x, y, w, h] each) in one native call
+ * (native/warp.cc, bit-identical): n x size x size grey bytes.
+ */
+export function greyCrops(img: RgbImage, rects: ReadonlyArray<readonly [number, number, number, number]>, size = LMK): Uint8Array {
+  const out = new Uint8Array(rects.length * size * size);
+  if (!rects.length) return out;
+  const r = new Float64Array(4 * rects.length);
+  rects.forEach((x, k) => r.set(x, 4 * k));
+  binding.cropGreyU8({ src: img.data, width: img.width, height: img.height, rects: r, size, out });
+  return out;
+}
+
 /** A decoded photo held in the in-flight budget: pixels at work resolution and the factor back to photo pixels. */
 interface Decoded {
   img: RgbImage;
@@ -380,21 +394,26 @@ export class FacePipeline {
     const cand: number[] = [];
     for (let i = 0; i < P; i++) if (scores[2 * i + 1]! >= o.scoreThreshold) cand.push(i);
     cand.sort((a, b) => scores[2 * b + 1]! - scores[2 * a + 1]! || a - b);
-    const top = cand.slice(0, 750);
-    const boxes = new Float64Array(4 * P);
+    const top = cand.length > 750 ? cand.slice(0, 750) : cand;
+    // the boxes of the candidates only (work pixels), non-empty ones, in score order
+    const boxes = new Float64Array(4 * top.length);
+    const valid: number[] = [];
     for (const i of top) {
-      boxes[4 * i] = rel[4 * i]! * W;
-      boxes[4 * i + 1] = rel[4 * i + 1]! * H;
-      boxes[4 * i + 2] = rel[4 * i + 2]! * W;
-      boxes[4 * i + 3] = rel[4 * i + 3]! * H;
+      const x1 = rel[4 * i]! * W, y1 = rel[4 * i + 1]! * H, x2 = rel[4 * i + 2]! * W, y2 = rel[4 * i + 3]! * H;
+      if (!(x2 > x1 && y2 > y1)) continue;
+      const k = valid.length;
+      boxes[4 * k] = x1;
+      boxes[4 * k + 1] = y1;
+      boxes[4 * k + 2] = x2;
+      boxes[4 * k + 3] = y2;
+      valid.push(i);
     }
-    const valid = top.filter((i) => boxes[4 * i + 2]! > boxes[4 * i]! && boxes[4 * i + 3]! > boxes[4 * i + 1]!);
-    const kept = nms(boxes, valid, this.opts.nmsThreshold);
+    const kept = nms(boxes, valid.map((_, k) => k), this.opts.nmsThreshold);
     const res: Array<{ box: [number, number, number, number]; score: number }> = [];
-    for (const i of kept) {
-      const b: [number, number, number, number] = [boxes[4 * i]!, boxes[4 * i + 1]!, boxes[4 * i + 2]!, boxes[4 * i + 3]!];
+    for (const k of kept) {
+      const b: [number, number, number, number] = [boxes[4 * k]!, boxes[4 * k + 1]!, boxes[4 * k + 2]!, boxes[4 * k + 3]!];
       if (Math.min((b[2] - b[0]) * sx, (b[3] - b[1]) * sy) < o.minFaceSize) continue;
-      res.push({ box: b, score: scores[2 * i + 1]! });
+      res.push({ box: b, score: scores[2 * valid[k]! + 1]! });
       if (res.length >= o.maxFaces) break;
     }
     return res;
@@ -422,10 +441,8 @@ export class FacePipeline {
     try {
       const small = await FacePipeline.detectorInput(d.img);
       const dets = await this.detect(d.img, { maxFaces: o.maxFaces ?? this.opts.maxFaces, scoreThreshold: o.scoreThreshold ?? this.opts.scoreThreshold, minFaceSize: o.minFaceSize ?? this.opts.minFaceSize }, d.sx, d.sy, small);
-      const landmarks = dets.map((x) => {
-        const [rx, ry, rw, rh] = FacePipeline.landmarkRect(x.box, d.img.width, d.img.height);
-        return cropGrey(d.img, rx, ry, rw, rh, LMK);
-      });
+      const all = greyCrops(d.img, dets.map((x) => FacePipeline.landmarkRect(x.box, d.img.width, d.img.height)));
+      const landmarks = dets.map((_, k) => all.slice(k * LMK * LMK, (k + 1) * LMK * LMK));
       return { detector: Uint8Array.from(small), landmarks };
     } finally {
       d.lease.release();
@@ -477,13 +494,14 @@ export class FacePipeline {
       lap('detect');
       if (!dets.length) return [];
       const rects = dets.map((x) => FacePipeline.landmarkRect(x.box, img.width, img.height));
-      const greys = rects.map(([x, y, w, h]) => cropGrey(img, x, y, w, h, LMK));
-      const lms = await this.lmk.run(greys);
+      const grey = greyCrops(img, rects);
+      const lms = await this.lmk.run(rects.map((_, k) => grey.subarray(k * LMK * LMK, (k + 1) * LMK * LMK)));
       lap('landmarks');
       const rec = o.embed === false ? null : this.recognizer;
       const size = rec?.inputSize ?? 112;
       const per = size * size * 3;
       const crops = new Uint8Array(rec ? dets.length * per : 0);
+      const inverse = new Float64Array(6 * dets.length);
       const faces: DetectedFace[] = dets.map((det, k) => {
         const [x, y, w, h] = rects[k]!;
         const raw = lms[k]!;
@@ -494,7 +512,7 @@ export class FacePipeline {
         }
         const p5 = landmarks68to5(p68);
         const m = landmarkAffine(p5.flat(), ARCFACE_TEMPLATE, size);
-        if (rec) roundCrop(warpAffine(img, m, size), crops.subarray(k * per, (k + 1) * per));
+        if (rec) inverse.set(invertAffine(m), 6 * k);
         const b = det.box;
         return {
           box: { x: b[0] * sx, y: b[1] * sy, width: (b[2] - b[0]) * sx, height: (b[3] - b[1]) * sy },
@@ -503,6 +521,8 @@ export class FacePipeline {
           landmarks68: Array.from({ length: 68 }, (_, i) => [p68[2 * i]! * sx, p68[2 * i + 1]! * sy] as [number, number]),
         };
       });
+      // every face's crop in one native call (align.ts warpAffine + roundCrop, bit for bit)
+      if (rec) binding.warpAffineU8({ src: img.data, width: img.width, height: img.height, matrices: inverse, size, out: crops });
       lap('align');
       this.check();
       const emb = rec ? await rec.embedCrops(crops, dets.length) : faces.map(() => new Float32Array(0));
