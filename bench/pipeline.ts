@@ -35,9 +35,8 @@ import { createRequire } from 'node:module';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import sharp from 'sharp';
 import { binding, packageRoot } from '../lib/binding.js';
-import { loadPipeline, nms, cropGrey, landmarks68to5 } from '../lib/runtime/pipeline.js';
-import { landmarkAffine, warpAffine, ARCFACE_TEMPLATE } from '../lib/data/align.js';
-import { roundCrop } from '../lib/runtime/input.js';
+import { loadPipeline, nms, greyCrops, landmarks68to5 } from '../lib/runtime/pipeline.js';
+import { landmarkAffine, invertAffine, ARCFACE_TEMPLATE } from '../lib/data/align.js';
 import { similarity } from '../lib/runtime/index.js';
 
 const argv = process.argv.slice(2);
@@ -122,11 +121,14 @@ async function ortPipeline(threads: number, recogniser = join(M, 'fr_feature.onn
       const y1 = Math.trunc(Math.max(0, cy - side / 2));
       const w = Math.max(1, Math.trunc(Math.min(W - 1, cx + side / 2)) - x1);
       const h = Math.max(1, Math.trunc(Math.min(H - 1, cy + side / 2)) - y1);
-      const grey = cropGrey(img, x1, y1, w, h, 64);
+      // the same native crops as quantface's pipeline (native/warp.cc), so that only the networks differ
+      const grey = greyCrops(img, [[x1, y1, w, h]], 64);
       const rl = await ls!.run({ input: new ort.Tensor('float32', Float32Array.from(grey, (v) => v / 256), [1, 1, 64, 64]) });
       const l = rl.output!.data as Float32Array;
       const p68 = Array.from({ length: 136 }, (_, k) => (k % 2 ? l[k]! * h + y1 : l[k]! * w + x1));
-      const crop = roundCrop(warpAffine(img, landmarkAffine(landmarks68to5(p68).flat(), ARCFACE_TEMPLATE, 112), 112), new Uint8Array(112 * 112 * 3));
+      const crop = new Uint8Array(112 * 112 * 3);
+      const inverse = Float64Array.from(invertAffine(landmarkAffine(landmarks68to5(p68).flat(), ARCFACE_TEMPLATE, 112)));
+      binding.warpAffineU8({ src: img.data, width: img.width, height: img.height, matrices: inverse, size: 112, out: crop });
       const xf = new Float32Array(3 * 112 * 112);
       for (let p = 0; p < 112 * 112; p++) for (let c = 0; c < 3; c++) xf[c * 12544 + p] = (crop[p * 3 + c]! - 127) / 128;
       const rf = await fs!.run({ input: new ort.Tensor('float32', xf, [1, 3, 112, 112]) });
