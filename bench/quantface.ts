@@ -424,7 +424,10 @@ if (limit === undefined)
 // --fill-engine-lfw: the fake-quant engine's LFW accuracy of the rows of --bits and --modes that have a saved
 // student but no engine figure (rows measured with --skip-engine-lfw), from the saved .qfm; no retraining.
 if (limit === undefined && process.argv.includes('--fill-engine-lfw'))
-  for (const r of Object.values(results)) {
+  for (const key of Object.keys(results)) {
+    // Read the row afresh each time: save() replaces the rows other runs wrote with their copies on disk, so
+    // a row object taken before the first save would be filled but never written.
+    const r = results[key]!;
     if (r.mode === 'teacher' || (r.lfw !== null && Number.isFinite(r.lfw))) continue;
     if (!bitsList.includes(r.bits) || !modes.includes(r.mode as Mode)) continue; // the rows named by --bits and --modes
     const file = join(outDir, `${r.key.replace(/[/:]/g, '_')}.qfm`);
