@@ -8,6 +8,7 @@
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import type { Binding } from '../binding.js';
+import { median, secondsPerCall } from './lib/timing.js';
 
 const argv = process.argv.slice(2);
 const opt = (name: string, dflt: string): string => {
@@ -42,20 +43,8 @@ if (groups.has('r50'))
 
 let seed = 7;
 const rnd = (): number => (seed = (seed * 1103515245 + 12345) >>> 0) / 4294967296;
-const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
-
 /** Seconds per call: calls repeated for >= 0.1 s. */
-function timeOnce(fn: () => void): number {
-  let iters = 0;
-  const t0 = process.hrtime.bigint();
-  let dt = 0;
-  do {
-    fn();
-    iters++;
-    dt = Number(process.hrtime.bigint() - t0) / 1e9;
-  } while (dt < 0.1);
-  return dt / iters;
-}
+const timeOnce = (fn: () => void): number => secondsPerCall(fn, 0.1);
 
 console.log(`A = ${files[0]} (${bins[0]!.info().kernels.sgemm}, ${bins[0]!.info().kernels.gemm_u8s8s32})`);
 console.log(`B = ${files[1]} (${bins[1]!.info().kernels.sgemm}, ${bins[1]!.info().kernels.gemm_u8s8s32})`);

@@ -17,6 +17,7 @@
 //   QUANTFACE_GEMM8_BLOCK=kc_max,b_budget,a_budget
 import { randomFillSync } from 'node:crypto';
 import { binding } from '../lib/binding.js';
+import { median, medianSecondsPerCall } from './lib/timing.js';
 
 const argv = process.argv.slice(2);
 const opt = (name: string, def: string) => {
@@ -53,28 +54,8 @@ if (groups.has('extra')) {
   );
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
 /** Median seconds per call over `reps` repetitions of >= minSeconds each. */
-function timeIt(fn: () => void): number {
-  fn();
-  const times: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    let iters = 0;
-    const t0 = process.hrtime.bigint();
-    let dt = 0;
-    do {
-      fn();
-      iters++;
-      dt = Number(process.hrtime.bigint() - t0) / 1e9;
-    } while (dt < minSeconds);
-    times.push(dt / iters);
-  }
-  return median(times);
-}
+const timeIt = (fn: () => void): number => medianSecondsPerCall(fn, reps, minSeconds);
 
 const info = binding.info();
 const b = binding as unknown as Record<string, unknown>;

@@ -9,6 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { binding } from '../lib/binding.js';
+import { medianSecondsPerCall } from './lib/timing.js';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -50,23 +51,7 @@ const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 4294967296);
 const minSeconds = quick ? 0.05 : 0.15;
 const reps = quick ? 3 : 7;
 
-function timeIt(fn: () => void): number {
-  fn(); // warm-up
-  const times: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    let iters = 0;
-    const t0 = process.hrtime.bigint();
-    let dt = 0;
-    do {
-      fn();
-      iters++;
-      dt = Number(process.hrtime.bigint() - t0) / 1e9;
-    } while (dt < minSeconds);
-    times.push(dt / iters);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)];
-}
+const timeIt = (fn: () => void): number => medianSecondsPerCall(fn, reps, minSeconds);
 
 const info = binding.info();
 const hasVnni = info.isa.includes('avx512vnni');
