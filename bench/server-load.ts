@@ -116,6 +116,24 @@ interface Load {
   non2xx: number;
 }
 
+/**
+ * The flat-RSS run: `total` POSTs of `body` to `target` on 16 connections while the server's RSS is
+ * sampled every `everyMs` (pushed onto `rss` with the requests answered so far); returns the run's figures.
+ */
+async function rssRun(pid: number, target: string, body: Buffer, total: number, everyMs: number, timeoutS: number, rss: { requests: number; rssMb: number }[]): Promise<Load> {
+  rss.push({ requests: 0, rssMb: rssKb(pid) / 1024 });
+  let done = 0;
+  const timer = setInterval(() => rss.push({ requests: done, rssMb: rssKb(pid) / 1024 }), everyMs);
+  const inst = autocannon({ url: target, method: 'POST', headers: { 'content-type': 'image/jpeg' }, body, connections: 16, amount: total, timeout: timeoutS });
+  inst.on('response', () => {
+    done++;
+  });
+  const r = await inst;
+  clearInterval(timer);
+  rss.push({ requests: total, rssMb: rssKb(pid) / 1024 });
+  return { connections: 16, requests: r.requests.total, seconds: r.duration, reqPerSec: r.requests.total / r.duration, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx };
+}
+
 async function load(url: string, body: Buffer, connections: number, o: { duration?: number; amount?: number; path?: string; type?: string }): Promise<Load> {
   const r = await autocannon({
     url: `${url}${o.path ?? '/embed'}`,
@@ -190,17 +208,7 @@ async function main(): Promise<void> {
       console.error(`${c} connection(s): ${r.reqPerSec.toFixed(0)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, errors ${r.errors}, non-2xx ${r.non2xx}`);
     }
     // RSS over `total` requests
-    report.rss.push({ requests: 0, rssMb: rssKb(pid) / 1024 });
-    let done = 0;
-    const timer = setInterval(() => report.rss.push({ requests: done, rssMb: rssKb(pid) / 1024 }), 500);
-    const inst = autocannon({ url: `${url}/embed`, method: 'POST', headers: { 'content-type': 'image/jpeg' }, body, connections: 16, amount: total, timeout: 30 });
-    inst.on('response', () => {
-      done++;
-    });
-    const r = await inst;
-    clearInterval(timer);
-    report.rss.push({ requests: total, rssMb: rssKb(pid) / 1024 });
-    report.flat = { connections: 16, requests: r.requests.total, seconds: r.duration, reqPerSec: r.requests.total / r.duration, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx };
+    report.flat = await rssRun(pid, `${url}/embed`, body, total, 500, 30, report.rss);
     // malformed and oversized inputs
     const big = await sharp({ create: { width: 2500, height: 2500, channels: 3, background: '#777' } }).png().toBuffer();
     const post = async (what: string, payload: Buffer, type = 'image/jpeg'): Promise<void> => {
@@ -362,17 +370,7 @@ async function facesMain(): Promise<void> {
         report.load.push({ ...r, path });
         console.error(`${path} ${c} connection(s): ${r.reqPerSec.toFixed(1)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, errors ${r.errors}, non-2xx ${r.non2xx}`);
       }
-    report.rss.push({ requests: 0, rssMb: rssKb(pid) / 1024 });
-    let done = 0;
-    const timer = setInterval(() => report.rss.push({ requests: done, rssMb: rssKb(pid) / 1024 }), 1000);
-    const inst = autocannon({ url: `${url}/faces`, method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: pa, connections: 16, amount: total, timeout: 60 });
-    inst.on('response', () => {
-      done++;
-    });
-    const r = await inst;
-    clearInterval(timer);
-    report.rss.push({ requests: total, rssMb: rssKb(pid) / 1024 });
-    report.flat = { connections: 16, requests: r.requests.total, seconds: r.duration, reqPerSec: r.requests.total / r.duration, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx };
+    report.flat = await rssRun(pid, `${url}/faces`, pa, total, 1000, 60, report.rss);
     const big = await sharp({ create: { width: 2500, height: 2500, channels: 3, background: '#777' } }).png().toBuffer();
     const grey = await sharp({ create: { width: 320, height: 240, channels: 3, background: '#777' } }).jpeg().toBuffer();
     const post = async (what: string, path: string, payload: Buffer, type = 'image/jpeg'): Promise<void> => {
